@@ -1,0 +1,29 @@
+"""EMMS: rank pre-trained models for a task without fine-tuning them all.
+
+Public API::
+
+    emms.EMMS(...).fit(features, f_labels).score_      # the EMMS estimator
+    emms.score(features, target, metric="emms")        # any registered metric
+    emms.score_pool({...}, target, metric="etran")     # pool-relative metrics
+    emms.rank(data, models, task=..., ...)             # data -> features -> F-labels -> Ranking
+"""
+
+from __future__ import annotations
+
+from emms.errors import EmmsError, EmmsWarning, InputError, ResourceError
+from emms.metrics import available_metrics, get_metric, score, score_pool
+from emms.metrics.emms import EMMS
+
+__version__ = "0.1.0"
+
+__all__ = ["EMMS", "EmmsError", "EmmsWarning", "InputError", "ResourceError", "available_metrics",
+           "get_metric", "rank", "score", "score_pool", "__version__"]
+
+
+def __getattr__(name: str):
+    # The pipeline pulls in torch-based adapters; import it only when asked for.
+    if name == "rank":
+        from emms.pipeline import rank
+
+        return rank
+    raise AttributeError(f"module 'emms' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""emms.data (being written)."""

@@ -1,0 +1,1 @@
+"""emms.embedders (being written)."""

@@ -1,0 +1,1 @@
+"""emms.evaluate (being written)."""

@@ -1,0 +1,1 @@
+"""emms.labels (being written)."""

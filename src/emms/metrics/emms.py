@@ -1,0 +1,1 @@
+"""emms metric (being written)."""

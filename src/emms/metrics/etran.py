@@ -1,0 +1,1 @@
+"""etran metric (being written)."""

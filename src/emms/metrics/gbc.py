@@ -1,0 +1,1 @@
+"""gbc metric (being written)."""

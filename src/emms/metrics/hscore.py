@@ -1,0 +1,1 @@
+"""hscore metric (being written)."""

@@ -1,0 +1,1 @@
+"""knn metric (being written)."""

@@ -1,0 +1,1 @@
+"""leep metric (being written)."""

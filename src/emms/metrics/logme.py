@@ -1,0 +1,1 @@
+"""logme metric (being written)."""

@@ -1,0 +1,1 @@
+"""nce metric (being written)."""

@@ -1,0 +1,1 @@
+"""ncti metric (being written)."""

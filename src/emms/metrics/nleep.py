@@ -1,0 +1,1 @@
+"""nleep metric (being written)."""

@@ -1,0 +1,1 @@
+"""pactran metric (being written)."""

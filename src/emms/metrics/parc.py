@@ -1,0 +1,1 @@
+"""parc metric (being written)."""

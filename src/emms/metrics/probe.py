@@ -1,0 +1,1 @@
+"""probe metric (being written)."""

@@ -1,0 +1,161 @@
+"""Metric registry: name -> scoring function with its declared capabilities.
+
+Two calling conventions, declared by ``pool_relative``:
+
+* per-model metrics are called as ``fn(features, target, **options) -> float``; those that need
+  source-head probabilities (LEEP, NCE) receive them as the keyword ``source_probs`` of shape
+  (N, C_source).
+* pool-relative metrics (a model's score depends on the other candidates: ETran, NCTI) are called
+  as ``fn(features_by_model, target, **options) -> dict[model, float]``.
+
+Target kinds a metric may accept:
+
+``classes``     class labels of shape (N,) (any integer or string values; remapped to 0..C-1)
+``multilabel``  a 0/1 indicator matrix of shape (N, C)
+``real``        real-valued targets of shape (N,) or (N, T)
+``flabels``     F-label embeddings: a list of K arrays (N, L_k) or one (N, L, K) array
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from emms.errors import InputError
+
+TARGET_KINDS = ("classes", "multilabel", "real", "flabels")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A registered metric and what it can do."""
+
+    name: str
+    function: Callable = field(repr=False)
+    targets: frozenset[str]
+    needs_source_probs: bool = False
+    pool_relative: bool = False
+    randomised: bool = False
+    streamable: bool = False
+    higher_is_better: bool = True
+    summary: str = ""
+
+    def as_dict(self) -> dict:
+        """Capabilities as plain JSON-ready values."""
+        return {
+            "name": self.name,
+            "targets": sorted(self.targets),
+            "needs_source_probs": self.needs_source_probs,
+            "pool_relative": self.pool_relative,
+            "randomised": self.randomised,
+            "streamable": self.streamable,
+            "summary": self.summary,
+        }
+
+
+_REGISTRY: dict[str, MetricInfo] = {}
+
+
+def register(name: str, *, targets: tuple[str, ...], needs_source_probs: bool = False,
+             pool_relative: bool = False, randomised: bool = False, streamable: bool = False) -> Callable:
+    """Decorator adding a scoring function to the registry under ``name`` (returned unchanged)."""
+    unknown = set(targets) - set(TARGET_KINDS)
+    if unknown:
+        raise ValueError(f"register({name!r}): unknown target kinds {sorted(unknown)}")
+
+    def decorator(fn: Callable) -> Callable:
+        if name in _REGISTRY:
+            raise ValueError(f"metric {name!r} is registered twice")
+        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        _REGISTRY[name] = MetricInfo(name=name, function=fn, targets=frozenset(targets),
+                                     needs_source_probs=needs_source_probs, pool_relative=pool_relative,
+                                     randomised=randomised, streamable=streamable, summary=summary)
+        return fn
+
+    return decorator
+
+
+def get_metric(name: str) -> MetricInfo:
+    """Look a metric up by name; unknown names raise an InputError listing the known ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InputError(f"metric: unknown metric {name!r}; known metrics: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def available_metrics() -> list[MetricInfo]:
+    """Every registered metric, sorted by name."""
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def infer_target_kind(target: object) -> str:
+    """Guess the target kind of ``target`` (see the module docstring)."""
+    if isinstance(target, (list, tuple)):
+        return "flabels"
+    arr = np.asarray(target)
+    if arr.ndim == 3:
+        return "flabels"
+    if arr.ndim == 1:
+        if arr.dtype.kind in "iuUSOb":
+            return "classes"
+        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            return "classes"
+        return "real"
+    if arr.ndim == 2:
+        if arr.shape[1] > 1 and arr.dtype.kind in "iubf" and np.isin(arr, (0, 1)).all():
+            return "multilabel"
+        return "real"
+    raise InputError(f"target: cannot tell its kind from shape {arr.shape}; pass target_kind= one of {TARGET_KINDS}")
+
+
+def _check_target_kind(info: MetricInfo, target: object, target_kind: str | None) -> str:
+    kind = target_kind or infer_target_kind(target)
+    if kind not in TARGET_KINDS:
+        raise InputError(f"target_kind: expected one of {TARGET_KINDS}, got {kind!r}")
+    if kind not in info.targets:
+        raise InputError(f"target: metric {info.name!r} accepts {sorted(info.targets)} targets, got {kind!r}")
+    return kind
+
+
+def score(features: object, target: object, metric: str = "emms", *, source_probs: object = None,
+          target_kind: str | None = None, **options) -> float:
+    """Score one model's ``features`` (N, D) against ``target`` with a registered metric.
+
+    Higher is better for every metric. Pool-relative metrics cannot be scored alone: use
+    :func:`score_pool`.
+    """
+    info = get_metric(metric)
+    if info.pool_relative:
+        raise InputError(f"metric: {metric!r} is pool-relative (a score depends on the other candidates); use score_pool")
+    _check_target_kind(info, target, target_kind)
+    if info.needs_source_probs:
+        if source_probs is None:
+            raise InputError(f"source_probs: metric {metric!r} needs the source head's probabilities, shape (N, C_source)")
+        return float(info.function(features, target, source_probs=source_probs, **options))
+    if source_probs is not None:
+        raise InputError(f"source_probs: metric {metric!r} does not use source probabilities")
+    return float(info.function(features, target, **options))
+
+
+def score_pool(features_by_model: Mapping[str, object], target: object, metric: str = "emms", *,
+               source_probs_by_model: Mapping[str, object] | None = None, target_kind: str | None = None,
+               **options) -> dict[str, float]:
+    """Score every model of a pool; returns ``{model: score}`` in the pool's order."""
+    if not features_by_model:
+        raise InputError("features_by_model: expected at least one model")
+    info = get_metric(metric)
+    _check_target_kind(info, target, target_kind)
+    if info.pool_relative:
+        result = info.function(dict(features_by_model), target, **options)
+        return {name: float(result[name]) for name in features_by_model}
+    out = {}
+    for name, feats in features_by_model.items():
+        probs = None
+        if info.needs_source_probs:
+            if source_probs_by_model is None or name not in source_probs_by_model:
+                raise InputError(f"source_probs_by_model: metric {metric!r} needs source probabilities for model {name!r}")
+            probs = source_probs_by_model[name]
+        out[name] = score(feats, target, metric, source_probs=probs, target_kind=target_kind, **options)
+    return out

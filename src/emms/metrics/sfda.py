@@ -1,0 +1,1 @@
+"""sfda metric (being written)."""

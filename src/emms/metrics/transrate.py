@@ -1,0 +1,1 @@
+"""transrate metric (being written)."""

@@ -1,0 +1,1 @@
+"""emms.models (being written)."""
