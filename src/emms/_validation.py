@@ -83,10 +83,12 @@ def as_class_labels(y: object, name: str = "labels", *, n_samples: int | None = 
     return codes.astype(np.int64).reshape(-1), classes
 
 
-def as_f_labels(z: object, name: str = "f_labels", *, n_samples: int | None = None) -> list[FloatArray]:
+def as_f_labels(z: object, name: str = "f_labels", *, n_samples: int | None = None,
+                min_rows: int = 2) -> list[FloatArray]:
     """Return F-labels as a list of K float64 arrays of shape (N, L_k).
 
     Accepts a sequence of 2-D arrays (widths may differ) or one array of shape (N, L, K).
+    ``min_rows=1`` suits a chunk of a larger data set.
     """
     if isinstance(z, np.ndarray) or (not isinstance(z, Sequence) and hasattr(z, "__array__")):
         arr = np.asarray(z)
@@ -104,7 +106,7 @@ def as_f_labels(z: object, name: str = "f_labels", *, n_samples: int | None = No
         raise InputError(f"{name}: expected at least one F-label array, got none")
     out = []
     for k, block in enumerate(blocks):
-        arr = as_float_matrix(block, f"{name}[{k}]", min_rows=2)
+        arr = as_float_matrix(block, f"{name}[{k}]", min_rows=min_rows)
         if n_samples is not None and arr.shape[0] != n_samples:
             raise InputError(f"{name}[{k}]: expected {n_samples} rows (one per feature row), got {arr.shape[0]}")
         out.append(arr)
@@ -126,9 +128,7 @@ def drop_constant_columns(x: FloatArray, name: str, *, rtol: float = 1e-12) -> t
 
     Returns the reduced array and the boolean mask of kept columns. Raises if none is left.
     """
-    spread = np.ptp(x, axis=0)
-    scale = np.maximum(np.abs(x).max(axis=0), 1.0)
-    keep = spread > rtol * scale
+    keep = nonconstant_mask(x.min(axis=0), x.max(axis=0), rtol=rtol)
     if not keep.all():
         n_drop = int((~keep).sum())
         if not keep.any():
@@ -136,6 +136,42 @@ def drop_constant_columns(x: FloatArray, name: str, *, rtol: float = 1e-12) -> t
         warnings.warn(f"{name}: dropped {n_drop} constant column(s) of {x.shape[1]}", EmmsWarning, stacklevel=3)
         x = x[:, keep]
     return x, keep
+
+
+def nonconstant_mask(col_min: np.ndarray, col_max: np.ndarray, *, rtol: float = 1e-12) -> np.ndarray:
+    """Boolean mask of columns whose range exceeds ``rtol`` times max(|value|, 1).
+
+    Works from per-column minima and maxima, so streamed statistics and in-memory arrays use the
+    same rule (see :func:`drop_constant_columns`).
+    """
+    scale = np.maximum(np.maximum(np.abs(col_min), np.abs(col_max)), 1.0)
+    return (col_max - col_min) > rtol * scale
+
+
+def as_probability_matrix(p: object, name: str, *, n_samples: int | None = None, atol: float = 1e-6) -> FloatArray:
+    """Return ``p`` as a float64 (N, K) matrix of probabilities: entries >= 0, rows summing to 1 (± ``atol``)."""
+    arr = as_float_matrix(p, name, min_rows=1)
+    if n_samples is not None and arr.shape[0] != n_samples:
+        raise InputError(f"{name}: expected {n_samples} rows (one per sample), got {arr.shape[0]}")
+    sums = arr.sum(axis=1)
+    if (arr < 0).any() or not np.allclose(sums, 1.0, rtol=0.0, atol=atol):
+        raise InputError(f"{name}: expected probabilities (entries >= 0, each row summing to 1), got entries in "
+                         f"[{arr.min():.3g}, {arr.max():.3g}] and row sums in [{sums.min():.3g}, {sums.max():.3g}]; "
+                         "pass softmax(logits), not logits")
+    return arr
+
+
+def row_count(x: object, name: str = "features") -> int | None:
+    """N of a 2-D array-like (N, D) without converting it, or None when ``x`` is None.
+
+    For metrics that do not read an argument but must still check its row count (LEEP, NCE).
+    """
+    if x is None:
+        return None
+    shape = np.shape(x)
+    if len(shape) != 2:
+        raise InputError(f"{name}: expected a 2-D array of shape (n_samples, n_features), got shape {shape}")
+    return shape[0]
 
 
 def check_seed(seed: object, name: str = "seed") -> int:

@@ -7,6 +7,13 @@ from __future__ import annotations
 
 from emms.cli._common import app
 from emms.cli import score as _score  # noqa: F401  (registers commands)
+from emms.cli import extract as _extract  # noqa: F401
+from emms.cli import cache as _cache  # noqa: F401
+from emms.cli import metrics as _metrics  # noqa: F401
+from emms.cli import rank as _rank  # noqa: F401
+from emms.cli import evaluate as _evaluate  # noqa: F401
+from emms.cli import finetune as _finetune  # noqa: F401
+from emms.cli import embed as _embed  # noqa: F401
 
 
 def main() -> None:

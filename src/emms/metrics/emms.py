@@ -1,1 +1,351 @@
-"""emms metric (being written)."""
+"""EMMS: Efficient Multi-task Model Selector (Meng et al., NeurIPS 2023, arXiv 2308.06262).
+
+A candidate model's features X (N, D) are scored by how well a linear map predicts a convex
+mixture of K foundation-model label embeddings ("F-labels") Z_k (N, L), all columns standardised::
+
+    min_{W, t ∈ simplex}  ‖X W − Σ_k t_k Z_k‖²_F  (+ λ‖W‖²_F)
+
+For fixed t the best W is a ridge fit, so the problem collapses onto the K×K matrix (G = XᵀX =
+V diag(s) Vᵀ, ĉ_k = Vᵀ XᵀZ_k, row i of ĉ_k written ĉ_{k,i}, A_kj = ⟨Z_k, Z_j⟩)::
+
+    penalised objective   P(λ)_kj = A_kj − Σ_i ⟨ĉ_{k,i}, ĉ_{j,i}⟩ / (s_i + λ)
+    ridge residual        R(λ)_kj = A_kj − Σ_i ⟨ĉ_{k,i}, ĉ_{j,i}⟩ (s_i + 2λ) / (s_i + λ)²
+    degrees of freedom    df(λ)   = Σ_i s_i / (s_i + λ)
+
+t(λ) = argmin over the simplex of tᵀP(λ)t is an exact K-dimensional QP (active set), and the fit's
+residual is ‖XW − Zt‖² = tᵀR(λ)t. Everything is a function of the sufficient statistics
+(:mod:`emms.stats`). Scores (higher = better):
+
+* ``score="gcv"`` (default): generalised cross-validation of the ridge fit, with one degree of
+  freedom for the centring (intercept)::
+
+      GCV(λ) = tᵀR(λ)t / N / (1 − (df(λ) + 1)/N)²,   t = t(λ),   λ* = argmin GCV,
+      score  = −GCV(λ*) / L
+
+  an out-of-sample estimate of the mean squared error per entry of the standardised F-label
+  mixture. λ is searched per model on a log grid around N (G's mean eigenvalue) and refined with
+  bounded Brent. Unlike the in-sample residual it does not reward wide features (issue 10).
+* ``score="in_sample"``: the paper's plain residual at λ = 0 (minimum-norm least squares, i.e.
+  eigen-directions below ``s_max · max(N, D) · eps`` ignored): ``score = −tᵀR(0)t / (N·L)``.
+
+Solvers: ``exact`` (the reduction above), ``alternating`` (the paper's alternating minimisation at
+the same λ, iterated to ``tol``: W-step ridge least squares, t-step the exact simplex minimiser for
+fixed W; it reaches the same optimum) and ``official`` (the released code's number: one
+alternation, t = sparsemax of the unconstrained least-squares t, stale W, score −SSE/N·L).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from emms._validation import as_f_labels, as_float_matrix, drop_constant_columns, nonconstant_mask
+from emms.errors import EmmsWarning, InputError
+from emms.metrics.registry import register
+from emms.stats import StandardStats, SufficientStats
+
+SOLVERS = ("exact", "alternating", "official")
+SCORES = ("gcv", "in_sample")
+# log(λ / N) search range for GCV: from almost no shrinkage to almost full shrinkage.
+_LOG_RIDGE_RANGE = (math.log(1e-8), math.log(1e4))
+_GRID_POINTS = 49
+_OFFICIAL_EPS = 1e-8
+
+
+class EMMS:
+    """EMMS transferability score of one model's features against K F-label embeddings.
+
+    Parameters
+    ----------
+    solver : "exact" (default) | "alternating" | "official"
+    score : "gcv" (default, out-of-sample, fair across widths) | "in_sample" (the paper's residual).
+        Ignored by ``solver="official"``, which always reproduces the released code.
+    tol, max_iter : stopping rule of the alternating solver (max change of t between iterations).
+
+    Attributes (after ``fit``)
+    --------------------------
+    score_ : float, higher = better (see the module docstring for its scale).
+    weights_ : (K,) simplex weight t of each encoder.
+    objective_ : the minimised objective ‖XW − Zt‖² + λ‖W‖² (official: its stale SSE).
+    ridge_ : λ used (0 for in_sample and official); in units of G = X̃ᵀX̃ (eigenvalues average N).
+    n_iter_ : GCV evaluations (exact), alternations (alternating) or 1 (official, in_sample exact).
+    regime_ : "small_n" when N <= D or the effective rank of X̃ is >= N/2, else "large_n".
+    effective_rank_, n_samples_, n_features_ (kept columns), label_width_ (L).
+    objective_history_ : objective after each alternation (alternating solver only).
+    """
+
+    def __init__(self, solver: str = "exact", score: str = "gcv", *, tol: float = 1e-12,
+                 max_iter: int = 100_000) -> None:
+        self.solver = solver
+        self.score = score
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def fit(self, features: object, f_labels: object) -> EMMS:
+        """Fit on features (N, D) and f_labels (K arrays (N, L_k) or one (N, L, K)); returns self."""
+        self._check_params()
+        if self.solver == "official":
+            return self._fit_official(features, f_labels)
+        return self.fit_stats(SufficientStats.from_arrays(features, f_labels))
+
+    def fit_stats(self, stats: SufficientStats | StandardStats) -> EMMS:
+        """Fit from sufficient statistics alone (exact or alternating solver); returns self."""
+        self._check_params()
+        if self.solver == "official":
+            raise InputError("solver: 'official' needs the raw arrays (use fit); fit_stats supports 'exact' and 'alternating'")
+        if isinstance(stats, SufficientStats):
+            stats = stats.standardised()
+        elif not isinstance(stats, StandardStats):
+            raise InputError(f"stats: expected SufficientStats or StandardStats, got {type(stats).__name__}")
+        spectrum = _Spectrum(stats)
+        n, width = stats.n_samples, stats.label_width
+        self._set_shape(n, stats.n_features, width, spectrum.rank)
+        if self.score == "gcv":
+            ridge, weights, n_evals = _gcv_search(spectrum)
+        else:
+            ridge, weights, n_evals = 0.0, _simplex_qp(spectrum.penalised(0.0)), 1
+        self.ridge_ = ridge
+        if self.solver == "alternating":
+            weights, history = _alternate(spectrum, ridge, tol=self.tol, max_iter=self.max_iter)
+            self.objective_history_ = history
+            self.objective_ = history[-1]
+            self.n_iter_ = len(history)
+        else:
+            self.objective_ = float(weights @ spectrum.penalised(ridge) @ weights)
+            self.n_iter_ = n_evals
+        self.weights_ = weights
+        rss = max(float(weights @ spectrum.residual(ridge) @ weights), 0.0)
+        if self.score == "gcv":
+            self.score_ = 0.0 - _gcv_value(rss, spectrum.dof(ridge), n) / width
+        else:
+            self.score_ = 0.0 - rss / (n * width)
+        return self
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _check_params(self) -> None:
+        if self.solver not in SOLVERS:
+            raise InputError(f"solver: expected one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        if self.score not in SCORES:
+            raise InputError(f"score: expected one of {', '.join(SCORES)}, got {self.score!r}")
+        if not (isinstance(self.tol, (int, float)) and self.tol > 0):
+            raise InputError(f"tol: expected a positive number, got {self.tol!r}")
+        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
+            raise InputError(f"max_iter: expected a positive integer, got {self.max_iter!r}")
+
+    def _set_shape(self, n: int, d: int, width: int, rank: int) -> None:
+        self.n_samples_, self.n_features_, self.label_width_, self.effective_rank_ = n, d, width, rank
+        self.regime_ = "small_n" if (n <= d or 2 * rank >= n) else "large_n"
+        if self.regime_ == "small_n":
+            if self.solver == "official":
+                advice = "the official score shrinks toward 0 for any features; prefer the default solver"
+            elif self.score == "in_sample":
+                advice = "the in-sample residual shrinks toward 0 for any features; prefer score='gcv'"
+            else:
+                advice = "the GCV score corrects for it, but expect noisier scores"
+            warnings.warn(f"EMMS small-N regime: N={n} samples, D={d} feature columns, effective rank {rank} "
+                          f"(>= N/2); {advice}", EmmsWarning, stacklevel=3)
+
+    def _fit_official(self, features: object, f_labels: object) -> EMMS:
+        x = as_float_matrix(features, "features")
+        blocks = as_f_labels(f_labels, "f_labels", n_samples=x.shape[0])
+        widths = {b.shape[1] for b in blocks}
+        if len(widths) > 1:
+            raise InputError(f"f_labels: solver='official' needs every encoder to have the same width, "
+                             f"got widths {[b.shape[1] for b in blocks]}")
+        x, _ = drop_constant_columns(x, "features")
+        n, width, k = x.shape[0], blocks[0].shape[1], len(blocks)
+        xs = (x - x.mean(axis=0)) / (x.std(axis=0) + _OFFICIAL_EPS)
+        ys = np.empty((n, width, k))
+        for j, block in enumerate(blocks):
+            ys[:, :, j] = (block - block.mean(axis=0)) / (block.std(axis=0) + _OFFICIAL_EPS)
+            constant = ~nonconstant_mask(block.min(axis=0), block.max(axis=0))
+            if constant.any():
+                warnings.warn(f"f_labels[{j}]: ignored {int(constant.sum())} constant column(s) of {width}",
+                              EmmsWarning, stacklevel=2)
+                ys[:, constant, j] = 0.0
+        uniform = np.full(k, 1.0 / k)
+        coef, _, rank, _ = np.linalg.lstsq(xs, ys @ uniform, rcond=None)
+        prediction = xs @ coef
+        raw_weights = np.linalg.lstsq(ys.reshape(n * width, k), prediction.reshape(n * width), rcond=None)[0]
+        weights = _sparsemax(raw_weights)
+        sse = float(np.sum((prediction - ys @ weights) ** 2))
+        self._set_shape(n, x.shape[1], width, int(rank))
+        self.ridge_ = 0.0
+        self.weights_ = weights
+        self.objective_ = sse
+        self.n_iter_ = 1
+        self.score_ = -(sse / n) * width
+        return self
+
+
+@register("emms", targets=("flabels",), streamable=True)
+def emms_score(features: object, f_labels: object, *, solver: str = "exact", score: str = "gcv",
+               **options) -> float:
+    """EMMS: weighted regression of F-label embeddings on the features (GCV ridge by default)."""
+    return EMMS(solver=solver, score=score, **options).fit(features, f_labels).score_
+
+
+class _Spectrum:
+    """Eigen-decomposition of G restricted to its r numerically non-zero directions.
+
+    ``eigenvalues`` (r,), ``projected`` ĉ (K, r, L), ``scaled_products`` ⟨ĉ_{k,i}, ĉ_{j,i}⟩ / s_i
+    (r, K, K) and ``base`` R(0) = A − Σ_i ⟨ĉ_{k,i}, ĉ_{j,i}⟩ / s_i, the in-sample residual matrix
+    (exactly 0 when the centred features span every centred target: rank = N − 1). With these,
+    P(λ) = R(0) + Σ_i λ/(s_i+λ) · Q_i and R(λ) = R(0) + Σ_i (λ/(s_i+λ))² · Q_i, Q_i the scaled
+    products: algebraically the formulas of the module docstring, but free of the cancellation that
+    A − Σ(...) suffers when the fit nearly interpolates.
+    """
+
+    def __init__(self, stats: StandardStats) -> None:
+        s, vectors = np.linalg.eigh(stats.gram)
+        cutoff = max(s.max(), 0.0) * max(stats.n_samples, s.size) * np.finfo(np.float64).eps
+        kept = s > cutoff
+        self.eigenvalues = s[kept]
+        self.projected = np.matmul(vectors[:, kept].T, stats.cross)
+        products = np.einsum("kil,jil->ikj", self.projected, self.projected, optimize=True)
+        self.scaled_products = products / self.eigenvalues[:, None, None]
+        self.label_inner = stats.label_inner
+        self.n_samples = stats.n_samples
+        self.rank = int(kept.sum())
+        if self.rank >= self.n_samples - 1:
+            self.base = np.zeros_like(stats.label_inner)
+        else:
+            self.base = stats.label_inner - self.scaled_products.sum(axis=0)
+
+    def penalised(self, ridge: float) -> np.ndarray:
+        """P(λ): tᵀP(λ)t = min_W ‖XW − Zt‖² + λ‖W‖²."""
+        shrink = ridge / (self.eigenvalues + ridge)
+        return self.base + np.tensordot(shrink, self.scaled_products, axes=1)
+
+    def residual(self, ridge: float) -> np.ndarray:
+        """R(λ): tᵀR(λ)t = ‖XW_λ − Zt‖² for the ridge solution W_λ."""
+        shrink = ridge / (self.eigenvalues + ridge)
+        return self.base + np.tensordot(shrink**2, self.scaled_products, axes=1)
+
+    def dof(self, ridge: float) -> float:
+        """Effective degrees of freedom Σ s_i / (s_i + λ)."""
+        return float(np.sum(self.eigenvalues / (self.eigenvalues + ridge)))
+
+
+def _gcv_value(rss: float, dof: float, n: int) -> float:
+    """GCV = RSS / N / (1 − (df + 1)/N)², +inf when the fit (with intercept) interpolates."""
+    slack = 1.0 - (dof + 1.0) / n
+    return math.inf if slack <= 0 else rss / n / slack**2
+
+
+def _gcv_search(spectrum: _Spectrum) -> tuple[float, np.ndarray, int]:
+    """Minimise GCV over log λ (grid, then bounded Brent); returns (λ, t, evaluations)."""
+    n = spectrum.n_samples
+    n_evals = 0
+
+    def gcv_at(log_ridge: float) -> tuple[float, np.ndarray]:
+        nonlocal n_evals
+        n_evals += 1
+        ridge = math.exp(log_ridge)
+        weights = _simplex_qp(spectrum.penalised(ridge))
+        rss = max(float(weights @ spectrum.residual(ridge) @ weights), 0.0)
+        return _gcv_value(rss, spectrum.dof(ridge), n), weights
+
+    grid = math.log(n) + np.linspace(*_LOG_RIDGE_RANGE, _GRID_POINTS)
+    values = [gcv_at(u)[0] for u in grid]
+    best = int(np.argmin(values))
+    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, _GRID_POINTS - 1)]
+    refined = minimize_scalar(lambda u: gcv_at(u)[0], bounds=(lo, hi), method="bounded",
+                              options={"xatol": 1e-6})
+    log_ridge = float(refined.x) if refined.fun <= values[best] else float(grid[best])
+    return math.exp(log_ridge), gcv_at(log_ridge)[1], n_evals
+
+
+def _alternate(spectrum: _Spectrum, ridge: float, *, tol: float, max_iter: int) -> tuple[np.ndarray, list[float]]:
+    """Alternating minimisation of J(W, t) = ‖XW − Zt‖² + λ‖W‖² over W and t in the simplex.
+
+    Works in G's eigenbasis (W̃ = VᵀW): the W-step is the ridge least-squares solution
+    W̃_i = Σ_k t_k ĉ_{k,i} / (s_i + λ); the t-step minimises tᵀAt − 2tᵀb, b_k = ⟨W̃, ĉ_k⟩, exactly.
+    Starts from uniform t (as the paper); stops when t moves by at most ``tol``.
+    Returns t and J after every alternation (non-increasing).
+    """
+    c_hat = spectrum.projected
+    scale = (spectrum.eigenvalues + ridge)[:, None]
+    k = c_hat.shape[0]
+    weights = np.full(k, 1.0 / k)
+    history: list[float] = []
+    for _ in range(max_iter):
+        coef = np.tensordot(weights, c_hat, axes=1) / scale
+        fit_terms = np.tensordot(c_hat, coef, axes=([1, 2], [0, 1]))
+        new_weights = _simplex_qp(spectrum.label_inner, fit_terms)
+        step = float(np.max(np.abs(new_weights - weights)))
+        weights = new_weights
+        history.append(float(np.sum(scale * coef**2) - 2 * weights @ fit_terms
+                             + weights @ spectrum.label_inner @ weights))
+        if step <= tol:
+            return weights, history
+    warnings.warn(f"EMMS alternating solver: t still moved by {step:.2e} after max_iter={max_iter} "
+                  "alternations; raise max_iter or use solver='exact'", EmmsWarning, stacklevel=3)
+    return weights, history
+
+
+def _simplex_qp(quad: np.ndarray, linear: np.ndarray | None = None, *, max_steps: int = 1000) -> np.ndarray:
+    """Exact minimiser of tᵀQt − 2bᵀt over the probability simplex (Q (K, K) symmetric PSD).
+
+    Primal active-set method: on a support S solve the KKT system Q_SS t_S − b_S = μ1, 1ᵀt_S = 1
+    (least squares, so a singular Q_SS, e.g. a repeated encoder, is fine); step back to feasibility
+    when a weight turns negative; add the index whose gradient (Qt − b)_j falls below μ. Stops when
+    the KKT conditions hold (t ≥ 0, (Qt − b)_j ≥ μ off the support).
+    """
+    q = np.asarray(quad, dtype=np.float64)
+    q = 0.5 * (q + q.T)
+    b = np.zeros(q.shape[0]) if linear is None else np.asarray(linear, dtype=np.float64)
+    k = q.shape[0]
+    tol = 1e-13 * max(float(np.max(np.abs(q))), float(np.max(np.abs(b))), 1e-300)
+    weights = np.zeros(k)
+    start = int(np.argmin(np.diag(q) - 2 * b))
+    weights[start] = 1.0
+    support = [start]
+    for _ in range(max_steps):
+        target, multiplier = _kkt_on_support(q, b, support)
+        if np.all(target >= 0):
+            weights[:] = 0.0
+            weights[support] = target
+            gradient = q @ weights - b
+            outside = [j for j in range(k) if j not in support]
+            if not outside:
+                break
+            j = min(outside, key=lambda i: gradient[i])
+            if gradient[j] >= multiplier - tol:
+                break
+            support.append(j)
+        else:
+            current = weights[support]
+            negative = target < 0
+            ratios = current[negative] / (current[negative] - target[negative])
+            blocking = np.asarray(support)[negative][int(np.argmin(ratios))]
+            weights[support] = current + float(np.min(ratios)) * (target - current)
+            weights[blocking] = 0.0
+            support = [i for i in support if weights[i] > 0.0]
+    weights = np.clip(weights, 0.0, None)
+    return weights / weights.sum()
+
+
+def _kkt_on_support(q: np.ndarray, b: np.ndarray, support: list[int]) -> tuple[np.ndarray, float]:
+    """Solve Q_SS t − μ1 = b_S, 1ᵀt = 1 (minimum-norm least squares); returns (t_S, μ)."""
+    m = len(support)
+    system = np.zeros((m + 1, m + 1))
+    system[:m, :m] = q[np.ix_(support, support)]
+    system[:m, m] = -1.0
+    system[m, :m] = 1.0
+    rhs = np.append(b[support], 1.0)
+    solution = np.linalg.lstsq(system, rhs, rcond=None)[0]
+    return solution[:m], float(solution[m])
+
+
+def _sparsemax(values: np.ndarray) -> np.ndarray:
+    """Euclidean projection onto the probability simplex (Martins & Astudillo, 2016)."""
+    ordered = np.sort(values)[::-1]
+    cumulative = np.cumsum(ordered) - 1.0
+    ks = np.arange(1, values.size + 1)
+    support = ordered - cumulative / ks > 0
+    threshold = cumulative[support][-1] / ks[support][-1]
+    return np.maximum(values - threshold, 0.0)

@@ -1,1 +1,44 @@
-"""leep metric (being written)."""
+"""LEEP: log expected empirical prediction (Nguyen, Hassner, Seeger, Archambeau, ICML 2020).
+
+With source-head probabilities θ(x_i) (N, C_s) and target labels y_i in 0..C-1::
+
+    P(y, z) = 1/N · Σ_{i: y_i = y} θ_z(x_i)          joint over (target y, source z)   (C, C_s)
+    P(y | z) = P(y, z) / Σ_y' P(y', z)
+    LEEP = 1/N · Σ_i log Σ_z P(y_i | z) θ_z(x_i)       (<= 0; higher is better)
+
+Pinned variant: thuml/LogME ``LEEP`` = TLlib ``log_expected_empirical_prediction`` (identical
+code): no smoothing. Source classes with zero total probability carry no information (they add 0
+to every sum) and are dropped, where the reference would divide 0 by 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from emms._validation import as_class_labels, as_probability_matrix, row_count
+from emms.metrics.registry import register
+from emms.metrics.sfda import class_means
+
+
+@register("leep", targets=("classes",), needs_source_probs=True)
+def leep(features: object, target: object, *, source_probs: object) -> float:
+    """LEEP (ICML 2020): mean log of the empirical predictor's probability of the true label.
+
+    ``features`` (N, D) is not used (LEEP only sees the source head) except to check N;
+    ``target`` (N,) class labels (remapped to 0..C-1; single-sample classes need no special case);
+    ``source_probs`` (N, C_s) rows of source-class probabilities. Formula: module docstring.
+    """
+    n = row_count(features)
+    codes, classes = as_class_labels(target, "target", n_samples=n)
+    probs = as_probability_matrix(source_probs, "source_probs", n_samples=codes.shape[0])
+    return expected_empirical_log_prediction(probs, codes, classes.size)
+
+
+def expected_empirical_log_prediction(probs: np.ndarray, codes: np.ndarray, n_classes: int) -> float:
+    """LEEP from validated probabilities ``probs`` (N, C_s) and class codes (N,) in 0..n_classes-1."""
+    joint = class_means(probs, codes, n_classes) * np.bincount(codes, minlength=n_classes)[:, None]  # N·P(y, z)
+    keep = joint.sum(axis=0) > 0
+    conditional = joint[:, keep] / joint[:, keep].sum(axis=0)          # P(y | z), (C, C_s')
+    prediction = (probs[:, keep] @ conditional.T)[np.arange(codes.shape[0]), codes]
+    return float(np.mean(np.log(prediction)))
+

@@ -1,1 +1,20 @@
-"""emms.models (being written)."""
+"""Candidate models: feature extractors behind one spec syntax.
+
+``load_extractor("builtin:mnv2_imagenet?image_size=64")``, ``load_extractor("hf:PATH_OR_ID")``,
+``load_extractor("st:PATH_OR_ID")``, ``load_extractor("timm:resnet50")``,
+``load_extractor("file:feats.npy")``, or wrap your own model with :func:`from_module` /
+:func:`from_callable`. Every extractor has ``identity``, ``modality`` and
+``extract(inputs, batch_size=64, progress=None) -> (n, D) float32``.
+"""
+
+from __future__ import annotations
+
+from emms.models.backbones import BACKBONES, BackboneSpec, build_backbone, preprocess_images
+from emms.models.extractors import (BuiltinExtractor, BuiltinHeadExtractor, CallableExtractor, FileExtractor, HFTextExtractor,
+                                    HFVisionExtractor, SentenceTransformerExtractor, TorchExtractor, from_callable,
+                                    from_module, load_extractor)
+from emms.models.specs import KNOWN_SCHEMES, ModelSpec, parse_spec
+
+__all__ = ["BACKBONES", "BackboneSpec", "BuiltinExtractor", "BuiltinHeadExtractor", "CallableExtractor", "FileExtractor", "HFTextExtractor",
+           "HFVisionExtractor", "KNOWN_SCHEMES", "ModelSpec", "SentenceTransformerExtractor", "TorchExtractor",
+           "build_backbone", "from_callable", "from_module", "load_extractor", "parse_spec", "preprocess_images"]

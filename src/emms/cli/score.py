@@ -1,0 +1,81 @@
+"""``emms score``: score one model's features with any registered per-model metric."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from emms.cli._common import app, console, errors_as_exit, load_array, print_json
+from emms.errors import InputError
+from emms.metrics import get_metric, score as score_with_metric
+from emms.metrics.emms import EMMS
+
+
+@app.command("score")
+def score_command(
+    features: Annotated[str, typer.Option("--features", help="Features (N, D): file.npy, file.npz or file.npz:key.")],
+    f_labels: Annotated[list[str] | None, typer.Option(
+        "--f-labels", help="F-label embeddings (N, L_k), one per encoder; repeat or comma-separate. "
+                           "One (N, L, K) array also works.")] = None,
+    labels: Annotated[str | None, typer.Option("--labels", help="Native target: class ids (N,), multilabel (N, C) or real (N, T).")] = None,
+    metric: Annotated[str, typer.Option("--metric", help="Registered metric name (see `emms metrics`).")] = "emms",
+    solver: Annotated[str | None, typer.Option("--solver", help="EMMS only: exact | alternating | official.")] = None,
+    score_kind: Annotated[str | None, typer.Option("--score", help="EMMS only: gcv (default) | in_sample.")] = None,
+    source_probs: Annotated[str | None, typer.Option("--source-probs", help="Source-head probabilities (N, C_source) for LEEP/NCE.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Score features against F-labels or native labels with one metric (higher = better)."""
+    with errors_as_exit():
+        info = get_metric(metric)
+        if info.pool_relative:
+            raise InputError(f"--metric: {metric!r} is pool-relative (each score depends on the other candidates); "
+                             "it needs a pool of models: use `emms rank` or emms.score_pool")
+        if (f_labels is None) == (labels is None):
+            raise InputError("--f-labels/--labels: pass exactly one of them")
+        if labels is not None and info.targets == frozenset({"flabels"}):
+            raise InputError(f"--labels: metric {metric!r} needs F-label embeddings; pass them with --f-labels")
+        if f_labels is not None and "flabels" not in info.targets:
+            raise InputError(f"--f-labels: metric {metric!r} accepts {', '.join(sorted(info.targets))} targets; "
+                             "pass them with --labels")
+        emms_options = {k: v for k, v in (("solver", solver), ("score", score_kind)) if v is not None}
+        if emms_options and metric != "emms":
+            raise InputError(f"--solver/--score: only apply to metric 'emms', not {metric!r}")
+        x = load_array(features, "--features")
+        if f_labels is not None:
+            paths = [p.strip() for spec in f_labels for p in spec.split(",") if p.strip()]
+            if not paths:
+                raise InputError("--f-labels: expected at least one file")
+            arrays = [load_array(p, "--f-labels") for p in paths]
+            target = arrays[0] if len(arrays) == 1 and arrays[0].ndim == 3 else arrays
+        else:
+            target = load_array(labels, "--labels")
+        probs = load_array(source_probs, "--source-probs") if source_probs is not None else None
+
+        start = time.perf_counter()
+        weights = None
+        details: dict[str, object] = {}
+        if metric == "emms":
+            if probs is not None:
+                raise InputError("--source-probs: metric 'emms' does not use source probabilities")
+            estimator = EMMS(**emms_options).fit(x, target)
+            value, weights = estimator.score_, [float(w) for w in estimator.weights_]
+            details = {"solver": estimator.solver, "score_kind": estimator.score, "ridge": estimator.ridge_,
+                       "regime": estimator.regime_, "n_iter": estimator.n_iter_}
+        else:
+            value = score_with_metric(x, target, metric, source_probs=probs)
+        seconds = time.perf_counter() - start
+
+        shape = np.shape(x)
+        result = {"metric": metric, "score": float(value), "weights": weights,
+                  "n_samples": int(shape[0]), "n_features": int(shape[1]) if len(shape) > 1 else None,
+                  "seconds": seconds, **details}
+        if as_json:
+            print_json(result)
+        else:
+            console.print(f"{metric}: [bold]{value:.6g}[/] (N={result['n_samples']}, D={result['n_features']}, "
+                          f"{seconds:.3f} s)", highlight=False)
+            if weights is not None:
+                console.print("encoder weights t: " + ", ".join(f"{w:.4f}" for w in weights), highlight=False)

@@ -1,0 +1,80 @@
+"""Batched feature extraction through the content-addressed store, resumable chunk by chunk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from emms.data.taskdata import TaskData
+from emms.errors import InputError
+from emms.store import Store
+
+#: Rows per cached chunk, in batches: a crash loses at most this many batches of work.
+CHUNK_BATCHES = 8
+
+
+def features_key(extractor, task_data: TaskData) -> str:
+    """The store key of ``extractor``'s features for ``task_data``.
+
+    The extractor's ``identity`` carries its spec, weights hash, preprocessing, layer and pooling;
+    the data fingerprint carries the inputs and labels; any change gives another key.
+    """
+    return Store.key(kind="features", model=str(extractor.identity), data=task_data.fingerprint)
+
+
+def extract_features(extractor, task_data: TaskData, store: Store | None = None, batch_size: int = 64,
+                     progress: Callable[[int], None] | None = None, *, chunk_rows: int | None = None) -> np.ndarray:
+    """Features (N, D) float32 of ``task_data.inputs`` from ``extractor`` (a FeatureExtractor).
+
+    With a ``store``, rows are computed in chunks of ``chunk_rows`` (default
+    ``CHUNK_BATCHES * batch_size``), each saved as soon as it is finished, and the whole array is
+    cached under :func:`features_key`: a second call reads the cache, and a call after a crash or
+    SIGKILL computes only the unfinished chunks. ``progress(n)`` is called with the number of
+    rows newly done (computed or read from the cache), summing to N.
+    """
+    for attribute in ("identity", "modality", "extract"):
+        if not hasattr(extractor, attribute):
+            raise InputError(f"extractor: expected a FeatureExtractor (identity, modality, extract), "
+                             f"got {type(extractor).__name__} without {attribute!r}")
+    if extractor.modality != task_data.modality:
+        raise InputError(f"extractor: {extractor.identity} takes {extractor.modality} inputs, but the data "
+                         f"{task_data.name!r} holds {task_data.modality} inputs")
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    n_rows = len(task_data.inputs)
+    inputs = task_data.inputs
+    if store is None:
+        return _checked(extractor.extract(inputs, batch_size=batch_size, progress=progress), 0, n_rows)
+
+    reported = [0]  # rows of the current chunk already reported by the extractor's own progress calls
+
+    def on_rows(n: int) -> None:
+        reported[0] += n
+        if progress is not None:
+            progress(n)
+
+    def compute_chunk(start: int, stop: int) -> np.ndarray:
+        reported[0] = 0
+        return _checked(extractor.extract(inputs[start:stop], batch_size=batch_size, progress=on_rows), start, stop)
+
+    def on_chunk(n: int) -> None:  # the store reports whole chunks; forward what the extractor did not
+        if progress is not None and n > reported[0]:
+            progress(n - reported[0])
+        reported[0] = 0
+
+    meta = {"kind": "features", "model": str(extractor.identity), "data": task_data.name,
+            "fingerprint": task_data.fingerprint, "modality": task_data.modality, "task": task_data.task}
+    return store.get_or_compute(features_key(extractor, task_data), n_rows, compute_chunk,
+                                chunk_rows=chunk_rows or CHUNK_BATCHES * int(batch_size), meta=meta,
+                                progress=on_chunk)
+
+
+def _checked(features: object, start: int, stop: int) -> np.ndarray:
+    array = np.asarray(features)
+    if array.ndim != 2 or array.shape[0] != stop - start or array.dtype.kind != "f":
+        raise InputError(f"extractor: returned {array.dtype} shape {array.shape} for inputs {start}:{stop}; "
+                         f"expected float features of shape ({stop - start}, D)")
+    if not np.all(np.isfinite(array)):
+        raise InputError(f"extractor: returned NaN or Inf features for inputs {start}:{stop}")
+    return array.astype(np.float32, copy=False)

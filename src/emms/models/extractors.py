@@ -1,0 +1,576 @@
+"""Candidate feature extractors: inputs -> (n, D) float32 features.
+
+Every extractor has ``identity`` (a stable cache key part: spec + weights digest + preprocessing +
+layer/pooling), ``modality`` ("image", "text", or "any" for precomputed files) and
+``extract(inputs, batch_size=64, progress=None)``. Models run in eval mode under
+``torch.inference_mode``, in float32, batch by batch; features are returned as float32 numpy arrays
+(metrics upcast to float64 themselves). ``progress(k)`` is called after each batch with the number
+of inputs that batch held.
+
+Packaged backbones with a source classification head also offer ``source_probs(inputs)`` ->
+(n, C_source) and ``extract_with_source_probs`` (one forward pass for both), the inputs of LEEP
+and NCE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from emms.errors import EmmsWarning, InputError, ResourceError
+from emms.models.backbones import (BackboneSpec, as_uint8_images, build_backbone, file_sha256,
+                                   get_backbone_spec, preprocess_images, weights_path)
+from emms.models.specs import parse_spec
+
+# Bump when preprocessing or pooling code changes in a way that alters features (invalidates caches).
+EXTRACTOR_VERSION = 1
+Progress = Callable[[int], None]
+_HF_POOLINGS = ("pooler", "cls", "mean")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Parse ``device`` ("cpu", "cuda", "cuda:1", "mps"), checking that it is available here."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ResourceError("device: 'cuda' was requested but torch reports no CUDA device")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ResourceError("device: 'mps' was requested but torch reports no MPS device")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device: expected 'cpu', 'cuda' or 'mps', got {device!r}")
+    return dev
+
+
+def module_digest(module: nn.Module) -> str:
+    """sha256 (hex) over a module's state dict: names, dtypes, shapes and raw tensor bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_batch_size(batch_size: object) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    return int(batch_size)
+
+
+def _n_inputs(inputs: object) -> int:
+    try:
+        n = len(inputs)  # type: ignore[arg-type]
+    except TypeError:
+        raise InputError(f"inputs: expected a sequence or array of inputs, got {type(inputs).__name__}") from None
+    if n == 0:
+        raise InputError("inputs: expected at least one input, got none")
+    return n
+
+
+_FLUSH_ROWS = 8192
+
+
+def _run_batches(inputs: Sequence, batch_size: int, progress: Progress | None,
+                 run: Callable[[Sequence], tuple[np.ndarray | torch.Tensor, ...]]) -> tuple[np.ndarray, ...]:
+    """Apply ``run`` to consecutive slices of ``inputs`` and stack each of its outputs row-wise.
+
+    Outputs may be numpy arrays or tensors (on any device); tensors are gathered and copied to
+    float32 numpy every ~8k rows, so an accelerator is not stalled by a host sync after each batch.
+    """
+    n, step = _n_inputs(inputs), _check_batch_size(batch_size)
+    outputs: list[np.ndarray] = []
+    pending: list[tuple[int, int, tuple]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        first, last = pending[0][0], pending[-1][1]
+        for k, out in enumerate(outputs):
+            parts = [results[k] for _, _, results in pending]
+            if isinstance(parts[0], torch.Tensor):
+                out[first:last] = torch.cat(parts).float().cpu().numpy()
+            else:
+                out[first:last] = np.concatenate(parts)
+        pending.clear()
+
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        results = run(inputs[start:stop])
+        if not outputs:
+            outputs = [np.empty((n,) + tuple(r.shape[1:]), dtype=np.float32) for r in results]
+        pending.append((start, stop, results))
+        if stop - pending[0][0] >= _FLUSH_ROWS:
+            flush()
+        if progress is not None:
+            progress(stop - start)
+    flush()
+    return tuple(outputs)
+
+
+def _pool_output(output: object, name: str) -> torch.Tensor:
+    """A module's output -> (B, D): 2-D kept, (B, C, H, W) averaged over H, W, (B, T, D) over T."""
+    if not isinstance(output, torch.Tensor):
+        output = output[0] if isinstance(output, (tuple, list)) else getattr(output, "last_hidden_state", output)
+    if not isinstance(output, torch.Tensor):
+        raise InputError(f"{name}: expected the module to return a tensor, got {type(output).__name__}")
+    if output.ndim == 2:
+        return output
+    if output.ndim == 4:
+        return output.mean((2, 3))
+    if output.ndim == 3:
+        return output.mean(1)
+    raise InputError(f"{name}: expected module output (B, D), (B, T, D) or (B, C, H, W), got shape {tuple(output.shape)}")
+
+
+def _as_texts(inputs: object) -> list[str]:
+    items = list(inputs) if isinstance(inputs, (list, tuple, np.ndarray)) else None
+    if items is None or not all(isinstance(t, str) for t in items):
+        raise InputError("inputs: a text model expects a list of strings")
+    return items
+
+
+def _as_rgb_list(inputs: object) -> list[np.ndarray]:
+    """Images as a list of uint8 (H, W, 3) arrays, the form Hugging Face processors accept."""
+    batch = as_uint8_images(inputs, "inputs")
+    out = []
+    for img in batch:
+        img = img[..., :3]
+        out.append(np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img)
+    return out
+
+
+class _Extractor:
+    """Shared batching; subclasses implement ``_features(batch) -> (b, D)``."""
+
+    identity: str
+    modality: str
+
+    def extract(self, inputs: Sequence, batch_size: int = 64, progress: Progress | None = None) -> np.ndarray:
+        """Features (n, D) float32 for ``inputs``, computed ``batch_size`` at a time."""
+        return _run_batches(inputs, batch_size, progress, lambda batch: (self._features(batch),))[0]
+
+    def _features(self, batch: Sequence) -> np.ndarray | torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.identity!r})"
+
+
+class TorchExtractor(_Extractor):
+    """A torch module plus a preprocessing function: batch of inputs -> tensor -> (B, D)."""
+
+    def __init__(self, module: nn.Module, preprocess: Callable[[Sequence], torch.Tensor], *, identity: str,
+                 modality: str = "image", device: str | torch.device = "cpu") -> None:
+        self.device = resolve_device(device)
+        self.module = module.to(self.device).eval()
+        self.preprocess = preprocess
+        self.identity = identity
+        self.modality = modality
+
+    def _forward(self, batch: Sequence) -> torch.Tensor:
+        x = self.preprocess(batch)
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"preprocess: expected it to return a torch.Tensor, got {type(x).__name__}")
+        with torch.inference_mode():
+            return _pool_output(self.module(x.to(self.device, non_blocking=True)), "module output")
+
+    def _features(self, batch: Sequence) -> torch.Tensor:
+        return self._forward(batch)
+
+
+class BuiltinExtractor(TorchExtractor):
+    """A packaged backbone (``builtin:NAME``); images are resized to ``image_size`` (default native).
+
+    Backbones with a source head are loaded as :class:`BuiltinHeadExtractor`.
+    """
+
+    def __init__(self, name: str, *, image_size: int | None = None, pretrained: bool = True, seed: int = 0,
+                 device: str | torch.device = "cpu") -> None:
+        spec = get_backbone_spec(name)
+        if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8):
+            raise InputError(f"image_size: expected an integer >= 8, got {image_size!r}")
+        size = spec.native_size if image_size is None or spec.fixed_size else image_size
+        module = build_backbone(name, pretrained=pretrained, seed=seed)
+        weights = f"sha256:{file_sha256(weights_path(spec))[:16]}" if pretrained else f"random-seed{seed}"
+        identity = (f"builtin:{name}|weights={weights}|size={size}|ch={spec.in_channels}|mean={spec.mean}"
+                    f"|std={spec.std}|resize=bilinear-antialias|pool={spec.pooling}|v{EXTRACTOR_VERSION}")
+        dev = resolve_device(device)
+        super().__init__(module, lambda batch: preprocess_images(batch, spec, size, dev), identity=identity,
+                         modality="image", device=dev)
+        self.spec = spec
+        self.image_size = size
+        self.pretrained = pretrained
+
+
+class BuiltinHeadExtractor(BuiltinExtractor):
+    """A packaged backbone with a source classification head: also gives its probabilities.
+
+    Only backbones whose spec has ``source_classes`` get this class, so ``hasattr(extractor,
+    "source_probs")`` tells whether LEEP/NCE can use a model.
+    """
+
+    @property
+    def source_classes(self) -> int:
+        """Width of the source head's probabilities."""
+        return int(self.spec.source_classes)
+
+    def _both(self, batch: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            feats = self._forward(batch)
+            return feats, self.module.source_probs(feats)
+
+    def source_probs(self, inputs: Sequence, batch_size: int = 64, progress: Progress | None = None) -> np.ndarray:
+        """Source-head probabilities (n, source_classes) float32; rows sum to 1."""
+        return self.extract_with_source_probs(inputs, batch_size, progress)[1]
+
+    def extract_with_source_probs(self, inputs: Sequence, batch_size: int = 64,
+                                  progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Features (n, D) and source probabilities (n, source_classes) from one forward pass."""
+        feats, probs = _run_batches(inputs, batch_size, progress, self._both)
+        return feats, probs
+
+
+class CallableExtractor(_Extractor):
+    """Any Python callable mapping a batch of inputs to an array (B, D)."""
+
+    def __init__(self, function: Callable[[Sequence], object], *, identity: str, modality: str) -> None:
+        self.function = function
+        self.identity = f"callable:{identity}"
+        self.modality = modality
+
+    def _features(self, batch: Sequence) -> np.ndarray:
+        out = self.function(batch)
+        if isinstance(out, torch.Tensor):
+            out = out.detach().float().cpu().numpy()
+        arr = np.asarray(out)
+        if arr.ndim != 2 or arr.shape[0] != len(batch) or arr.dtype.kind not in "fiu":
+            raise InputError(f"function: expected a numeric array of shape ({len(batch)}, D) per batch, "
+                             f"got {arr.dtype} {arr.shape}")
+        return arr.astype(np.float32, copy=False)
+
+
+class FileExtractor(_Extractor):
+    """Precomputed features from a ``.npy`` file: row i belongs to input i (``extract`` needs all rows)."""
+
+    modality = "any"
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path).expanduser()
+        if path.suffix != ".npy":
+            raise InputError(f"spec: file: expects a .npy file of shape (n_inputs, D), got {path.name!r}")
+        if not path.is_file():
+            raise InputError(f"spec: feature file not found: {path}")
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as exc:
+            raise InputError(f"spec: cannot read {path} as a numeric .npy array ({exc})") from None
+        if array.ndim != 2 or array.dtype.kind not in "fiu" or array.shape[0] < 1:
+            raise InputError(f"spec: {path} must hold a numeric 2-D array (n_inputs, D), got {array.dtype} {array.shape}")
+        self.path = path
+        self._array = array
+        self.identity = f"file:{path.name}|sha256:{file_sha256(path)[:16]}"
+
+    @property
+    def n_rows(self) -> int:
+        return int(self._array.shape[0])
+
+    def features(self) -> np.ndarray:
+        """All rows as a float32 (n_rows, D) array."""
+        return np.asarray(self._array, dtype=np.float32)
+
+    def extract(self, inputs: Sequence, batch_size: int = 64, progress: Progress | None = None) -> np.ndarray:
+        n = _n_inputs(inputs)
+        if n != self.n_rows:
+            raise InputError(f"spec: {self.path} has {self.n_rows} rows but the dataset has {n} inputs; "
+                             "precomputed features need one row per input, in the dataset's order")
+        _check_batch_size(batch_size)
+        out = self.features()
+        if progress is not None:
+            progress(n)
+        return out
+
+
+class HFVisionExtractor(TorchExtractor):
+    """A Hugging Face vision model; preprocessing from its own image processor config.
+
+    Features: the model's ``pooler_output`` (default when its pooler weights were loaded), the
+    first token (``cls``, default for ViT-like models without loaded pooler weights) or the mean
+    over tokens/positions (``mean``, default for a chosen ``layer`` = index into hidden_states).
+    Models with ``get_image_features`` (CLIP, SigLIP) give the projected image embedding.
+    """
+
+    def __init__(self, model: nn.Module, processor, *, identity: str, layer: int | None, pooling: str,
+                 device: str | torch.device) -> None:
+        self.processor = processor
+        self.layer = layer
+        self.pooling = pooling
+        self.joint = hasattr(model, "get_image_features")
+        super().__init__(model, self._pixels, identity=identity, modality="image", device=device)
+
+    def _pixels(self, batch: Sequence) -> torch.Tensor:
+        return self.processor(images=_as_rgb_list(batch), return_tensors="pt")["pixel_values"]
+
+    def _forward(self, batch: Sequence) -> torch.Tensor:
+        pixels = self._pixels(batch).to(self.device)
+        with torch.inference_mode():
+            if self.joint and self.layer is None:
+                out = self.module.get_image_features(pixel_values=pixels)
+                return out if isinstance(out, torch.Tensor) else out.pooler_output
+            tower = self.module.vision_model if self.joint else self.module
+            out = tower(pixel_values=pixels, output_hidden_states=self.layer is not None)
+            hidden = out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]
+            return _pool_tokens(hidden, None, self.pooling, getattr(out, "pooler_output", None))
+
+
+class HFTextExtractor(TorchExtractor):
+    """A Hugging Face text encoder: masked mean of token states (or CLS / pooler output)."""
+
+    def __init__(self, model: nn.Module, tokenizer, *, identity: str, layer: int | None, pooling: str,
+                 max_length: int, device: str | torch.device) -> None:
+        self.tokenizer = tokenizer
+        self.layer = layer
+        self.pooling = pooling
+        self.max_length = max_length
+        self.joint = hasattr(model, "get_text_features")
+        if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+            model = model.get_encoder()
+        super().__init__(model, self._tokens, identity=identity, modality="text", device=device)
+
+    def _tokens(self, batch: Sequence):
+        return self.tokenizer(_as_texts(batch), padding=True, truncation=True, max_length=self.max_length,
+                              return_tensors="pt")
+
+    def _forward(self, batch: Sequence) -> torch.Tensor:
+        tokens = {k: v.to(self.device) for k, v in self._tokens(batch).items()}
+        with torch.inference_mode():
+            if self.joint and self.layer is None:
+                out = self.module.get_text_features(input_ids=tokens["input_ids"],
+                                                    attention_mask=tokens.get("attention_mask"))
+                return out if isinstance(out, torch.Tensor) else out.pooler_output
+            tower = self.module.text_model if self.joint else self.module
+            out = tower(**tokens, output_hidden_states=self.layer is not None)
+            hidden = out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]
+            return _pool_tokens(hidden, tokens.get("attention_mask"), self.pooling, getattr(out, "pooler_output", None))
+
+
+def _pool_tokens(hidden: torch.Tensor, mask: torch.Tensor | None, pooling: str,
+                 pooler_output: torch.Tensor | None) -> torch.Tensor:
+    """(B, T, D) tokens or (B, C, H, W) maps -> (B, D) by ``pooler``, ``cls`` or (masked) ``mean``."""
+    if pooling == "pooler":
+        return pooler_output.flatten(1)
+    if hidden.ndim == 4:  # convolutional maps: CLS is meaningless, average over positions
+        return hidden.mean((2, 3))
+    if pooling == "cls":
+        return hidden[:, 0]
+    if mask is None:
+        return hidden.mean(1)
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class SentenceTransformerExtractor(_Extractor):
+    """A sentence-transformers model (its own pooling and normalisation)."""
+
+    modality = "text"
+
+    def __init__(self, target: str, *, max_length: int | None, device: str | torch.device) -> None:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise ResourceError("st: models need sentence-transformers: pip install sentence-transformers") from None
+        dev = resolve_device(device)
+        try:
+            self.model = SentenceTransformer(target, device=str(dev))
+        except (OSError, ValueError) as exc:
+            raise ResourceError(f"spec: cannot load sentence-transformers model {target!r} ({exc})") from exc
+        self.model.eval()
+        if max_length is not None:
+            self.model.max_seq_length = max_length
+        tokenizer = getattr(self.model, "tokenizer", None)
+        self.identity = (f"st:{_display_name(target)}|weights=sha256:{module_digest(self.model)[:16]}"
+                         f"|modules={_text_digest(repr(self.model))}|tokenizer={_tokenizer_digest(tokenizer)}"
+                         f"|v{EXTRACTOR_VERSION}")
+
+    def _features(self, batch: Sequence) -> np.ndarray:
+        texts = _as_texts(batch)
+        out = self.model.encode(texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(out, dtype=np.float32)
+
+
+def _display_name(target: str) -> str:
+    """A model id as given, or a local directory by its name (the digest pins the content)."""
+    path = Path(target).expanduser()
+    return path.name if path.exists() else target
+
+
+def _tokenizer_digest(tokenizer) -> str:
+    if tokenizer is None:
+        return "none"
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return _text_digest(text)
+
+
+def _load_hf(target: str, options: dict, layer: int | None, pooling: str | None, device) -> TorchExtractor:
+    try:
+        import transformers
+    except ImportError:
+        raise ResourceError("hf: models need transformers: pip install transformers") from None
+    revision = options.get("revision")
+    try:
+        model, info = transformers.AutoModel.from_pretrained(target, revision=revision, output_loading_info=True)
+    except (OSError, ValueError) as exc:
+        raise ResourceError(f"spec: cannot load Hugging Face model {target!r} ({exc})") from exc
+    missing = sorted(info.get("missing_keys", []))
+    pooler_missing = any(k.startswith("pooler.") or ".pooler." in k for k in missing)
+    other_missing = [k for k in missing if not (k.startswith("pooler.") or ".pooler." in k)]
+    if other_missing:
+        warnings.warn(f"hf:{target}: {len(other_missing)} weight(s) were not in the checkpoint and are randomly "
+                      f"initialised (e.g. {other_missing[0]})", EmmsWarning, stacklevel=3)
+    modality = options.get("modality")
+    if modality not in (None, "image", "text"):
+        raise InputError(f"spec: option 'modality' expects image or text, got {modality!r}")
+    processor = None
+    if modality in (None, "image"):
+        try:
+            processor = transformers.AutoImageProcessor.from_pretrained(target, revision=revision)
+            modality = "image"
+        except (OSError, ValueError, KeyError) as exc:
+            if modality == "image":
+                raise ResourceError(f"spec: {target!r} has no image processor config ({exc})") from exc
+            modality = "text"
+    if layer is not None:
+        default_pooling = "mean"
+    elif hasattr(model, "get_image_features") or hasattr(model, "get_text_features"):
+        default_pooling = "pooler"
+    elif modality == "text":
+        default_pooling = "mean"
+    else:
+        has_pooler = getattr(model, "pooler", None) is not None and not pooler_missing
+        default_pooling = "pooler" if has_pooler else "cls"
+    pooling = pooling or default_pooling
+    if pooling not in _HF_POOLINGS:
+        raise InputError(f"pooling: expected one of {', '.join(_HF_POOLINGS)} for hf: models, got {pooling!r}")
+    if pooling == "pooler" and layer is not None:
+        raise InputError("pooling: 'pooler' uses the model's final pooled output; with a layer use 'mean' or 'cls'")
+    weights = f"sha256:{module_digest(model)[:16]}"
+    common = f"hf:{_display_name(target)}|weights={weights}|layer={layer}|pool={pooling}"
+    if modality == "image":
+        identity = f"{common}|image|processor={_text_digest(processor.to_json_string())}|v{EXTRACTOR_VERSION}"
+        return HFVisionExtractor(model, processor, identity=identity, layer=layer, pooling=pooling, device=device)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(target, revision=revision)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ResourceError(f"spec: {target!r} has neither an image processor nor a tokenizer ({exc})") from exc
+    limit = getattr(tokenizer, "model_max_length", 512)
+    max_length = int(options.get("max_length") or min(limit if isinstance(limit, int) else 512, 512))
+    identity = (f"{common}|text|tokenizer={_tokenizer_digest(tokenizer)}|max_length={max_length}"
+                f"|v{EXTRACTOR_VERSION}")
+    return HFTextExtractor(model, tokenizer, identity=identity, layer=layer, pooling=pooling, max_length=max_length,
+                           device=device)
+
+
+def _load_timm(target: str, options: dict, device) -> TorchExtractor:
+    if importlib.util.find_spec("timm") is None:
+        raise ResourceError("timm: models need the optional packages timm and torchvision: "
+                            "pip install timm torchvision")
+    import timm
+
+    pretrained = bool(options.get("pretrained", True))
+    try:
+        model = timm.create_model(target, pretrained=pretrained, num_classes=0)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise ResourceError(f"spec: cannot create timm model {target!r} ({exc})") from exc
+    config = getattr(model, "pretrained_cfg", {}) or {}
+    channels, native = config.get("input_size", (3, 224, 224))[0], config.get("input_size", (3, 224, 224))[-1]
+    spec = BackboneSpec(name=f"timm:{target}", architecture=target, feature_dim=model.num_features,
+                        native_size=native, in_channels=channels, mean=tuple(config.get("mean", (0.485, 0.456, 0.406))),
+                        std=tuple(config.get("std", (0.229, 0.224, 0.225))), source_task=str(config.get("tag", "")),
+                        package="timm", weights_module="timm", weights_file="")
+    size = int(options.get("image_size") or native)
+    identity = (f"timm:{target}|weights=sha256:{module_digest(model)[:16]}|size={size}|ch={channels}|mean={spec.mean}"
+                f"|std={spec.std}|resize=bilinear-antialias|pool=model|v{EXTRACTOR_VERSION}")
+    dev = resolve_device(device)
+    return TorchExtractor(model, lambda batch: preprocess_images(batch, spec, size, dev), identity=identity,
+                          modality="image", device=dev)
+
+
+def _as_layer(layer: int | str | None) -> int | None:
+    if layer is None:
+        return None
+    if isinstance(layer, str) and layer.strip().lstrip("-").isdigit():
+        return int(layer)
+    if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+        return int(layer)
+    raise InputError(f"layer: expected an integer index into the model's hidden states, got {layer!r}")
+
+
+def load_extractor(spec: str, *, device: str = "cpu", layer: int | str | None = None, pooling: str | None = None,
+                   **options: object):
+    """Load the feature extractor named by ``spec`` (see :mod:`emms.models.specs`).
+
+    ``layer`` (hf: only) picks ``hidden_states[layer]`` (0 = embeddings, negative from the end);
+    ``pooling`` (hf: only) is ``pooler``, ``cls`` or ``mean``. Keyword ``options`` override
+    options written in the spec string, e.g. ``image_size=64`` for builtin: backbones.
+    """
+    parsed = parse_spec(spec, **options)
+    layer_index = _as_layer(layer)
+    own_pooling = pooling is None or (pooling == "mean" and parsed.scheme in ("builtin", "timm"))
+    if parsed.scheme != "hf" and (layer_index is not None or not own_pooling):
+        raise InputError(f"layer/pooling: only hf: models take a layer or pooling choice; {parsed.scheme}: models "
+                         "give their own pooled features")
+    opts = parsed.options
+    if parsed.scheme == "builtin":
+        kind = BuiltinHeadExtractor if get_backbone_spec(parsed.target).source_classes else BuiltinExtractor
+        return kind(parsed.target, image_size=opts.get("image_size"), pretrained=bool(opts.get("pretrained", True)),
+                    seed=int(opts.get("seed", 0)), device=device)
+    if parsed.scheme == "hf":
+        return _load_hf(parsed.target, opts, layer_index, pooling, device)
+    if parsed.scheme == "st":
+        return SentenceTransformerExtractor(parsed.target, max_length=opts.get("max_length"), device=device)
+    if parsed.scheme == "timm":
+        return _load_timm(parsed.target, opts, device)
+    return FileExtractor(parsed.target)
+
+
+def from_module(module: nn.Module, *, identity: str, preprocess: Callable[[Sequence], torch.Tensor] | None = None,
+                modality: str = "image", device: str = "cpu") -> TorchExtractor:
+    """Wrap any torch module: ``preprocess(batch) -> tensor``, then ``module`` -> (B, D) features.
+
+    Without ``preprocess`` the batch must already be numeric (converted with ``torch.as_tensor``).
+    Outputs of shape (B, C, H, W) or (B, T, D) are averaged to (B, D). The identity gets a digest of
+    the module's state dict appended, so changed weights never reuse cached features.
+    """
+    if not isinstance(module, nn.Module):
+        raise InputError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+    if not isinstance(identity, str) or not identity:
+        raise InputError("identity: expected a non-empty string naming the model (used in cache keys)")
+
+    def as_tensor(batch: Sequence) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(batch), dtype=torch.float32)
+
+    full_identity = f"module:{identity}|weights=sha256:{module_digest(module)[:16]}|v{EXTRACTOR_VERSION}"
+    return TorchExtractor(module, preprocess or as_tensor, identity=full_identity, modality=modality, device=device)
+
+
+def from_callable(function: Callable[[Sequence], object], *, identity: str, modality: str = "image") -> CallableExtractor:
+    """Wrap a callable ``batch -> (B, D) array``. ``identity`` must change whenever its output would."""
+    if not callable(function):
+        raise InputError(f"function: expected a callable, got {type(function).__name__}")
+    if not isinstance(identity, str) or not identity:
+        raise InputError("identity: expected a non-empty string naming the callable (used in cache keys)")
+    return CallableExtractor(function, identity=identity, modality=modality)

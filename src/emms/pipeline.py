@@ -1,0 +1,329 @@
+"""rank(): data -> features -> F-labels -> scores -> Ranking.
+
+The one place where the adapters (datasets, candidate models, text encoders, the store) meet the
+metrics. Each stage is timed; every metric sees exactly the same frozen features.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emms._io import atomic_write_text
+from emms.errors import InputError
+from emms.metrics import get_metric, score_pool
+from emms.metrics.emms import EMMS
+
+DEFAULT_METRICS = ("emms",)
+# Metrics whose point is the F-labels: they are given the label embeddings even when the task also
+# has a native target.
+_FLABEL_FIRST = frozenset({"emms", "logme_flabels"})
+# Native target kind of each task kind (what the classic baselines see).
+_NATIVE_KIND = {
+    "classification": "classes",
+    "multilabel": "multilabel",
+    "regression": "real",
+    "referring": "real",
+    "vqa": "classes",
+}
+
+ProgressCallback = Callable[[str, str, int, int], None]
+"""progress(stage, item, done, total): called as stages advance (the CLI draws bars from it)."""
+
+
+@dataclass
+class Ranking:
+    """The result of :func:`rank`.
+
+    ``table`` has one row per (model, metric): ``model, metric, score, rank, seconds`` and, for
+    EMMS, ``weights`` (the simplex weight of each foundation encoder). ``rank`` is 1 for the best
+    model of a metric. ``timings`` has one row per stage (and model where it applies).
+    ``correlations`` is set when a ground truth was given.
+    """
+
+    table: pd.DataFrame
+    timings: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+    truth: dict[str, float] | None = None
+    correlations: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(dict.fromkeys(self.table["metric"]))
+
+    def best(self, metric: str | None = None) -> str:
+        """The top-ranked model of ``metric`` (default: the first metric)."""
+        metric = metric or self.metrics[0]
+        rows = self.table[self.table["metric"] == metric]
+        return str(rows.sort_values("rank").iloc[0]["model"])
+
+    def records(self) -> list[dict]:
+        """The table as a list of JSON-ready dicts, sorted by metric order then rank."""
+        out = []
+        for row in self.table.itertuples(index=False):
+            rec = {"model": row.model, "metric": row.metric, "score": _json_float(row.score),
+                   "rank": int(row.rank), "seconds": round(float(row.seconds), 6)}
+            if isinstance(row.weights, dict):
+                rec["weights"] = {k: _json_float(v) for k, v in row.weights.items()}
+            out.append(rec)
+        return out
+
+    def to_dict(self) -> dict:
+        """Everything as JSON-ready values."""
+        doc = {"meta": self.meta, "results": self.records(),
+               "timings": [{k: (_json_float(v) if isinstance(v, float) else v) for k, v in r.items()}
+                           for r in self.timings.to_dict("records")],
+               "notes": list(self.notes)}
+        if self.correlations is not None:
+            doc["correlations"] = [{k: (_json_float(v) if isinstance(v, float) else v) for k, v in r.items()}
+                                   for r in self.correlations.to_dict("records")]
+        return doc
+
+    def to_json(self, path: str | Path | None = None, *, include_timings: bool = True) -> str:
+        """JSON text (and write it atomically to ``path`` if given)."""
+        doc = self.to_dict()
+        if not include_timings:
+            doc.pop("timings")
+            for rec in doc["results"]:
+                rec.pop("seconds")
+        text = json.dumps(doc, indent=2)
+        if path is not None:
+            atomic_write_text(Path(path), text)
+        return text
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """The ranking table as CSV text (weights flattened to ``weight:<encoder>`` columns)."""
+        flat = self.table.drop(columns=["weights"]).copy()
+        for i, w in enumerate(self.table["weights"]):
+            if isinstance(w, dict):
+                for enc, val in w.items():
+                    flat.loc[flat.index[i], f"weight:{enc}"] = val
+        text = flat.to_csv(index=False)
+        if path is not None:
+            atomic_write_text(Path(path), text)
+        return text
+
+    def to_html(self, path: str | Path | None = None) -> str:
+        """A self-contained HTML report (see :mod:`emms.report`)."""
+        from emms.report import render_html
+
+        text = render_html(self)
+        if path is not None:
+            atomic_write_text(Path(path), text)
+        return text
+
+
+def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Sequence[str] = "offline",
+         metrics: Sequence[str] = DEFAULT_METRICS, max_samples: int | None = None, seed: int = 0,
+         cache: str | Path | None = None, device: str = "cpu", batch_size: int = 64,
+         image_size: int | None = None, truth: dict[str, float] | None = None,
+         metric_options: dict[str, dict] | None = None, progress: ProgressCallback | None = None) -> Ranking:
+    """Rank candidate ``models`` on ``data`` by every metric in ``metrics``.
+
+    Args:
+        data: a :class:`emms.data.TaskData` or a dataset source for :func:`emms.data.load_dataset`
+            (``builtin:fashion-mnist``, an image folder, a CSV/JSONL/Parquet manifest, ...).
+        models: model specs (``builtin:mnv2_imagenet``, ``hf:ID``, ``st:ID``, ``file:X.npy``, ...)
+            or ready feature extractors (objects with ``identity``, ``modality``, ``extract``).
+        task: the task kind; inferred from the data when omitted.
+        encoders: foundation text encoders for the F-labels: a named set (``offline``, ``paper``)
+            or a list of encoder names.
+        metrics: registered metric names; pool-relative ones are scored over the whole pool.
+        image_size: input resolution for the packaged backbones (default: each one's native size).
+        truth: ``{model: fine-tuned performance}``; adds rank correlations per metric.
+        metric_options: ``{metric: {option: value}}`` passed through to the metric.
+    """
+    from emms.data import TaskData, load_dataset
+    from emms.store import Store
+
+    metric_options = metric_options or {}
+    infos = [get_metric(m) for m in metrics]
+    if not infos:
+        raise InputError("metrics: expected at least one metric name")
+    if not models:
+        raise InputError("models: expected at least one model")
+    notify = progress or (lambda *_: None)
+    timings: list[dict] = []
+    store = Store(cache)
+
+    t0 = time.perf_counter()
+    task_data = data if isinstance(data, TaskData) else load_dataset(data, task=task, max_samples=max_samples, seed=seed)
+    if task is not None and task != task_data.task:
+        raise InputError(f"task: the data holds a {task_data.task!r} task, not {task!r}")
+    timings.append({"stage": "load data", "model": "", "seconds": time.perf_counter() - t0})
+
+    extractors = _load_extractors(models, device=device, image_size=image_size)
+    _check_modality(extractors, task_data)
+    features, source_probs = {}, {}
+    need_probs = any(info.needs_source_probs for info in infos)
+    for name, extractor in extractors.items():
+        t0 = time.perf_counter()
+        features[name] = _extract(extractor, task_data, store, batch_size, name, notify)
+        if need_probs and hasattr(extractor, "source_probs"):
+            source_probs[name] = extractor.source_probs(task_data.inputs, batch_size=batch_size)
+        timings.append({"stage": "extract features", "model": name, "seconds": time.perf_counter() - t0})
+
+    targets, notes = {}, []
+    if any("flabels" in info.targets for info in infos):
+        from emms.labels import embed_f_labels
+
+        t0 = time.perf_counter()
+        flabels = embed_f_labels(task_data.task, task_data.labels, task_data.class_names, encoders=encoders,
+                                 store=store, device=device,
+                                 progress=lambda done, total: notify("embed labels", "encoders", done, total))
+        targets["flabels"] = flabels
+        timings.append({"stage": "embed labels", "model": "", "seconds": time.perf_counter() - t0})
+    native_kind = _NATIVE_KIND.get(task_data.task)
+    if native_kind is not None:
+        from emms.labels import native_target
+
+        targets[native_kind] = native_target(task_data.task, task_data.labels, task_data.class_names)
+
+    rows = []
+    for i, info in enumerate(infos):
+        kind = _target_kind_for(info, targets)
+        if kind is None:
+            notes.append(f"{info.name}: skipped — it accepts {sorted(info.targets)} targets and a "
+                         f"{task_data.task!r} task provides {sorted(targets) or 'none'}")
+            continue
+        if info.needs_source_probs and len(source_probs) < len(features):
+            missing = sorted(set(features) - set(source_probs))
+            notes.append(f"{info.name}: skipped — needs source-head probabilities, which {', '.join(missing)} do not provide")
+            continue
+        notify("score", info.name, i, len(infos))
+        rows.extend(_score_metric(info, features, targets[kind], source_probs, metric_options.get(info.name, {})))
+    notify("score", "", len(infos), len(infos))
+    if not rows:
+        raise InputError(f"metrics: none of {list(metrics)} applies to a {task_data.task!r} task; " + "; ".join(notes))
+
+    table = _with_ranks(pd.DataFrame(rows))
+    meta = {"data": task_data.name, "task": task_data.task, "n_samples": int(len(task_data.labels)),
+            "models": list(features), "metrics": [r for r in dict.fromkeys(table["metric"])],
+            "encoders": list(getattr(targets.get("flabels"), "encoder_ids", []) or []),
+            "feature_dims": {m: int(f.shape[1]) for m, f in features.items()}, "seed": seed}
+    result = Ranking(table=table, timings=pd.DataFrame(timings), meta=meta, notes=notes)
+    if truth is not None:
+        result.truth = _check_truth(truth, list(features))
+        result.correlations = correlations_table(result.table, result.truth)
+    return result
+
+
+def correlations_table(table: pd.DataFrame, truth: dict[str, float]) -> pd.DataFrame:
+    """Per metric: weighted Kendall tau (both pinned variants), Kendall tau, Pearson, top-1 hit."""
+    from emms.evaluate import correlation_summary
+
+    out = []
+    for metric, rows in table.groupby("metric", sort=False):
+        models = list(rows["model"])
+        scores = rows["score"].to_numpy(float)
+        values = np.array([truth[m] for m in models], dtype=float)
+        out.append({"metric": metric, **correlation_summary(scores, values)})
+    return pd.DataFrame(out)
+
+
+def _load_extractors(models: Sequence, *, device: str, image_size: int | None) -> dict:
+    from emms.models import load_extractor
+
+    out = {}
+    for model in models:
+        if isinstance(model, str):
+            options = {"image_size": image_size} if image_size is not None and model.startswith("builtin:") else {}
+            extractor = load_extractor(model, device=device, **options)
+            name = model
+        else:
+            extractor = model
+            name = getattr(model, "name", None) or getattr(model, "identity", None) or repr(model)
+        if name in out:
+            raise InputError(f"models: {name!r} is listed twice")
+        out[name] = extractor
+    return out
+
+
+def _check_modality(extractors: dict, task_data) -> None:
+    for name, extractor in extractors.items():
+        modality = getattr(extractor, "modality", None)
+        if modality is not None and modality != task_data.modality:
+            raise InputError(f"models: {name!r} takes {modality} inputs but the data {task_data.name!r} holds {task_data.modality}")
+
+
+def _extract(extractor, task_data, store, batch_size: int, name: str, notify: ProgressCallback) -> np.ndarray:
+    from emms.extract import extract_features
+
+    total = len(task_data.labels) if task_data.task != "captioning" else len(task_data.inputs)
+    done = [0]
+
+    def advance(n: int) -> None:
+        done[0] += n
+        notify("extract features", name, done[0], total)
+
+    return extract_features(extractor, task_data, store=store, batch_size=batch_size, progress=advance)
+
+
+def _target_kind_for(info, targets: dict) -> str | None:
+    if "flabels" in targets and "flabels" in info.targets and (info.name in _FLABEL_FIRST or not (info.targets & set(targets) - {"flabels"})):
+        return "flabels"
+    for kind in ("classes", "multilabel", "real"):
+        if kind in targets and kind in info.targets:
+            return kind
+    return None
+
+
+def _score_metric(info, features: dict, target, source_probs: dict, options: dict) -> list[dict]:
+    target_arrays = getattr(target, "arrays", target)
+    encoder_ids = list(getattr(target, "encoder_ids", []) or [])
+    rows = []
+    if info.name == "emms":
+        for model, feats in features.items():
+            t0 = time.perf_counter()
+            est = EMMS(**options).fit(feats, target_arrays)
+            weights = dict(zip(encoder_ids or [f"encoder{k}" for k in range(len(est.weights_))],
+                               (float(w) for w in est.weights_)))
+            rows.append({"model": model, "metric": info.name, "score": float(est.score_),
+                         "seconds": time.perf_counter() - t0, "weights": weights})
+        return rows
+    if info.pool_relative:
+        t0 = time.perf_counter()
+        scores = score_pool(features, target_arrays, info.name, **options)
+        seconds = (time.perf_counter() - t0) / len(scores)
+        return [{"model": m, "metric": info.name, "score": s, "seconds": seconds, "weights": None}
+                for m, s in scores.items()]
+    for model, feats in features.items():
+        t0 = time.perf_counter()
+        probs = {model: source_probs[model]} if info.needs_source_probs else None
+        value = score_pool({model: feats}, target_arrays, info.name, source_probs_by_model=probs, **options)[model]
+        rows.append({"model": model, "metric": info.name, "score": value,
+                     "seconds": time.perf_counter() - t0, "weights": None})
+    return rows
+
+
+def _with_ranks(table: pd.DataFrame) -> pd.DataFrame:
+    table = table.copy()
+    table["rank"] = table.groupby("metric", sort=False)["score"].rank(ascending=False, method="min").astype(int)
+    order = {m: i for i, m in enumerate(dict.fromkeys(table["metric"]))}
+    table["_order"] = table["metric"].map(order)
+    table = table.sort_values(["_order", "rank", "model"], kind="stable").drop(columns="_order").reset_index(drop=True)
+    return table[["model", "metric", "score", "rank", "seconds", "weights"]]
+
+
+def _check_truth(truth: dict[str, float], models: list[str]) -> dict[str, float]:
+    missing = [m for m in models if m not in truth]
+    if missing:
+        raise InputError(f"truth: no fine-tuned value for model(s) {', '.join(missing)}; it has {', '.join(truth) or 'none'}")
+    values = {m: float(truth[m]) for m in models}
+    if not all(np.isfinite(list(values.values()))):
+        raise InputError("truth: values must be finite numbers")
+    if len(models) < 2:
+        raise InputError("truth: rank correlations need at least 2 models")
+    return values
+
+
+def _json_float(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None

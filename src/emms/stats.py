@@ -1,0 +1,203 @@
+"""Sufficient statistics of (features, F-labels) for EMMS, accumulated over row chunks.
+
+EMMS only needs, after standardising every column,
+
+* ``G   = X̃ᵀX̃``            (D, D)   Gram matrix of the features,
+* ``C_k = X̃ᵀZ̃_k``          (D, L)   feature / F-label cross products of encoder k,
+* ``A_kj = ⟨Z̃_k, Z̃_j⟩``     (K, K)   inner products between F-label blocks,
+
+so one pass over the data suffices, in chunks, on any number of workers. :class:`SufficientStats`
+keeps column means and *centred* co-moments and merges two partial results with the pairwise
+update of Chan, Golub & LeVeque (1979)::
+
+    M_ab = M_ab' + M_ab'' + (m_a' - m_a'')(m_b' - m_b'') n' n'' / (n' + n'')
+
+which stays accurate when the columns carry large offsets (raw sums of squares would cancel).
+
+Encoders of different widths L_k are reconciled in :meth:`SufficientStats.standardised`: every
+column is standardised (population std), block k is multiplied by ``sqrt(L / L_k)`` (L_k counts
+its non-constant columns) so that every encoder carries the same total variance N·L, and the
+narrower blocks are zero-padded to ``L = max_k L_k`` (their raw widths). Column l of every encoder
+stays column l, so with equal widths this is exactly the plain formula. Constant columns are
+excluded with an :class:`~emms.errors.EmmsWarning`: feature columns are removed, F-label columns
+are set to zero (keeping the alignment of the other columns).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from emms._validation import as_f_labels, as_float_matrix, nonconstant_mask
+from emms.errors import EmmsWarning, InputError
+
+
+@dataclass(frozen=True)
+class StandardStats:
+    """Standardised statistics, ready for the EMMS solver.
+
+    Attributes: ``gram`` G (D', D'), ``cross`` C (K, D', L) with blocks rescaled and zero-padded,
+    ``label_inner`` A (K, K), ``n_samples`` N, ``label_width`` L, ``feature_mask`` (D,) the kept
+    feature columns, ``label_masks`` the kept columns of each encoder.
+    """
+
+    gram: np.ndarray
+    cross: np.ndarray
+    label_inner: np.ndarray
+    n_samples: int
+    label_width: int
+    feature_mask: np.ndarray
+    label_masks: tuple[np.ndarray, ...]
+
+    @property
+    def n_features(self) -> int:
+        """D': the number of non-constant feature columns."""
+        return self.gram.shape[0]
+
+
+class SufficientStats:
+    """Running float64 statistics of features X (N, D) and K F-label blocks Z_k (N, L_k).
+
+    ``update(x_chunk, z_chunks)`` adds rows; ``merge(other)`` combines two partial results;
+    ``standardised()`` returns the :class:`StandardStats` EMMS needs. Shapes are fixed by the first
+    chunk. Memory: O(D² + D·ΣL_k + K²·max L_k).
+    """
+
+    def __init__(self) -> None:
+        self.n_samples = 0
+        self._widths: tuple[int, ...] | None = None
+        self._n_features: int | None = None
+
+    @classmethod
+    def from_arrays(cls, features: object, f_labels: object) -> SufficientStats:
+        """Statistics of whole in-memory arrays: features (N, D), f_labels as in :meth:`update`."""
+        x = as_float_matrix(features, "features")
+        z = as_f_labels(f_labels, "f_labels", n_samples=x.shape[0])
+        stats = cls()
+        stats._init_from_chunk(x, z)
+        return stats
+
+    @property
+    def label_widths(self) -> tuple[int, ...]:
+        """Raw widths L_k of the F-label blocks (empty before the first update)."""
+        return self._widths or ()
+
+    def update(self, x_chunk: object, z_chunks: object) -> SufficientStats:
+        """Add the rows ``x_chunk`` (n, D) and ``z_chunks`` (K arrays (n, L_k) or one (n, L, K)).
+
+        Returns self. Inputs are not modified.
+        """
+        x = as_float_matrix(x_chunk, "x_chunk", min_rows=1)
+        z = as_f_labels(z_chunks, "z_chunks", n_samples=x.shape[0], min_rows=1)
+        chunk = SufficientStats()
+        chunk._init_from_chunk(x, z)
+        return self._absorb(chunk)
+
+    def merge(self, other: SufficientStats) -> SufficientStats:
+        """Add the rows summarised by ``other`` into self (Chan's pairwise update); returns self."""
+        if not isinstance(other, SufficientStats):
+            raise InputError(f"other: expected a SufficientStats, got {type(other).__name__}")
+        return self._absorb(other)
+
+    def standardised(self) -> StandardStats:
+        """Standardise, reconcile encoder widths and drop constant columns (see the module doc)."""
+        n = self.n_samples
+        if n < 2:
+            raise InputError(f"features: expected at least 2 samples, got {n}")
+        keep_x = nonconstant_mask(self._x_min, self._x_max)
+        if not keep_x.any():
+            raise InputError("features: every column is constant; nothing to score")
+        if not keep_x.all():
+            warnings.warn(f"features: dropped {int((~keep_x).sum())} constant column(s) of {keep_x.size}",
+                          EmmsWarning, stacklevel=3)
+        sd_x = np.sqrt(np.diag(self._xx)[keep_x] / n)
+        gram = self._xx[np.ix_(keep_x, keep_x)] / np.outer(sd_x, sd_x)
+
+        width = max(self._widths)
+        n_blocks = len(self._widths)
+        label_masks = []
+        z_scale = np.zeros((n_blocks, width))  # 1 / std * sqrt(L / L_k) for kept columns, 0 otherwise
+        cross = np.zeros((n_blocks, keep_x.sum(), width))
+        for k, (start, stop) in enumerate(self._offsets()):
+            keep = nonconstant_mask(self._z_min[start:stop], self._z_max[start:stop])
+            if not keep.any():
+                raise InputError(f"f_labels[{k}]: every column is constant; nothing to regress on")
+            if not keep.all():
+                warnings.warn(f"f_labels[{k}]: ignored {int((~keep).sum())} constant column(s) of {keep.size}",
+                              EmmsWarning, stacklevel=3)
+            sd = np.sqrt(self._zz[k, k, : stop - start] / n)
+            z_scale[k, : stop - start][keep] = np.sqrt(width / keep.sum()) / sd[keep]
+            cross[k, :, : stop - start] = self._xz[keep_x, start:stop] / sd_x[:, None] * z_scale[k, : stop - start]
+            label_masks.append(keep)
+        label_inner = np.einsum("kjl,kl,jl->kj", self._zz, z_scale, z_scale)
+        return StandardStats(gram=gram, cross=cross, label_inner=label_inner, n_samples=n,
+                             label_width=width, feature_mask=keep_x, label_masks=tuple(label_masks))
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _offsets(self) -> list[tuple[int, int]]:
+        ends = np.cumsum(self._widths)
+        return [(int(e - w), int(e)) for e, w in zip(ends, self._widths)]
+
+    def _init_from_chunk(self, x: np.ndarray, z: Sequence[np.ndarray]) -> None:
+        """Set every statistic from one validated chunk (two-pass centring within the chunk).
+
+        ``x`` must be a private copy: it is centred in place.
+        """
+        self.n_samples = x.shape[0]
+        self._n_features = x.shape[1]
+        self._widths = tuple(block.shape[1] for block in z)
+        width = max(self._widths)
+        z_all = np.concatenate(z, axis=1)
+        self._x_mean = x.mean(axis=0)
+        self._z_mean = z_all.mean(axis=0)
+        self._x_min, self._x_max = x.min(axis=0), x.max(axis=0)
+        self._z_min, self._z_max = z_all.min(axis=0), z_all.max(axis=0)
+        xc = x
+        xc -= self._x_mean
+        zc = z_all
+        zc -= self._z_mean
+        self._xx = xc.T @ xc
+        self._xz = xc.T @ zc
+        # Paired co-moments: _zz[k, j, l] = Σ_i zc_k[i, l] zc_j[i, l] for l < min(L_k, L_j).
+        self._zz = np.zeros((len(z), len(z), width))
+        blocks = [zc[:, a:b] for a, b in self._offsets()]
+        for k, zk in enumerate(blocks):
+            for j in range(k, len(blocks)):
+                m = min(zk.shape[1], blocks[j].shape[1])
+                self._zz[k, j, :m] = self._zz[j, k, :m] = np.einsum("nl,nl->l", zk[:, :m], blocks[j][:, :m])
+
+    def _absorb(self, other: SufficientStats) -> SufficientStats:
+        if other.n_samples == 0:
+            return self
+        if self.n_samples == 0:
+            self.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in other.__dict__.items()})
+            return self
+        if other._n_features != self._n_features:
+            raise InputError(f"x_chunk: expected {self._n_features} feature columns (as in earlier chunks), "
+                             f"got {other._n_features}")
+        if other._widths != self._widths:
+            raise InputError(f"z_chunks: expected F-label widths {list(self._widths)} (as in earlier chunks), "
+                             f"got {list(other._widths)}")
+        n_a, n_b = self.n_samples, other.n_samples
+        n = n_a + n_b
+        factor = n_a * n_b / n
+        dx = other._x_mean - self._x_mean
+        dz = other._z_mean - self._z_mean
+        self._xx += other._xx + factor * np.outer(dx, dx)
+        self._xz += other._xz + factor * np.outer(dx, dz)
+        dz_blocks = np.zeros((len(self._widths), max(self._widths)))
+        for k, (a, b) in enumerate(self._offsets()):
+            dz_blocks[k, : b - a] = dz[a:b]
+        self._zz += other._zz + factor * dz_blocks[:, None, :] * dz_blocks[None, :, :]
+        self._x_mean = self._x_mean + dx * (n_b / n)
+        self._z_mean = self._z_mean + dz * (n_b / n)
+        np.minimum(self._x_min, other._x_min, out=self._x_min)
+        np.maximum(self._x_max, other._x_max, out=self._x_max)
+        np.minimum(self._z_min, other._z_min, out=self._z_min)
+        np.maximum(self._z_max, other._z_max, out=self._z_max)
+        self.n_samples = n
+        return self
