@@ -26,6 +26,7 @@ from emms.evaluate.correlations import (
     top1_hit,
     top_k_models,
     weighted_tau,
+    weighted_tau_batch,
 )
 from emms.evaluate.summary import evaluate_scores, read_scores, read_truth
 
@@ -66,6 +67,18 @@ def test_weighted_tau_matches_the_definition_with_and_without_ties(pairs):
     assert weighted_tau(scores, truth, variant="truth_weighted") == pytest.approx(by_truth, abs=1e-12)
     by_scores = _weighted_tau_by_definition(scores, truth, scores)
     assert weighted_tau(scores, truth, variant="symmetric") == pytest.approx((by_truth + by_scores) / 2, abs=1e-12)
+
+
+@pytest.mark.parametrize("variant", ["symmetric", "truth_weighted"])
+def test_batched_weighted_tau_equals_scipy_row_by_row_with_ties(variant):
+    rng = np.random.default_rng(5)
+    scores = rng.integers(0, 4, size=(300, 7)).astype(float)  # many ties and repeated models
+    truth = rng.integers(0, 4, size=(300, 7)).astype(float)
+    batched = weighted_tau_batch(scores, truth, variant=variant)
+    one_by_one = np.array([weighted_tau(s, t, variant=variant) for s, t in zip(scores, truth)])
+    np.testing.assert_array_equal(np.isnan(batched), np.isnan(one_by_one))
+    assert np.isnan(one_by_one).any()  # the constant rows are covered
+    np.testing.assert_allclose(batched[~np.isnan(batched)], one_by_one[~np.isnan(one_by_one)], atol=1e-12, rtol=0)
 
 
 def test_the_variants_differ_and_only_symmetric_is_symmetric():
@@ -138,6 +151,8 @@ def test_bootstrap_is_seeded_brackets_the_point_and_averages_groups():
     assert low < point < high and -1 <= low and high <= 1
     assert bootstrap_ci(statistic, [(scores, truth)], n_resamples=300, seed=7) == (point, low, high)
     assert bootstrap_ci(statistic, [(scores, truth)], n_resamples=300, seed=8) != (point, low, high)
+    fast = bootstrap_ci(statistic, [(scores, truth)], n_resamples=300, seed=7, batched=weighted_tau_batch)
+    assert fast == pytest.approx((point, low, high), abs=1e-12)
     narrow = bootstrap_ci(statistic, [(scores, truth)], n_resamples=300, seed=7, confidence=0.5)
     assert low < narrow[1] <= narrow[2] < high
     other = (-scores, truth)
@@ -197,7 +212,7 @@ def test_evaluate_scores_per_target_and_mean(tables):
     groups = [(a.score, a.value), (b.score, b.value)]
     mean_row = ci[(ci.metric == "good") & (ci.target == "mean")].iloc[0]
     assert (mean_row.value, mean_row.ci_low, mean_row.ci_high) == pytest.approx(
-        bootstrap_ci(weighted_tau, groups, n_resamples=100, seed=0))
+        bootstrap_ci(weighted_tau, groups, n_resamples=100, seed=0), abs=1e-12)
     assert result[result.statistic == "spearman"].ci_low.isna().all()
 
 

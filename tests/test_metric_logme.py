@@ -131,8 +131,6 @@ def test_target_kind_overrides_the_guess():
     assert logme(x, integer_valued, target_kind="classes") == pytest.approx(logme(x, integer_valued))
 
 
-@pytest.mark.xfail(strict=True, reason="registry.score does not forward target_kind to the metric yet "
-                                       "(reported to the lead); remove this mark when it does")
 def test_registry_forwards_target_kind():
     x, y = _data(80, 5, 1, seed=7)
     integer_valued = np.round(y[:, 0] * 3)

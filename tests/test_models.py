@@ -276,6 +276,9 @@ def test_file_spec(tmp_path):
     np.testing.assert_array_equal(out, feats.astype(np.float32))
     with pytest.raises(InputError, match="12 rows but the dataset has 3"):
         extractor.extract(DIGITS[:3])
+    assert load_extractor(f"file:{tmp_path / 'feats.npy'}?modality=image").modality == "image"
+    with pytest.raises(InputError, match="image, text or any"):
+        load_extractor(f"file:{tmp_path / 'feats.npy'}?modality=audio")
     np.save(tmp_path / "other.npy", feats + 1)
     assert load_extractor(f"file:{tmp_path / 'other.npy'}").identity != extractor.identity
 

@@ -24,15 +24,6 @@ DEFAULT_METRICS = ("emms",)
 # Metrics whose point is the F-labels: they are given the label embeddings even when the task also
 # has a native target.
 _FLABEL_FIRST = frozenset({"emms", "logme_flabels"})
-# Native target kind of each task kind (what the classic baselines see).
-_NATIVE_KIND = {
-    "classification": "classes",
-    "multilabel": "multilabel",
-    "regression": "real",
-    "referring": "real",
-    "vqa": "classes",
-}
-
 ProgressCallback = Callable[[str, str, int, int], None]
 """progress(stage, item, done, total): called as stages advance (the CLI draws bars from it)."""
 
@@ -170,7 +161,7 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
             source_probs[name] = extractor.source_probs(task_data.inputs, batch_size=batch_size)
         timings.append({"stage": "extract features", "model": name, "seconds": time.perf_counter() - t0})
 
-    targets, notes = {}, []
+    targets, notes, encoder_labels = {}, [], []
     if any("flabels" in info.targets for info in infos):
         from emms.labels import embed_f_labels
 
@@ -179,10 +170,12 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
                                  store=store, device=device,
                                  progress=lambda done, total: notify("embed labels", "encoders", done, total))
         targets["flabels"] = flabels
+        encoder_labels = _encoder_labels(encoders, flabels.encoder_ids)
         timings.append({"stage": "embed labels", "model": "", "seconds": time.perf_counter() - t0})
-    native_kind = _NATIVE_KIND.get(task_data.task)
+    from emms.labels import NATIVE_TARGET_KINDS, native_target
+
+    native_kind = NATIVE_TARGET_KINDS.get(task_data.task)
     if native_kind is not None:
-        from emms.labels import native_target
 
         targets[native_kind] = native_target(task_data.task, task_data.labels, task_data.class_names)
 
@@ -198,7 +191,12 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
             notes.append(f"{info.name}: skipped — needs source-head probabilities, which {', '.join(missing)} do not provide")
             continue
         notify("score", info.name, i, len(infos))
-        rows.extend(_score_metric(info, features, targets[kind], source_probs, metric_options.get(info.name, {})))
+        model_features = features
+        if kind == "flabels" and not np.array_equal(targets[kind].rows, np.arange(len(task_data.labels))):
+            # e.g. captioning with one F-label per image: score on the rows the F-labels describe
+            model_features = {m: f[targets[kind].rows] for m, f in features.items()}
+        rows.extend(_score_metric(info, model_features, targets[kind], source_probs, metric_options.get(info.name, {}),
+                                  encoder_labels))
     notify("score", "", len(infos), len(infos))
     if not rows:
         raise InputError(f"metrics: none of {list(metrics)} applies to a {task_data.task!r} task; " + "; ".join(notes))
@@ -206,7 +204,8 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
     table = _with_ranks(pd.DataFrame(rows))
     meta = {"data": task_data.name, "task": task_data.task, "n_samples": int(len(task_data.labels)),
             "models": list(features), "metrics": [r for r in dict.fromkeys(table["metric"])],
-            "encoders": list(getattr(targets.get("flabels"), "encoder_ids", []) or []),
+            "encoders": encoder_labels if "flabels" in targets else [],
+            "encoder_ids": list(targets["flabels"].encoder_ids) if "flabels" in targets else [],
             "feature_dims": {m: int(f.shape[1]) for m, f in features.items()}, "seed": seed}
     result = Ranking(table=table, timings=pd.DataFrame(timings), meta=meta, notes=notes)
     if truth is not None:
@@ -275,16 +274,14 @@ def _target_kind_for(info, targets: dict) -> str | None:
     return None
 
 
-def _score_metric(info, features: dict, target, source_probs: dict, options: dict) -> list[dict]:
+def _score_metric(info, features: dict, target, source_probs: dict, options: dict, encoder_labels: list[str]) -> list[dict]:
     target_arrays = getattr(target, "arrays", target)
-    encoder_ids = list(getattr(target, "encoder_ids", []) or [])
     rows = []
     if info.name == "emms":
         for model, feats in features.items():
             t0 = time.perf_counter()
             est = EMMS(**options).fit(feats, target_arrays)
-            weights = dict(zip(encoder_ids or [f"encoder{k}" for k in range(len(est.weights_))],
-                               (float(w) for w in est.weights_)))
+            weights = dict(zip(encoder_labels, (float(w) for w in est.weights_)))
             rows.append({"model": model, "metric": info.name, "score": float(est.score_),
                          "seconds": time.perf_counter() - t0, "weights": weights})
         return rows
@@ -301,6 +298,14 @@ def _score_metric(info, features: dict, target, source_probs: dict, options: dic
         rows.append({"model": model, "metric": info.name, "score": value,
                      "seconds": time.perf_counter() - t0, "weights": None})
     return rows
+
+
+def _encoder_labels(encoders, encoder_ids: list[str]) -> list[str]:
+    """Short display names of the encoders (the names the user gave, else their identities)."""
+    from emms.embedders import encoder_names
+
+    names = encoder_names(encoders) if isinstance(encoders, str) or all(isinstance(e, str) for e in encoders) else []
+    return names if len(names) == len(encoder_ids) else list(encoder_ids)
 
 
 def _with_ranks(table: pd.DataFrame) -> pd.DataFrame:

@@ -145,30 +145,28 @@ class SufficientStats:
     def _init_from_chunk(self, x: np.ndarray, z: Sequence[np.ndarray]) -> None:
         """Set every statistic from one validated chunk (two-pass centring within the chunk).
 
-        ``x`` must be a private copy: it is centred in place.
+        ``x`` and the blocks of ``z`` must be private copies: they are centred in place.
         """
         self.n_samples = x.shape[0]
         self._n_features = x.shape[1]
         self._widths = tuple(block.shape[1] for block in z)
-        width = max(self._widths)
-        z_all = np.concatenate(z, axis=1)
         self._x_mean = x.mean(axis=0)
-        self._z_mean = z_all.mean(axis=0)
         self._x_min, self._x_max = x.min(axis=0), x.max(axis=0)
-        self._z_min, self._z_max = z_all.min(axis=0), z_all.max(axis=0)
-        xc = x
-        xc -= self._x_mean
-        zc = z_all
-        zc -= self._z_mean
-        self._xx = xc.T @ xc
-        self._xz = xc.T @ zc
+        self._z_mean = np.concatenate([block.mean(axis=0) for block in z])
+        self._z_min = np.concatenate([block.min(axis=0) for block in z])
+        self._z_max = np.concatenate([block.max(axis=0) for block in z])
+        x -= self._x_mean
+        self._xx = x.T @ x
+        self._xz = np.empty((x.shape[1], sum(self._widths)))
+        for (start, stop), block in zip(self._offsets(), z):
+            block -= self._z_mean[start:stop]
+            self._xz[:, start:stop] = x.T @ block
         # Paired co-moments: _zz[k, j, l] = Σ_i zc_k[i, l] zc_j[i, l] for l < min(L_k, L_j).
-        self._zz = np.zeros((len(z), len(z), width))
-        blocks = [zc[:, a:b] for a, b in self._offsets()]
-        for k, zk in enumerate(blocks):
-            for j in range(k, len(blocks)):
-                m = min(zk.shape[1], blocks[j].shape[1])
-                self._zz[k, j, :m] = self._zz[j, k, :m] = np.einsum("nl,nl->l", zk[:, :m], blocks[j][:, :m])
+        self._zz = np.zeros((len(z), len(z), max(self._widths)))
+        for k, zk in enumerate(z):
+            for j in range(k, len(z)):
+                m = min(zk.shape[1], z[j].shape[1])
+                self._zz[k, j, :m] = self._zz[j, k, :m] = np.einsum("nl,nl->l", zk[:, :m], z[j][:, :m])
 
     def _absorb(self, other: SufficientStats) -> SufficientStats:
         if other.n_samples == 0:

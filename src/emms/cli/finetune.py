@@ -29,7 +29,7 @@ def finetune(
     image_size: int = typer.Option(64, "--image-size", help="Training resolution (fixed-size nets use their own)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     out: Path = typer.Option(..., "--out", help="Ground-truth CSV to write: target, model, value, ..."),
-    out_dir: Path = typer.Option(None, "--out-dir", help="Per-run records and results.csv [default: <out>_runs/]."),
+    out_dir: Path | None = typer.Option(None, "--out-dir", help="Folder of per-run records and results.csv (default: OUT_runs/ beside --out)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     workers: int = typer.Option(1, "--workers", help="Parallel worker processes (2 on a 2-core CPU; 1 on a GPU)."),
     threads: int = typer.Option(1, "--threads", help="torch threads per worker."),

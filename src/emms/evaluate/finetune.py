@@ -19,12 +19,9 @@ NAME (initialisation seed 0, the same network for every fine-tuning seed): a cle
 
 from __future__ import annotations
 
-import contextlib
 import json
 import multiprocessing
-import os
 import queue
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -34,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from emms._io import atomic_write_text
 from emms._validation import as_class_labels, check_seed
 from emms.errors import InputError, ResourceError
 
@@ -175,6 +173,7 @@ def finetune_run(data: FinetuneData, model: str, lr: float, seed: int, protocol:
     from emms.models.backbones import build_backbone, get_backbone_spec, preprocess_images
 
     base, pretrained = parse_model(model)
+    lr, seed = _check_lr(lr, "lr"), check_seed(seed)
     spec = get_backbone_spec(base)
     size = spec.native_size if spec.fixed_size else protocol.image_size
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -209,11 +208,10 @@ def finetune_run(data: FinetuneData, model: str, lr: float, seed: int, protocol:
         flips = torch.rand(len(y_train), generator=order_rng) < 0.5
         for b in range(batches_per_epoch):
             rows = order[b * protocol.batch_size:(b + 1) * protocol.batch_size]
-            x = x_train[rows.to(torch_device)]
+            x, y = x_train[rows.to(torch_device)], y_train[rows.to(torch_device)]
             if protocol.hflip:
-                flip = flips[rows].to(torch_device)
-                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-            loss = loss_fn(network(x), y_train[rows.to(torch_device)])
+                x = torch.where(flips[rows].to(torch_device).view(-1, 1, 1, 1), x.flip(-1), x)
+            loss = loss_fn(network(x), y)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -243,8 +241,9 @@ def run_grid(data: Sequence[FinetuneData], models: Sequence[str], *, lrs: Sequen
     """Fine-tune every (target, model, lr, seed) not yet recorded under ``out_dir``; aggregate all.
 
     ``workers`` > 1 runs that many processes (spawned, each ``torch.set_num_threads(threads)``);
-    ``workers == 1`` runs in this process. ``on_progress(key, steps_done, steps_total)`` reports
-    training steps; ``on_record(record, reused)`` is called once per grid cell. A failed run is
+    ``workers == 1`` runs in this process (and sets its torch threads to ``threads``).
+    ``on_progress(key, steps_done, steps_total)`` reports training steps; ``on_record(record, reused)``
+    is called once per grid cell. A failed run is
     reported in ``failures`` (the others still run) and has no record.
     """
     out_dir = Path(out_dir)
@@ -310,7 +309,7 @@ def aggregate_truth(results: pd.DataFrame) -> pd.DataFrame:
 
 def write_csv_atomic(table: pd.DataFrame, path: str | Path) -> None:
     """Write ``table`` as CSV to ``path`` atomically (temporary file, fsync, rename)."""
-    _write_text_atomic(Path(path), table.to_csv(index=False))
+    atomic_write_text(path, table.to_csv(index=False))
 
 
 def estimate_steps(data: Sequence[FinetuneData], protocol: FinetuneProtocol) -> dict[str, int]:
@@ -333,11 +332,7 @@ def _grid(data: Sequence[FinetuneData], models: Sequence[str], lrs: Sequence[flo
         raise InputError("models: expected at least one backbone name, got none")
     for model in models:
         parse_model(model)
-    lr_values = []
-    for lr in lrs:
-        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not 0 < float(lr) < 1:
-            raise InputError(f"lrs: expected learning rates in (0, 1), got {lr!r}")
-        lr_values.append(float(lr))
+    lr_values = [_check_lr(lr, "lrs") for lr in lrs]
     if not lr_values:
         raise InputError("lrs: expected at least one learning rate, got none")
     seed_values = [check_seed(s, "seeds") for s in seeds]
@@ -346,6 +341,12 @@ def _grid(data: Sequence[FinetuneData], models: Sequence[str], lrs: Sequence[flo
     keys = [RunKey(item.name, model, lr, seed) for item in data for model in dict.fromkeys(models)
             for lr in dict.fromkeys(lr_values) for seed in dict.fromkeys(seed_values)]
     return keys, by_name
+
+
+def _check_lr(lr: object, name: str) -> float:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not 0 < float(lr) < 1:
+        raise InputError(f"{name}: expected learning rates in (0, 1), got {lr!r}")
+    return float(lr)
 
 
 def _partition(keys: list[RunKey], by_name: dict[str, FinetuneData], out_dir: Path,
@@ -380,13 +381,13 @@ def _run_and_record(data: FinetuneData, key: RunKey, protocol: FinetuneProtocol,
                     on_progress: ProgressCallback | None) -> dict:
     step_callback = None if on_progress is None else (lambda done, total: on_progress(key, done, total))
     record = finetune_run(data, key.model, key.lr, key.seed, protocol, device=device, on_step=step_callback)
-    path = key.record_path(Path(out_dir))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(path, json.dumps(record, indent=1))
+    atomic_write_text(key.record_path(Path(out_dir)), json.dumps(record, indent=1))
     return record
 
 
 def _worker_init(threads: int) -> None:
+    import emms.models.backbones  # noqa: F401  (import torch and the models once, outside the timed runs)
+
     _set_threads(threads)
 
 
@@ -475,16 +476,3 @@ def _set_threads(threads: int) -> None:
 def _safe(name: str) -> str:
     """A file-name-safe version of a target or model name."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)

@@ -1,7 +1,7 @@
 """Published ground truth, scores and correlations from transferability papers, as package data.
 
 The tables live in ``emms/resources/published/`` (see its PROVENANCE.md for sources and commits).
-Each loader returns a fresh :class:`pandas.DataFrame`; :func:`paired_scores` joins one scorer's
+Each loader returns a fresh :class:`pandas.DataFrame`; :func:`paired_table` joins one source's
 published scores with the ground truth of the same models, ready for :mod:`emms.evaluate.correlations`.
 """
 
@@ -48,33 +48,45 @@ def published_correlations(benchmark: str | None = None) -> pd.DataFrame:
     return _select(load_table("published_correlations"), benchmark=benchmark)
 
 
-def paired_scores(benchmark: str, dataset: str, metric: str, *, score_source: str,
-                  measure: str = "finetune_acc") -> pd.DataFrame:
-    """One published scorer's scores next to the ground truth of the same models.
+def paired_table(benchmark: str, *, score_source: str, measure: str = "finetune_acc") -> pd.DataFrame:
+    """Every published score of one source next to the ground truth of the same (dataset, model).
 
     ``score_source`` is a prefix of the ``source`` column, e.g. ``"zhangyikaii/Model-Spider"`` or
-    ``"thuml/Transfer-Learning-Library"``. Returns columns model, score, truth (one row per model
-    that has both), in the score table's order.
+    ``"thuml/Transfer-Learning-Library"``. Returns columns dataset, metric, model, score, truth (rows
+    whose model has no ``measure`` ground truth are left out), in the score table's order.
     """
-    scores = published_scores(benchmark)
-    scores = scores[(scores.dataset == dataset) & (scores.metric == metric)
-                    & scores.source.str.startswith(score_source)]
+    scores = _select(_read_table("published_scores"), benchmark=benchmark)
+    scores = scores[scores.source.str.startswith(score_source)]
     if scores.empty:
-        raise InputError(f"score_source: no published {metric!r} scores for {benchmark}/{dataset} from {score_source!r}")
+        raise InputError(f"score_source: no published scores for {benchmark} from {score_source!r}")
     if scores.source.nunique() != 1:
         raise InputError(f"score_source: {score_source!r} matches several sources; give a longer prefix")
-    truth = ground_truth(benchmark)
-    truth = truth[(truth.dataset == dataset) & (truth.measure == measure)]
+    truth = _select(_read_table("ground_truth"), benchmark=benchmark)
+    truth = truth[truth.measure == measure]
     if truth.empty:
-        raise InputError(f"measure: no {measure!r} ground truth for {benchmark}/{dataset}")
-    paired = scores[["model", "score"]].merge(truth[["model", "value"]], on="model", how="inner", validate="1:1")
+        raise InputError(f"measure: no {measure!r} ground truth for {benchmark}")
+    paired = scores[["dataset", "metric", "model", "score"]].merge(
+        truth[["dataset", "model", "value"]], on=["dataset", "model"], how="inner", validate="m:1")
     return paired.rename(columns={"value": "truth"}).reset_index(drop=True)
 
 
+def paired_scores(benchmark: str, dataset: str, metric: str, *, score_source: str,
+                  measure: str = "finetune_acc") -> pd.DataFrame:
+    """One published scorer's scores on one dataset next to the ground truth: columns model, score,
+    truth (see :func:`paired_table`)."""
+    table = paired_table(benchmark, score_source=score_source, measure=measure)
+    chosen = table[(table.dataset == dataset) & (table.metric == metric)]
+    if chosen.empty:
+        raise InputError(f"dataset/metric: no published {metric!r} scores with ground truth for {benchmark}/{dataset} "
+                         f"from {score_source!r}")
+    return chosen[["model", "score", "truth"]].reset_index(drop=True)
+
+
 def _select(table: pd.DataFrame, *, benchmark: str | None) -> pd.DataFrame:
+    """Rows of ``benchmark`` (a new frame), or the table itself when ``benchmark`` is None."""
     if benchmark is None:
         return table
-    known = sorted(table.benchmark.unique())
-    if benchmark not in known:
-        raise InputError(f"benchmark: expected one of {', '.join(known)}, got {benchmark!r}")
-    return table[table.benchmark == benchmark].reset_index(drop=True)
+    chosen = table.benchmark == benchmark
+    if not chosen.any():
+        raise InputError(f"benchmark: expected one of {', '.join(sorted(table.benchmark.unique()))}, got {benchmark!r}")
+    return table[chosen].reset_index(drop=True)

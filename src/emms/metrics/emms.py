@@ -50,7 +50,7 @@ SOLVERS = ("exact", "alternating", "official")
 SCORES = ("gcv", "in_sample")
 # log(λ / N) search range for GCV: from almost no shrinkage to almost full shrinkage.
 _LOG_RIDGE_RANGE = (math.log(1e-8), math.log(1e4))
-_GRID_POINTS = 49
+_GRID_POINTS = 25
 _OFFICIAL_EPS = 1e-8
 
 
@@ -73,10 +73,11 @@ class EMMS:
     n_iter_ : GCV evaluations (exact), alternations (alternating) or 1 (official, in_sample exact).
     regime_ : "small_n" when N <= D or the effective rank of X̃ is >= N/2, else "large_n".
     effective_rank_, n_samples_, n_features_ (kept columns), label_width_ (L).
-    objective_history_ : objective after each alternation (alternating solver only).
+    objective_history_, converged_ : objective after each alternation, and whether ``tol`` was
+        reached (alternating solver only).
     """
 
-    def __init__(self, solver: str = "exact", score: str = "gcv", *, tol: float = 1e-12,
+    def __init__(self, solver: str = "exact", score: str = "gcv", *, tol: float = 1e-10,
                  max_iter: int = 100_000) -> None:
         self.solver = solver
         self.score = score
@@ -108,7 +109,7 @@ class EMMS:
             ridge, weights, n_evals = 0.0, _simplex_qp(spectrum.penalised(0.0)), 1
         self.ridge_ = ridge
         if self.solver == "alternating":
-            weights, history = _alternate(spectrum, ridge, tol=self.tol, max_iter=self.max_iter)
+            weights, history, self.converged_ = _alternate(spectrum, ridge, tol=self.tol, max_iter=self.max_iter)
             self.objective_history_ = history
             self.objective_ = history[-1]
             self.n_iter_ = len(history)
@@ -183,9 +184,12 @@ class EMMS:
 
 @register("emms", targets=("flabels",), streamable=True)
 def emms_score(features: object, f_labels: object, *, solver: str = "exact", score: str = "gcv",
-               **options) -> float:
-    """EMMS: weighted regression of F-label embeddings on the features (GCV ridge by default)."""
-    return EMMS(solver=solver, score=score, **options).fit(features, f_labels).score_
+               tol: float = 1e-10, max_iter: int = 100_000) -> float:
+    """EMMS: weighted regression of F-label embeddings on the features (GCV ridge by default).
+
+    features (N, D); f_labels K arrays (N, L_k) or one (N, L, K). See :class:`EMMS`.
+    """
+    return EMMS(solver=solver, score=score, tol=tol, max_iter=max_iter).fit(features, f_labels).score_
 
 
 class _Spectrum:
@@ -240,12 +244,13 @@ def _gcv_search(spectrum: _Spectrum) -> tuple[float, np.ndarray, int]:
     """Minimise GCV over log λ (grid, then bounded Brent); returns (λ, t, evaluations)."""
     n = spectrum.n_samples
     n_evals = 0
+    previous = None  # warm start: t moves little between neighbouring λ
 
     def gcv_at(log_ridge: float) -> tuple[float, np.ndarray]:
-        nonlocal n_evals
+        nonlocal n_evals, previous
         n_evals += 1
         ridge = math.exp(log_ridge)
-        weights = _simplex_qp(spectrum.penalised(ridge))
+        weights = previous = _simplex_qp(spectrum.penalised(ridge), start=previous)
         rss = max(float(weights @ spectrum.residual(ridge) @ weights), 0.0)
         return _gcv_value(rss, spectrum.dof(ridge), n), weights
 
@@ -259,13 +264,15 @@ def _gcv_search(spectrum: _Spectrum) -> tuple[float, np.ndarray, int]:
     return math.exp(log_ridge), gcv_at(log_ridge)[1], n_evals
 
 
-def _alternate(spectrum: _Spectrum, ridge: float, *, tol: float, max_iter: int) -> tuple[np.ndarray, list[float]]:
+def _alternate(spectrum: _Spectrum, ridge: float, *, tol: float,
+               max_iter: int) -> tuple[np.ndarray, list[float], bool]:
     """Alternating minimisation of J(W, t) = ‖XW − Zt‖² + λ‖W‖² over W and t in the simplex.
 
     Works in G's eigenbasis (W̃ = VᵀW): the W-step is the ridge least-squares solution
     W̃_i = Σ_k t_k ĉ_{k,i} / (s_i + λ); the t-step minimises tᵀAt − 2tᵀb, b_k = ⟨W̃, ĉ_k⟩, exactly.
     Starts from uniform t (as the paper); stops when t moves by at most ``tol``.
-    Returns t and J after every alternation (non-increasing).
+    Returns t, J after every alternation (non-increasing) and whether ``tol`` was reached.
+    The rate is linear; it slows down when X nearly interpolates the F-labels (J flat in t).
     """
     c_hat = spectrum.projected
     scale = (spectrum.eigenvalues + ridge)[:, None]
@@ -275,35 +282,40 @@ def _alternate(spectrum: _Spectrum, ridge: float, *, tol: float, max_iter: int) 
     for _ in range(max_iter):
         coef = np.tensordot(weights, c_hat, axes=1) / scale
         fit_terms = np.tensordot(c_hat, coef, axes=([1, 2], [0, 1]))
-        new_weights = _simplex_qp(spectrum.label_inner, fit_terms)
+        new_weights = _simplex_qp(spectrum.label_inner, fit_terms, start=weights)
         step = float(np.max(np.abs(new_weights - weights)))
         weights = new_weights
         history.append(float(np.sum(scale * coef**2) - 2 * weights @ fit_terms
                              + weights @ spectrum.label_inner @ weights))
         if step <= tol:
-            return weights, history
+            return weights, history, True
     warnings.warn(f"EMMS alternating solver: t still moved by {step:.2e} after max_iter={max_iter} "
                   "alternations; raise max_iter or use solver='exact'", EmmsWarning, stacklevel=3)
-    return weights, history
+    return weights, history, False
 
 
-def _simplex_qp(quad: np.ndarray, linear: np.ndarray | None = None, *, max_steps: int = 1000) -> np.ndarray:
-    """Exact minimiser of tᵀQt − 2bᵀt over the probability simplex (Q (K, K) symmetric PSD).
+def _simplex_qp(quad: np.ndarray, linear: np.ndarray | None = None, *, start: np.ndarray | None = None,
+                max_steps: int = 1000) -> np.ndarray:
+    """Exact minimiser of tᵀQt − 2bᵀt over the probability simplex (Q (K, K) symmetric PSD, b in
+    the range of Q, as always here: Q = ZᵀZ and b = Zᵀu for stacked F-labels Z).
 
     Primal active-set method: on a support S solve the KKT system Q_SS t_S − b_S = μ1, 1ᵀt_S = 1
     (least squares, so a singular Q_SS, e.g. a repeated encoder, is fine); step back to feasibility
     when a weight turns negative; add the index whose gradient (Qt − b)_j falls below μ. Stops when
-    the KKT conditions hold (t ≥ 0, (Qt − b)_j ≥ μ off the support).
+    the KKT conditions hold (t ≥ 0, (Qt − b)_j ≥ μ off the support). ``start``: a point of the
+    simplex to start from (its support is the first guess).
     """
     q = np.asarray(quad, dtype=np.float64)
     q = 0.5 * (q + q.T)
     b = np.zeros(q.shape[0]) if linear is None else np.asarray(linear, dtype=np.float64)
     k = q.shape[0]
     tol = 1e-13 * max(float(np.max(np.abs(q))), float(np.max(np.abs(b))), 1e-300)
-    weights = np.zeros(k)
-    start = int(np.argmin(np.diag(q) - 2 * b))
-    weights[start] = 1.0
-    support = [start]
+    if start is None:  # the best vertex
+        weights = np.zeros(k)
+        weights[int(np.argmin(np.diag(q) - 2 * b))] = 1.0
+    else:  # a feasible warm start, e.g. the previous solution
+        weights = np.array(start, dtype=np.float64)
+    support = [int(i) for i in np.flatnonzero(weights > 0)]
     for _ in range(max_steps):
         target, multiplier = _kkt_on_support(q, b, support)
         if np.all(target >= 0):
@@ -330,14 +342,17 @@ def _simplex_qp(quad: np.ndarray, linear: np.ndarray | None = None, *, max_steps
 
 
 def _kkt_on_support(q: np.ndarray, b: np.ndarray, support: list[int]) -> tuple[np.ndarray, float]:
-    """Solve Q_SS t − μ1 = b_S, 1ᵀt = 1 (minimum-norm least squares); returns (t_S, μ)."""
+    """Solve Q_SS t − μ1 = b_S, 1ᵀt = 1 (least squares if singular); returns (t_S, μ)."""
     m = len(support)
     system = np.zeros((m + 1, m + 1))
     system[:m, :m] = q[np.ix_(support, support)]
     system[:m, m] = -1.0
     system[m, :m] = 1.0
     rhs = np.append(b[support], 1.0)
-    solution = np.linalg.lstsq(system, rhs, rcond=None)[0]
+    try:
+        solution = np.linalg.solve(system, rhs)
+    except np.linalg.LinAlgError:  # singular Q_SS (e.g. a repeated encoder): minimum-norm solution
+        solution = np.linalg.lstsq(system, rhs, rcond=None)[0]
     return solution[:m], float(solution[m])
 
 

@@ -101,7 +101,7 @@ def logme_flabels(features: object, target: object, *, combine: str = "per_encod
         raise InputError(f"combine: expected one of {FLABEL_COMBINES}, got {combine!r}")
     x = as_float_matrix(features, "features")
     blocks = as_f_labels(target, "f_labels", n_samples=x.shape[0])
-    columns = np.concatenate(blocks, axis=1)
+    columns = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
     owner = np.repeat(np.arange(len(blocks)), [b.shape[1] for b in blocks])
     keep = _nonzero_columns(columns, "f_labels")
     fit = _fit(x, columns if keep.all() else columns[:, keep], solver, epsilon, thuml_rank_quirk)

@@ -18,6 +18,7 @@ Target kinds a metric may accept:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -41,6 +42,7 @@ class MetricInfo:
     streamable: bool = False
     higher_is_better: bool = True
     summary: str = ""
+    takes_target_kind: bool = False  # the function has a ``target_kind`` parameter (the kind is passed on)
 
     def as_dict(self) -> dict:
         """Capabilities as plain JSON-ready values."""
@@ -71,7 +73,8 @@ def register(name: str, *, targets: tuple[str, ...], needs_source_probs: bool = 
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         _REGISTRY[name] = MetricInfo(name=name, function=fn, targets=frozenset(targets),
                                      needs_source_probs=needs_source_probs, pool_relative=pool_relative,
-                                     randomised=randomised, streamable=streamable, summary=summary)
+                                     randomised=randomised, streamable=streamable, summary=summary,
+                                     takes_target_kind="target_kind" in inspect.signature(fn).parameters)
         return fn
 
     return decorator
@@ -129,7 +132,9 @@ def score(features: object, target: object, metric: str = "emms", *, source_prob
     info = get_metric(metric)
     if info.pool_relative:
         raise InputError(f"metric: {metric!r} is pool-relative (a score depends on the other candidates); use score_pool")
-    _check_target_kind(info, target, target_kind)
+    kind = _check_target_kind(info, target, target_kind)
+    if info.takes_target_kind:
+        options = {**options, "target_kind": kind}
     if info.needs_source_probs:
         if source_probs is None:
             raise InputError(f"source_probs: metric {metric!r} needs the source head's probabilities, shape (N, C_source)")

@@ -266,9 +266,10 @@ class CallableExtractor(_Extractor):
 class FileExtractor(_Extractor):
     """Precomputed features from a ``.npy`` file: row i belongs to input i (``extract`` needs all rows)."""
 
-    modality = "any"
-
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, modality: str = "any") -> None:
+        if modality not in ("image", "text", "any"):
+            raise InputError(f"spec: option 'modality' expects image, text or any, got {modality!r}")
+        self.modality = modality
         path = Path(path).expanduser()
         if path.suffix != ".npy":
             raise InputError(f"spec: file: expects a .npy file of shape (n_inputs, D), got {path.name!r}")
@@ -544,7 +545,7 @@ def load_extractor(spec: str, *, device: str = "cpu", layer: int | str | None = 
         return SentenceTransformerExtractor(parsed.target, max_length=opts.get("max_length"), device=device)
     if parsed.scheme == "timm":
         return _load_timm(parsed.target, opts, device)
-    return FileExtractor(parsed.target)
+    return FileExtractor(parsed.target, modality=str(opts.get("modality", "any")))
 
 
 def from_module(module: nn.Module, *, identity: str, preprocess: Callable[[Sequence], torch.Tensor] | None = None,

@@ -26,7 +26,7 @@ SCHEME_OPTIONS: dict[str, dict[str, type]] = {
     "hf": {"modality": str, "max_length": int, "revision": str},
     "st": {"max_length": int},
     "timm": {"image_size": int, "pretrained": bool},
-    "file": {},
+    "file": {"modality": str},
 }
 
 _TRUE = {"1", "true", "yes", "on"}
