@@ -10,7 +10,7 @@ For each size (N, D, L, K) it times, in one run, median of ``--repeats``:
 
 Ratios are computed from times measured in the same run. Prints a markdown table.
 
-    python benchmarks/bench_emms.py [--repeats 5] [--sizes 5000x512x256x3,20000x1024x256x3]
+    OMP_NUM_THREADS=1 python benchmarks/bench_emms.py [--repeats 5] [--sizes 5000x512x256x3,...] [--breakdown]
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from emms import EMMS
-from emms.metrics.emms import _sparsemax
+from emms.metrics.emms import _gcv_search, _Spectrum, _sparsemax
+from emms.stats import SufficientStats
 
 
 def make_task(n: int, d: int, width: int, k: int, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -60,12 +61,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sizes", default="5000x512x256x3,20000x1024x256x3")
+    parser.add_argument("--breakdown", action="store_true", help="also time the stages of the gcv fit")
     args = parser.parse_args()
     threads = ", ".join(f"{i['internal_api']}={i['num_threads']}" for i in threadpool_info())
     print(f"BLAS threads: {threads}; median of {args.repeats} runs; float64 inputs.\n")
     print("| N | D | L | K | floor s | gcv s | in_sample s | official s | gcv / floor | in_sample / floor "
           "| gcv / in_sample | official / gcv |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    stages = []
     for size in args.sizes.split(","):
         n, d, width, k = (int(v) for v in size.split("x"))
         x, z = make_task(n, d, width, k)
@@ -77,6 +80,24 @@ def main() -> None:
         assert np.isclose(official_transcription(x, z), EMMS(solver="official").fit(x, z).score_, rtol=1e-8)
         print(f"| {n} | {d} | {width} | {k} | {floor:.3f} | {gcv:.3f} | {in_sample:.3f} | {official:.3f} "
               f"| {gcv / floor:.2f}x | {in_sample / floor:.2f}x | {gcv / in_sample:.2f}x | {official / gcv:.1f}x |")
+        if args.breakdown:
+            stages.append((size, floor, *stage_seconds(x, z, args.repeats)))
+    if stages:
+        print("\n| size | floor s | statistics pass s | standardise s | eigendecomposition s | GCV λ search s |")
+        print("|---|---|---|---|---|---|")
+        for size, floor, *times in stages:
+            print(f"| {size} | {floor:.3f} | " + " | ".join(f"{t:.3f}" for t in times) + " |")
+
+
+def stage_seconds(x: np.ndarray, z: list[np.ndarray], repeats: int) -> tuple[float, float, float, float]:
+    """Median time of each stage of ``EMMS().fit``: statistics (incl. validation), standardise, eigh, λ search."""
+    stats = SufficientStats.from_arrays(x, z)
+    standard = stats.standardised()
+    spectrum = _Spectrum(standard)
+    return (median_seconds(lambda: SufficientStats.from_arrays(x, z), repeats),
+            median_seconds(stats.standardised, repeats),
+            median_seconds(lambda: _Spectrum(standard), repeats),
+            median_seconds(lambda: _gcv_search(spectrum), repeats))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
+from emms import EMMS
 from emms.cli import app
 from emms.embedders import load_encoder, load_f_labels
 from emms.store import Store
@@ -80,3 +82,22 @@ def test_bad_arguments(tmp_path):
         result = _embed(*args, "--out", str(tmp_path / "o.npz"), "--no-cache")
         assert result.exit_code == 2 and message in result.output, (args, result.output)
         assert not (tmp_path / "o.npz").exists()
+
+
+def test_embed_output_feeds_emms_score(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 3, size=60)
+    np.save(tmp_path / "y.npy", ids)
+    (tmp_path / "classes.txt").write_text("cat\ndog\nairplane\n")
+    features = np.eye(3)[ids] @ rng.normal(size=(3, 8)) + 0.3 * rng.normal(size=(60, 8))
+    np.save(tmp_path / "x.npy", features)
+    out = tmp_path / "f.npz"
+    made = runner.invoke(app, ["embed", "--task", "classification", "--labels", str(tmp_path / "y.npy"),
+                               "--classes", str(tmp_path / "classes.txt"), "--encoders", "paraphrase-minilm-l3",
+                               "--out", str(out), "--no-cache"])
+    assert made.exit_code == 0, made.output
+    scored = runner.invoke(app, ["score", "--features", str(tmp_path / "x.npy"), "--f-labels", str(out), "--json"])
+    assert scored.exit_code == 0, scored.output
+    doc = json.loads(scored.stdout)
+    expected = EMMS().fit(features, load_f_labels(out).arrays).score_
+    assert doc["score"] == pytest.approx(expected) and doc["n_samples"] == 60

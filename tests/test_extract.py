@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
-import subprocess
-import sys
-import time
 import warnings
 
 import numpy as np
 import pytest
 
+from _sigkill import sigkill_after_chunks
 from emms.data import load_dataset
 from emms.errors import EmmsWarning, InputError
 from emms.extract import extract_features, features_key
@@ -153,24 +150,9 @@ def test_corrupt_cached_features_are_recomputed(tmp_path, tiny, data):
 def test_sigkill_midway_then_resume_without_recomputing_finished_chunks(tmp_path, tiny):
     n_rows, chunk_rows = 200, 20  # 10 chunks of 2 batches; the child sleeps 0.15 s per batch
     cache = tmp_path / "cache"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen([sys.executable, str(tiny.script), str(cache), str(n_rows), "0.15"], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    partial = cache / "emms-store-v1" / "partial"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and child.poll() is None:
-        if partial.is_dir() and sum(len(list(d.glob("*.json"))) for d in partial.iterdir()) >= 3:
-            break
-        time.sleep(0.05)
-    assert child.poll() is None, f"child ended before it could be killed: {child.communicate()}"
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    assert child.returncode == -signal.SIGKILL
-
+    rows_done = sigkill_after_chunks([str(tiny.script), str(cache), str(n_rows), "0.15"], cache, min_chunks=3)
+    assert 3 * chunk_rows <= rows_done < n_rows
     store = Store(cache)
-    [entry] = store.entries()
-    rows_done = entry["meta"]["rows_done"]
-    assert not entry["complete"] and 3 * chunk_rows <= rows_done < n_rows
 
     data = load_dataset("builtin:fashion-mnist", max_samples=n_rows, seed=0)
     resumed = tiny.TinyConvExtractor()

@@ -37,14 +37,14 @@ def extract_features(extractor, task_data: TaskData, store: Store | None = None,
         if not hasattr(extractor, attribute):
             raise InputError(f"extractor: expected a FeatureExtractor (identity, modality, extract), "
                              f"got {type(extractor).__name__} without {attribute!r}")
-    if extractor.modality != task_data.modality:
+    if extractor.modality not in (task_data.modality, "any"):
         raise InputError(f"extractor: {extractor.identity} takes {extractor.modality} inputs, but the data "
                          f"{task_data.name!r} holds {task_data.modality} inputs")
     if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InputError(f"batch_size: expected a positive integer, got {batch_size!r}")
     n_rows = len(task_data.inputs)
     inputs = task_data.inputs
-    if store is None:
+    if store is None or not getattr(extractor, "cacheable", True):  # e.g. precomputed feature files
         return _checked(extractor.extract(inputs, batch_size=batch_size, progress=progress), 0, n_rows)
 
     reported = [0]  # rows of the current chunk already reported by the extractor's own progress calls
@@ -68,6 +68,35 @@ def extract_features(extractor, task_data: TaskData, store: Store | None = None,
     return store.get_or_compute(features_key(extractor, task_data), n_rows, compute_chunk,
                                 chunk_rows=chunk_rows or CHUNK_BATCHES * int(batch_size), meta=meta,
                                 progress=on_chunk)
+
+
+def extract_features_and_source_probs(extractor, task_data: TaskData, store: Store | None = None,
+                                      batch_size: int = 64, progress: Callable[[int], None] | None = None,
+                                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Features (N, D) and source-head probabilities (N, C) from ONE forward pass per batch.
+
+    ``extractor`` must offer ``extract_with_source_probs`` and ``source_classes`` (the packaged
+    classifiers do). Both arrays are cached together as one (N, D + C) store entry, with the same
+    chunked resumability as :func:`extract_features`.
+    """
+    if not hasattr(extractor, "extract_with_source_probs"):
+        raise InputError(f"extractor: {extractor.identity} has no source head (no extract_with_source_probs)")
+    both = extract_features(_FeaturesAndProbs(extractor), task_data, store, batch_size, progress)
+    n_classes = int(extractor.source_classes)
+    return both[:, :-n_classes], both[:, -n_classes:]
+
+
+class _FeaturesAndProbs:
+    """An extractor whose output rows are [features | source probabilities]."""
+
+    def __init__(self, extractor) -> None:
+        self.inner = extractor
+        self.identity = f"{extractor.identity}|with-source-probs"
+        self.modality = extractor.modality
+
+    def extract(self, inputs, batch_size: int = 64, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        features, probs = self.inner.extract_with_source_probs(inputs, batch_size, progress)
+        return np.hstack([features, probs])
 
 
 def _checked(features: object, start: int, stop: int) -> np.ndarray:

@@ -115,7 +115,8 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
          metrics: Sequence[str] = DEFAULT_METRICS, max_samples: int | None = None, seed: int = 0,
          cache: str | Path | None = None, device: str = "cpu", batch_size: int = 64,
          image_size: int | None = None, truth: dict[str, float] | None = None,
-         metric_options: dict[str, dict] | None = None, progress: ProgressCallback | None = None) -> Ranking:
+         metric_options: dict[str, dict] | None = None, progress: ProgressCallback | None = None,
+         scheduler: object = None) -> Ranking:
     """Rank candidate ``models`` on ``data`` by every metric in ``metrics``.
 
     Args:
@@ -130,8 +131,12 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
         image_size: input resolution for the packaged backbones (default: each one's native size).
         truth: ``{model: fine-tuned performance}``; adds rank correlations per metric.
         metric_options: ``{metric: {option: value}}`` passed through to the metric.
+        scheduler: None (default: score in this process), ``"local"`` (a Dask LocalCluster) or a
+            Dask scheduler address: per-model metrics are scored on Dask, streamable ones as one
+            task per (model, chunk) of statistics (see :mod:`emms.parallel`).
     """
     from emms.data import TaskData, load_dataset
+    from emms.labels import NATIVE_TARGET_KINDS, embed_f_labels, native_target
     from emms.store import Store
 
     metric_options = metric_options or {}
@@ -156,15 +161,16 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
     need_probs = any(info.needs_source_probs for info in infos)
     for name, extractor in extractors.items():
         t0 = time.perf_counter()
-        features[name] = _extract(extractor, task_data, store, batch_size, name, notify)
-        if need_probs and hasattr(extractor, "source_probs"):
-            source_probs[name] = extractor.source_probs(task_data.inputs, batch_size=batch_size)
+        with_probs = need_probs and hasattr(extractor, "extract_with_source_probs")
+        extracted = _extract(extractor, task_data, store, batch_size, name, notify, with_probs)
+        if with_probs:
+            features[name], source_probs[name] = extracted
+        else:
+            features[name] = extracted
         timings.append({"stage": "extract features", "model": name, "seconds": time.perf_counter() - t0})
 
     targets, notes, encoder_labels = {}, [], []
     if any("flabels" in info.targets for info in infos):
-        from emms.labels import embed_f_labels
-
         t0 = time.perf_counter()
         flabels = embed_f_labels(task_data.task, task_data.labels, task_data.class_names, encoders=encoders,
                                  store=store, device=device,
@@ -172,11 +178,8 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
         targets["flabels"] = flabels
         encoder_labels = _encoder_labels(encoders, flabels.encoder_ids)
         timings.append({"stage": "embed labels", "model": "", "seconds": time.perf_counter() - t0})
-    from emms.labels import NATIVE_TARGET_KINDS, native_target
-
     native_kind = NATIVE_TARGET_KINDS.get(task_data.task)
     if native_kind is not None:
-
         targets[native_kind] = native_target(task_data.task, task_data.labels, task_data.class_names)
 
     rows = []
@@ -186,17 +189,22 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
             notes.append(f"{info.name}: skipped — it accepts {sorted(info.targets)} targets and a "
                          f"{task_data.task!r} task provides {sorted(targets) or 'none'}")
             continue
-        if info.needs_source_probs and len(source_probs) < len(features):
-            missing = sorted(set(features) - set(source_probs))
-            notes.append(f"{info.name}: skipped — needs source-head probabilities, which {', '.join(missing)} do not provide")
-            continue
         notify("score", info.name, i, len(infos))
         model_features = features
+        if info.needs_source_probs:
+            missing = [m for m in features if m not in source_probs]
+            if len(missing) == len(features):
+                notes.append(f"{info.name}: skipped — needs source-head probabilities and no model has a source head")
+                continue
+            if missing:
+                notes.append(f"{info.name}: scored on the models with a source head only; "
+                             f"{', '.join(missing)} have none")
+                model_features = {m: f for m, f in features.items() if m in source_probs}
         if kind == "flabels" and not np.array_equal(targets[kind].rows, np.arange(len(task_data.labels))):
             # e.g. captioning with one F-label per image: score on the rows the F-labels describe
-            model_features = {m: f[targets[kind].rows] for m, f in features.items()}
+            model_features = {m: f[targets[kind].rows] for m, f in model_features.items()}
         rows.extend(_score_metric(info, model_features, targets[kind], source_probs, metric_options.get(info.name, {}),
-                                  encoder_labels))
+                                  encoder_labels, None if info.pool_relative else scheduler))
     notify("score", "", len(infos), len(infos))
     if not rows:
         raise InputError(f"metrics: none of {list(metrics)} applies to a {task_data.task!r} task; " + "; ".join(notes))
@@ -216,14 +224,17 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
 
 def correlations_table(table: pd.DataFrame, truth: dict[str, float]) -> pd.DataFrame:
     """Per metric: weighted Kendall tau (both pinned variants), Kendall tau, Pearson, top-1 hit."""
-    from emms.evaluate import correlation_summary
+    from emms.evaluate import kendall_tau, pearson, top1_hit, weighted_tau
 
     out = []
     for metric, rows in table.groupby("metric", sort=False):
-        models = list(rows["model"])
         scores = rows["score"].to_numpy(float)
-        values = np.array([truth[m] for m in models], dtype=float)
-        out.append({"metric": metric, **correlation_summary(scores, values)})
+        values = np.array([truth[m] for m in rows["model"]], dtype=float)
+        out.append({"metric": metric,
+                    "weighted_tau": weighted_tau(scores, values, variant="symmetric"),
+                    "weighted_tau_truth": weighted_tau(scores, values, variant="truth_weighted"),
+                    "kendall_tau": kendall_tau(scores, values), "pearson": pearson(scores, values),
+                    "top1_hit": bool(top1_hit(scores, values))})
     return pd.DataFrame(out)
 
 
@@ -248,12 +259,13 @@ def _load_extractors(models: Sequence, *, device: str, image_size: int | None) -
 def _check_modality(extractors: dict, task_data) -> None:
     for name, extractor in extractors.items():
         modality = getattr(extractor, "modality", None)
-        if modality is not None and modality != task_data.modality:
+        if modality not in (None, "any", task_data.modality):
             raise InputError(f"models: {name!r} takes {modality} inputs but the data {task_data.name!r} holds {task_data.modality}")
 
 
-def _extract(extractor, task_data, store, batch_size: int, name: str, notify: ProgressCallback) -> np.ndarray:
-    from emms.extract import extract_features
+def _extract(extractor, task_data, store, batch_size: int, name: str, notify: ProgressCallback, with_probs: bool):
+    """Features (N, D), or (features, source probabilities) from one pass when ``with_probs``."""
+    from emms.extract import extract_features, extract_features_and_source_probs
 
     total = len(task_data.labels) if task_data.task != "captioning" else len(task_data.inputs)
     done = [0]
@@ -262,7 +274,8 @@ def _extract(extractor, task_data, store, batch_size: int, name: str, notify: Pr
         done[0] += n
         notify("extract features", name, done[0], total)
 
-    return extract_features(extractor, task_data, store=store, batch_size=batch_size, progress=advance)
+    extract = extract_features_and_source_probs if with_probs else extract_features
+    return extract(extractor, task_data, store=store, batch_size=batch_size, progress=advance)
 
 
 def _target_kind_for(info, targets: dict) -> str | None:
@@ -274,8 +287,20 @@ def _target_kind_for(info, targets: dict) -> str | None:
     return None
 
 
-def _score_metric(info, features: dict, target, source_probs: dict, options: dict, encoder_labels: list[str]) -> list[dict]:
+def _score_metric(info, features: dict, target, source_probs: dict, options: dict, encoder_labels: list[str],
+                  scheduler: object = None) -> list[dict]:
     target_arrays = getattr(target, "arrays", target)
+    if scheduler is not None:  # on Dask (emms.parallel); seconds: the wall time shared out over the models
+        from emms.parallel import score_models
+
+        t0 = time.perf_counter()
+        probs = {m: source_probs[m] for m in features} if info.needs_source_probs else None
+        results = score_models(features, target_arrays, info.name, scheduler=scheduler, source_probs_by_model=probs,
+                               **options)
+        seconds = (time.perf_counter() - t0) / len(results)
+        return [{"model": m, "metric": info.name, "score": r.score, "seconds": seconds,
+                 "weights": None if r.weights is None else dict(zip(encoder_labels, map(float, r.weights)))}
+                for m, r in results.items()]
     rows = []
     if info.name == "emms":
         for model, feats in features.items():

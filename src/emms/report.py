@@ -98,10 +98,13 @@ def _scores_figure(ranking):
     nrows = int(np.ceil(len(metrics) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 0.35 * _n_models(ranking) * nrows + 1.6), squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
+        # a dot plot over the scores' own range: scores have arbitrary offsets, so bars from 0 mislead
         rows = ranking.table[ranking.table["metric"] == metric].sort_values("score")
-        colors = ["#2a9d8f" if r == 1 else "#8ab" for r in rows["rank"]]
-        ax.barh(rows["model"], rows["score"], color=colors)
-        ax.set_title(metric)
+        colors = ["#2a9d8f" if r == 1 else "#457b9d" for r in rows["rank"]]
+        ax.hlines(rows["model"], rows["score"].min(), rows["score"], color="#ccd", linewidth=1)
+        ax.scatter(rows["score"], rows["model"], color=colors, zorder=3)
+        ax.margins(x=0.08)
+        ax.set_title(f"{metric} (higher = better)", fontsize=10)
         ax.tick_params(axis="y", labelsize=8)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
@@ -112,7 +115,7 @@ def _scores_figure(ranking):
 def _weights_figure(rows):
     models = list(rows["model"])
     encoders = list(rows.iloc[0]["weights"])
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(models) + 1.4))
+    fig, ax = plt.subplots(figsize=(8.5, 0.35 * len(models) + 1.4))
     left = np.zeros(len(models))
     for enc in encoders:
         vals = np.array([w.get(enc, 0.0) for w in rows["weights"]])
@@ -120,7 +123,7 @@ def _weights_figure(rows):
         left += vals
     ax.set_xlim(0, 1)
     ax.set_xlabel("weight t (sums to 1)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     return fig

@@ -27,13 +27,13 @@ err_console = Console(stderr=True)
 
 @contextlib.contextmanager
 def errors_as_exit() -> Iterator[None]:
-    """Turn EMMS errors (and missing files) into one line on stderr and exit code 2."""
+    """Turn EMMS errors and file-system errors (missing, unwritable, full) into one line on stderr and exit code 2."""
     with warnings.catch_warnings():
         warnings.simplefilter("always", EmmsWarning)
         warnings.showwarning = _show_warning
         try:
             yield
-        except (EmmsError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        except (EmmsError, OSError) as exc:  # OSError: a file or folder that cannot be read or written
             err_console.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
@@ -66,8 +66,14 @@ def print_json(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+_shown_warnings: set[str] = set()
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    err_console.print(f"[yellow]warning:[/] {_one_line(message)}", highlight=False, soft_wrap=True)
+    text = _one_line(message)
+    if text not in _shown_warnings:  # the same warning for every model of a pool is printed once
+        _shown_warnings.add(text)
+        err_console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
 
 
 def _one_line(obj: object) -> str:

@@ -35,13 +35,14 @@ def rank(
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(64, "--batch-size"),
     image_size: int = typer.Option(None, "--image-size", help="Input resolution for the packaged backbones (default: native)."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Score on Dask: 'local' (a LocalCluster) or a scheduler address (tcp://host:8786); default: in this process."),
 ) -> None:
     """Rank MODELS on DATA by each metric; print a table, optionally write JSON and an HTML report."""
     with errors_as_exit():
         _run(data=data, models=_split(models, "--models"), task=task, encoders=_encoders(encoders),
              metrics=_split(metrics, "--metrics"), truth=truth, out=out, report=report, as_json=as_json,
              cache=cache, device=device, max_samples=max_samples, seed=seed, batch_size=batch_size,
-             image_size=image_size)
+             image_size=image_size, scheduler=scheduler)
 
 
 @app.command()
@@ -55,11 +56,11 @@ def demo(
         _run(data="builtin:fashion-mnist", models=[f"builtin:{m}" for m in DEMO_MODELS], task="classification",
              encoders="offline", metrics=list(DEMO_METRICS), truth=None, out=out_dir / "results.json",
              report=out_dir / "report.html", as_json=False, cache=cache, device="cpu", max_samples=max_samples,
-             seed=0, batch_size=64, image_size=64)
+             seed=0, batch_size=64, image_size=64, scheduler=None)
 
 
 def _run(*, data, models, task, encoders, metrics, truth, out, report, as_json, cache, device, max_samples,
-         seed, batch_size, image_size) -> None:
+         seed, batch_size, image_size, scheduler) -> None:
     from emms.pipeline import rank as rank_api
 
     truth_values = _read_truth(truth) if truth is not None else None
@@ -76,7 +77,7 @@ def _run(*, data, models, task, encoders, metrics, truth, out, report, as_json, 
 
         result = rank_api(data, models, task=task, encoders=encoders, metrics=metrics, max_samples=max_samples,
                           seed=seed, cache=cache, device=device, batch_size=batch_size, image_size=image_size,
-                          truth=truth_values, progress=progress)
+                          truth=truth_values, progress=progress, scheduler=scheduler)
     html_text = result.to_html() if report is not None else None  # render before writing anything
     if out is not None:
         result.to_json(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -48,8 +49,13 @@ def score_command(
             paths = [p.strip() for spec in f_labels for p in spec.split(",") if p.strip()]
             if not paths:
                 raise InputError("--f-labels: expected at least one file")
-            arrays = [load_array(p, "--f-labels") for p in paths]
-            target = arrays[0] if len(arrays) == 1 and arrays[0].ndim == 3 else arrays
+            if len(paths) == 1 and _is_embed_output(paths[0]):  # the .npz that `emms embed` writes
+                from emms.embedders import load_f_labels
+
+                target = load_f_labels(paths[0]).arrays
+            else:
+                arrays = [load_array(p, "--f-labels") for p in paths]
+                target = arrays[0] if len(arrays) == 1 and arrays[0].ndim == 3 else arrays
         else:
             target = load_array(labels, "--labels")
         probs = load_array(source_probs, "--source-probs") if source_probs is not None else None
@@ -79,3 +85,14 @@ def score_command(
                           f"{seconds:.3f} s)", highlight=False)
             if weights is not None:
                 console.print("encoder weights t: " + ", ".join(f"{w:.4f}" for w in weights), highlight=False)
+
+
+def _is_embed_output(path: str) -> bool:
+    """True for an ``emms embed`` file: an .npz holding ``metadata`` and ``flabel_0``."""
+    if not path.endswith(".npz") or not Path(path).is_file():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {"metadata", "flabel_0"} <= set(data.files)
+    except (ValueError, OSError):
+        return False

@@ -32,7 +32,7 @@ _VARIANCE_FLOOR = 1e-4
 _BLOCK_ELEMENTS = 1 << 22  # bound on the (block, C, D) temporaries of the diagonal case (32 MiB)
 
 
-@register("gbc", targets=("classes",))
+@register("gbc", targets=("classes",), streamable=True)
 def gbc(features: object, target: object, *, gaussian: str = "spherical") -> float:
     """GBC (CVPR 2022): minus the summed Bhattacharyya coefficients between class Gaussians.
 
@@ -45,7 +45,15 @@ def gbc(features: object, target: object, *, gaussian: str = "spherical") -> flo
     codes, classes = as_class_labels(target, "target", n_samples=x.shape[0])
     n_classes = classes.size
     means = class_means(x, codes, n_classes)
-    variances = np.maximum(class_means((x - means[codes]) ** 2, codes, n_classes), _VARIANCE_FLOOR)
+    return gbc_from_moments(means, class_means((x - means[codes]) ** 2, codes, n_classes), gaussian=gaussian)
+
+
+def gbc_from_moments(means: np.ndarray, variances: np.ndarray, *, gaussian: str = "spherical") -> float:
+    """GBC from per-class moments (streamable): class ``means`` μ_c (C, D) and ``variances`` (C, D),
+    population (ddof 0) variances per dimension; floored at 1e-4 here."""
+    if gaussian not in GAUSSIANS:
+        raise InputError(f"gaussian: expected one of {GAUSSIANS}, got {gaussian!r}")
+    variances = np.maximum(variances, _VARIANCE_FLOOR)
     if gaussian == "spherical":
         distance = _spherical_distances(means, variances.mean(axis=1))
     else:

@@ -7,7 +7,16 @@ of f after replacing every row by its class mean)::
     H_reg(f) = tr(Σ_LW⁻¹ (1 − a) Σ_g),     Σ_LW = (1 − a) S + a·tr(S)/D·I
 
 Σ_f⁺ is the pseudo-inverse; S is the population (ddof 0) covariance and a the Ledoit–Wolf
-shrinkage, both from scikit-learn's ``LedoitWolf``; Σ_f and Σ_g use ddof 1.
+shrinkage as scikit-learn's ``LedoitWolf`` computes it; Σ_f and Σ_g use ddof 1.
+
+Both scores are functions of moments, so they stream (:mod:`emms.streaming`): the centred
+co-moment M = Σ_i (x_i − μ)(x_i − μ)ᵀ, the class offsets μ_c − μ and counts n_c, and for the
+shrinkage Q = Σ_i ‖x_i − μ‖⁴. With p = D and m = tr(M)/(N·p), scikit-learn's estimator is::
+
+    δ = (‖M‖²_F / N² − m²·p) / p,     b = (Q/N − ‖M‖²_F/N²) / (p·N),     a = min(b, δ) / δ   (a = 0 if b = 0)
+    S = M / N,                        Σ_LW = (1 − a)·S + a·m·I
+
+(the expanded form of ``ledoit_wolf_shrinkage``: Σ_ab (X²ᵀX²)_ab = Σ_i ‖x_i‖⁴ = Q).
 
 Pinned variant: TLlib ``h_score`` and ``regularized_h_score`` (the regularised one mixes the ddof-0
 shrunk covariance with the ddof-1 Σ_g, as the reference does). The pseudo-inverse drops
@@ -25,7 +34,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.covariance import LedoitWolf
 
 from emms._validation import as_class_labels, as_float_matrix
 from emms.errors import EmmsWarning
@@ -33,7 +41,7 @@ from emms.metrics.registry import register
 from emms.metrics.sfda import class_means
 
 
-@register("hscore", targets=("classes",))
+@register("hscore", targets=("classes",), streamable=True)
 def hscore(features: object, target: object) -> float:
     """H-score (ICIP 2019): tr(Σ_f⁺ Σ_g), between-class variance seen through the feature covariance.
 
@@ -42,16 +50,12 @@ def hscore(features: object, target: object) -> float:
     """
     x = as_float_matrix(features, "features")
     codes, classes = as_class_labels(target, "target", n_samples=x.shape[0])
-    n, d = x.shape
-    if n <= d:
-        warnings.warn(f"hscore: n_samples ({n}) <= n_features ({d}): H-score equals C - 1 = {classes.size - 1} "
-                      "for any features; use hscore_reg or more samples", EmmsWarning, stacklevel=2)
     centred = x - x.mean(axis=0)
-    covariance = centred.T @ centred / (n - 1)
-    return _between_class_trace(covariance, centred, codes, classes.size)
+    counts = np.bincount(codes, minlength=classes.size)
+    return hscore_from_moments(centred.T @ centred, class_means(centred, codes, classes.size), counts)
 
 
-@register("hscore_reg", targets=("classes",))
+@register("hscore_reg", targets=("classes",), streamable=True)
 def hscore_reg(features: object, target: object) -> float:
     """Regularised H-score (Ibrahim et al. 2022): H-score with the Ledoit–Wolf shrunk covariance.
 
@@ -61,14 +65,39 @@ def hscore_reg(features: object, target: object) -> float:
     x = as_float_matrix(features, "features")
     codes, classes = as_class_labels(target, "target", n_samples=x.shape[0])
     centred = x - x.mean(axis=0)
-    shrunk = LedoitWolf(assume_centered=False).fit(centred)
-    return (1.0 - shrunk.shrinkage_) * _between_class_trace(shrunk.covariance_, centred, codes, classes.size)
+    counts = np.bincount(codes, minlength=classes.size)
+    squared_norms = np.einsum("nd,nd->n", centred, centred)
+    return hscore_reg_from_moments(centred.T @ centred, class_means(centred, codes, classes.size), counts,
+                                   float(squared_norms @ squared_norms))
 
 
-def _between_class_trace(covariance: np.ndarray, centred: np.ndarray, codes: np.ndarray, n_classes: int) -> float:
-    """tr(covariance⁺ Σ_g) with Σ_g = 1/(N−1) Σ_c n_c m_c m_cᵀ, m_c the class means of ``centred`` (N, D)."""
+def hscore_from_moments(comoment: np.ndarray, class_offsets: np.ndarray, counts: np.ndarray) -> float:
+    """H-score from moments: ``comoment`` Σ(x−μ)(x−μ)ᵀ (D, D), ``class_offsets`` μ_c − μ (C, D),
+    ``counts`` n_c (C,). Warns when N <= D (the score saturates at C − 1)."""
+    n, d = int(counts.sum()), comoment.shape[0]
+    if n <= d:
+        warnings.warn(f"hscore: n_samples ({n}) <= n_features ({d}): H-score equals C - 1 = {counts.size - 1} "
+                      "for any features; use hscore_reg or more samples", EmmsWarning, stacklevel=3)
+    return _between_class_trace(comoment / (n - 1), class_offsets, counts)
+
+
+def hscore_reg_from_moments(comoment: np.ndarray, class_offsets: np.ndarray, counts: np.ndarray,
+                            norm_fourth: float) -> float:
+    """Regularised H-score from moments: as :func:`hscore_from_moments` plus ``norm_fourth``
+    Q = Σ_i ‖x_i − μ‖⁴; Ledoit–Wolf formula in the module docstring."""
+    n, p = int(counts.sum()), comoment.shape[0]
+    mu = np.trace(comoment) / (n * p)
+    frobenius = float(np.sum(comoment**2)) / n**2
+    delta = (frobenius - 2.0 * mu * np.trace(comoment) / n + p * mu**2) / p
+    beta = min((norm_fourth / n - frobenius) / (p * n), delta)
+    shrinkage = 0.0 if beta == 0 else beta / delta
+    covariance = (1.0 - shrinkage) * comoment / n + shrinkage * mu * np.eye(p)
+    return (1.0 - shrinkage) * _between_class_trace(covariance, class_offsets, counts)
+
+
+def _between_class_trace(covariance: np.ndarray, class_offsets: np.ndarray, counts: np.ndarray) -> float:
+    """tr(covariance⁺ Σ_g) with Σ_g = 1/(N−1) Σ_c n_c m_c m_cᵀ, m_c = ``class_offsets`` (C, D) μ_c − μ."""
     values, vectors = np.linalg.eigh(covariance)
     keep = values > max(values[-1], 0.0) * covariance.shape[0] * np.finfo(np.float64).eps
-    whitened_means = class_means(centred, codes, n_classes) @ vectors[:, keep] / np.sqrt(values[keep])
-    counts = np.bincount(codes, minlength=n_classes)
-    return float(counts @ np.einsum("cd,cd->c", whitened_means, whitened_means) / (centred.shape[0] - 1))
+    whitened_means = class_offsets @ vectors[:, keep] / np.sqrt(values[keep])
+    return float(counts @ np.einsum("cd,cd->c", whitened_means, whitened_means) / (counts.sum() - 1))

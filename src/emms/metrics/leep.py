@@ -20,7 +20,7 @@ from emms.metrics.registry import register
 from emms.metrics.sfda import class_means
 
 
-@register("leep", targets=("classes",), needs_source_probs=True)
+@register("leep", targets=("classes",), needs_source_probs=True, streamable=True)
 def leep(features: object, target: object, *, source_probs: object) -> float:
     """LEEP (ICML 2020): mean log of the empirical predictor's probability of the true label.
 
@@ -37,8 +37,22 @@ def leep(features: object, target: object, *, source_probs: object) -> float:
 def expected_empirical_log_prediction(probs: np.ndarray, codes: np.ndarray, n_classes: int) -> float:
     """LEEP from validated probabilities ``probs`` (N, C_s) and class codes (N,) in 0..n_classes-1."""
     joint = class_means(probs, codes, n_classes) * np.bincount(codes, minlength=n_classes)[:, None]  # N·P(y, z)
+    return float(np.mean(leep_log_predictions(probs, codes, empirical_conditional(joint))))
+
+
+def empirical_conditional(joint: np.ndarray) -> np.ndarray:
+    """P(y | z) (C, C_s) from the joint sums N·P(y, z) (C, C_s); all-zero source columns stay 0.
+
+    LEEP streams in two passes (:mod:`emms.streaming`): the joint sums add over chunks (pass 1),
+    then the mean of :func:`leep_log_predictions` (pass 2).
+    """
     keep = joint.sum(axis=0) > 0
-    conditional = joint[:, keep] / joint[:, keep].sum(axis=0)          # P(y | z), (C, C_s')
-    prediction = (probs[:, keep] @ conditional.T)[np.arange(codes.shape[0]), codes]
-    return float(np.mean(np.log(prediction)))
+    conditional = np.zeros_like(joint, dtype=np.float64)
+    conditional[:, keep] = joint[:, keep] / joint[:, keep].sum(axis=0)
+    return conditional
+
+
+def leep_log_predictions(probs: np.ndarray, codes: np.ndarray, conditional: np.ndarray) -> np.ndarray:
+    """log Σ_z P(y_i | z) θ_z(x_i) for each row: ``probs`` (n, C_s), ``codes`` (n,), ``conditional`` (C, C_s)."""
+    return np.log(np.einsum("nz,nz->n", probs, conditional[codes]))
 

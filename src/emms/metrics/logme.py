@@ -81,7 +81,7 @@ def logme(features: object, target: object, *, target_kind: str | None = None, s
     pinned variant and the N < D handling.
     """
     x = as_float_matrix(features, "features")
-    y = _target_matrix(target, x.shape[0], target_kind)
+    y = target_columns(target, x.shape[0], target_kind)
     return float(_fit(x, y, solver, epsilon, thuml_rank_quirk).evidence.mean())
 
 
@@ -102,15 +102,34 @@ def logme_flabels(features: object, target: object, *, combine: str = "per_encod
     x = as_float_matrix(features, "features")
     blocks = as_f_labels(target, "f_labels", n_samples=x.shape[0])
     columns = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
-    owner = np.repeat(np.arange(len(blocks)), [b.shape[1] for b in blocks])
-    keep = _nonzero_columns(columns, "f_labels")
+    keep = _nonzero_columns(np.any(columns != 0, axis=0), "f_labels")
     fit = _fit(x, columns if keep.all() else columns[:, keep], solver, epsilon, thuml_rank_quirk)
+    return _combine_encoders(fit.evidence, [b.shape[1] for b in blocks], keep, combine)
+
+
+def logme_flabels_from_stats(gram: np.ndarray, cross: np.ndarray, target_sq: np.ndarray, n_samples: int,
+                             widths: list[int], *, combine: str = "per_encoder", solver: str = "fixed_point",
+                             epsilon: float = 1e-5, thuml_rank_quirk: bool = False) -> float:
+    """LogME with F-labels from streamed statistics (see :func:`logme_from_stats`): ``cross`` FᵀZ over
+    the concatenated F-label columns (D, ΣL_k), ``target_sq`` their ‖z‖² (ΣL_k,), ``widths`` the L_k.
+    A column is all-zero exactly when its ‖z‖² is 0. Options: see :func:`logme_flabels`."""
+    if combine not in FLABEL_COMBINES:
+        raise InputError(f"combine: expected one of {FLABEL_COMBINES}, got {combine!r}")
+    target_sq = np.asarray(target_sq, dtype=np.float64).reshape(-1)
+    keep = _nonzero_columns(target_sq > 0, "f_labels")
+    fit = logme_from_stats(gram, np.asarray(cross)[:, keep], target_sq[keep], n_samples, solver=solver,
+                           epsilon=epsilon, thuml_rank_quirk=thuml_rank_quirk)
+    return _combine_encoders(fit.evidence, widths, keep, combine)
+
+
+def _combine_encoders(evidence: np.ndarray, widths: list[int], keep: np.ndarray, combine: str) -> float:
+    """Mean evidence over all kept columns ("concatenated") or per encoder, then over encoders."""
     if combine == "concatenated":
-        return float(fit.evidence.mean())
-    owner = owner[keep]
+        return float(evidence.mean())
+    owner = np.repeat(np.arange(len(widths)), widths)[keep]
     counts = np.bincount(owner)
     present = counts > 0  # an encoder whose columns are all zero was dropped entirely
-    return float((np.bincount(owner, weights=fit.evidence)[present] / counts[present]).mean())
+    return float((np.bincount(owner, weights=evidence)[present] / counts[present]).mean())
 
 
 def logme_fit(features: np.ndarray, targets: np.ndarray, *, solver: str = "fixed_point", epsilon: float = 1e-5,
@@ -217,7 +236,7 @@ def _positive_eigen(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return values[keep], vectors[:, keep]
 
 
-def _target_matrix(target: object, n_samples: int, target_kind: str | None) -> np.ndarray:
+def target_columns(target: object, n_samples: int, target_kind: str | None) -> np.ndarray:
     """Targets as an (N, T) float matrix: one-hot for classes, raw columns otherwise."""
     kind = target_kind or infer_target_kind(target)
     if kind == "classes":
@@ -227,18 +246,17 @@ def _target_matrix(target: object, n_samples: int, target_kind: str | None) -> n
         arr = np.asarray(target)
         y = as_float_matrix(arr[:, None] if arr.ndim == 1 else arr, "target")
         check_same_rows(n_samples, y, "target")
-        return y[:, _nonzero_columns(y, "target")]
+        return y[:, _nonzero_columns(np.any(y != 0, axis=0), "target")]
     raise InputError(f"target_kind: logme accepts 'classes', 'multilabel' or 'real' targets, got {kind!r}"
                      + (" (use logme_flabels for F-labels)" if kind == "flabels" else ""))
 
 
-def _nonzero_columns(y: np.ndarray, name: str) -> np.ndarray:
-    """Mask of columns that are not identically zero; warns about the dropped ones.
+def _nonzero_columns(keep: np.ndarray, name: str) -> np.ndarray:
+    """Check ``keep``, the mask of target columns that are not identically zero; warns about the others.
 
     An all-zero target column (a label never present, zero padding) has zero residual and zero
     weights for every feature set, so its evidence grows like log(1/ε) and would swamp the mean.
     """
-    keep = np.any(y != 0, axis=0)
     if not keep.any():
         raise InputError(f"{name}: every column is zero; nothing to fit")
     if not keep.all():

@@ -20,7 +20,7 @@ from emms._validation import as_class_labels, as_probability_matrix, row_count
 from emms.metrics.registry import register
 
 
-@register("nce", targets=("classes",), needs_source_probs=True)
+@register("nce", targets=("classes",), needs_source_probs=True, streamable=True)
 def nce(features: object, target: object, *, source_probs: object) -> float:
     """NCE (ICCV 2019): −H(target label | argmax source label).
 
@@ -31,9 +31,17 @@ def nce(features: object, target: object, *, source_probs: object) -> float:
     n = row_count(features)
     codes, classes = as_class_labels(target, "target", n_samples=n)
     probs = as_probability_matrix(source_probs, "source_probs", n_samples=codes.shape[0])
-    source = np.argmax(probs, axis=1)
-    joint = np.bincount(codes * probs.shape[1] + source, minlength=classes.size * probs.shape[1])
-    joint = joint.reshape(classes.size, probs.shape[1]) / codes.shape[0]
+    return nce_from_counts(joint_counts(codes, np.argmax(probs, axis=1), classes.size, probs.shape[1]))
+
+
+def joint_counts(codes: np.ndarray, source: np.ndarray, n_classes: int, n_source: int) -> np.ndarray:
+    """(C, C_s) integer table #{i: y_i = y, z_i = z} from class codes and hard source labels (N,)."""
+    return np.bincount(codes * n_source + source, minlength=n_classes * n_source).reshape(n_classes, n_source)
+
+
+def nce_from_counts(counts: np.ndarray) -> float:
+    """NCE from the (C, C_s) joint count table (streamable: counts add over chunks)."""
+    joint = counts / counts.sum()
     marginal = np.broadcast_to(joint.sum(axis=0), joint.shape)
     cell = joint > 0
     return float(np.sum(joint[cell] * np.log(joint[cell] / marginal[cell])))

@@ -51,6 +51,9 @@ def ncti_statistics(features: object, target: object, *, n_components: int = 64)
     """Per-model NCTI terms from features (N, D) float32/float64 and class labels (N,)."""
     x = as_float_matrix(features, "features")
     codes, classes = as_class_labels(target, "target", n_samples=x.shape[0])
+    if x.shape[0] <= classes.size:
+        raise InputError(f"features: NCTI's discriminant analysis needs more samples than classes; "
+                         f"got {x.shape[0]} samples and {classes.size} classes")
     pca = PCA(n_components=min(n_components, x.shape[0], x.shape[1]), svd_solver="full")
     reduced = pca.fit_transform(x)
     shrinkage = max(float(np.exp(-pca.explained_variance_[:32].sum())), 1e-10)
@@ -58,7 +61,11 @@ def ncti_statistics(features: object, target: object, *, n_components: int = 64)
         lda = LinearDiscriminantAnalysis(solver="svd")
     else:
         lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage)
-    projected = lda.fit_transform(reduced, codes)
+    try:
+        projected = lda.fit_transform(reduced, codes)
+    except np.linalg.LinAlgError:
+        raise InputError("features: no within-class variation left after PCA, so NCTI's discriminant "
+                         "analysis is undefined") from None
     seli = np.linalg.norm(projected - projected.mean(axis=0, keepdims=True), ord="nuc")
     proba = lda.predict_proba(reduced)
     ncc = proba[np.arange(x.shape[0]), codes].mean()

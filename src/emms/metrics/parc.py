@@ -87,4 +87,9 @@ def parc(features: object, target: object, *, n_dims: int | None = 32, max_sampl
     label_pairs = different_class * (1.0 + 1.0 / (classes.size - 1))
     if not np.all(np.isfinite(feature_pairs)):
         raise InputError("features: some rows are constant after standardisation, so their correlation is undefined")
+    if np.ptp(label_pairs) == 0:
+        raise InputError("target: PARC needs both same-class and different-class pairs of samples; "
+                         "every class here has a single sample")
+    if np.ptp(feature_pairs) == 0:
+        raise InputError("features: every pair of samples is equally dissimilar, so PARC's rank correlation is undefined")
     return float(scipy.stats.spearmanr(feature_pairs, label_pairs)[0] * 100.0)

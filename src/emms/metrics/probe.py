@@ -46,10 +46,17 @@ def linear_probe(features: object, target: object, *, folds: int = 5, c: float =
         raise InputError(f"folds: expected an integer between 2 and n_samples = {x.shape[0]}, got {folds!r}")
     if not c > 0:
         raise InputError(f"c: expected a positive inverse regularisation strength, got {c!r}")
+    largest_class = int(np.bincount(codes).max())
+    if folds > largest_class:
+        raise InputError(f"folds: expected at most the size of the largest class ({largest_class}), got {folds!r}")
     model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
     splitter = StratifiedKFold(n_splits=int(folds), shuffle=True, random_state=check_seed(seed))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
         warnings.filterwarnings("ignore", message="The least populated class in y has only")
-        accuracies = cross_val_score(model, x, codes, cv=splitter, scoring="accuracy")
+        splits = list(splitter.split(x, codes))
+        if any(np.unique(codes[train]).size < 2 for train, _ in splits):
+            raise InputError(f"target: a training split of the {folds}-fold cross-validation holds a single class; "
+                             "pass fewer folds or more samples per class")
+        accuracies = cross_val_score(model, x, codes, cv=splits, scoring="accuracy", error_score="raise")
     return float(np.mean(accuracies))

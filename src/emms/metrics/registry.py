@@ -100,6 +100,8 @@ def infer_target_kind(target: object) -> str:
     arr = np.asarray(target)
     if arr.ndim == 3:
         return "flabels"
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):  # else NaN labels would pass for a real target
+        raise InputError("target: contains NaN or Inf values; expected finite class labels or real-valued targets")
     if arr.ndim == 1:
         if arr.dtype.kind in "iuUSOb":
             return "classes"

@@ -28,6 +28,7 @@ import scipy.linalg
 import scipy.special
 
 from emms._validation import as_class_labels, as_float_matrix
+from emms.errors import InputError
 from emms.metrics.registry import register
 
 
@@ -65,6 +66,9 @@ def shrinkage_lda_proba(features: np.ndarray, codes: np.ndarray, n_classes: int,
     means = class_means(features, codes, n_classes)
     centred = features - means[codes]
     within = centred.T @ centred / n
+    if not np.trace(within) > 0:
+        raise InputError("features: every class's rows are identical (no within-class variation), "
+                         "so the Fisher discriminant is undefined")
     if shrinkage is None:
         shrinkage = max(float(np.exp(-5.0 * power_iteration_top_eigenvalue(within))), 1e-10)
     dim = within.shape[0]

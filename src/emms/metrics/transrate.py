@@ -31,7 +31,7 @@ from emms.metrics.registry import register
 VARIANTS = ("centred", "official")
 
 
-@register("transrate", targets=("classes",))
+@register("transrate", targets=("classes",), streamable=True)
 def transrate(features: object, target: object, *, variant: str = "centred", eps: float = 1e-4) -> float:
     """TransRate (ICML 2022): coding rate of the features minus their rate given the labels.
 
@@ -49,16 +49,35 @@ def transrate(features: object, target: object, *, variant: str = "centred", eps
     if variant == "official":
         norms = np.linalg.norm(z, axis=1, keepdims=True)
         z = np.divide(z, norms, out=np.zeros_like(z), where=norms > 0)
-    eigenvalues = _gram_eigenvalues(z)
-    total = _coding_rate(eigenvalues, z.shape[0], eps)
     counts = np.bincount(codes, minlength=classes.size)
     blocks = np.split(z[np.argsort(codes, kind="stable")], np.cumsum(counts)[:-1])
-    class_rates = np.array([_coding_rate(_gram_eigenvalues(block), block.shape[0], eps) for block in blocks])
+    return _transrate_from_eigenvalues(_gram_eigenvalues(z), [_gram_eigenvalues(b) for b in blocks], counts,
+                                       z.shape[1], variant, eps)
+
+
+def transrate_from_grams(gram: np.ndarray, class_grams: np.ndarray, counts: np.ndarray, *,
+                         variant: str = "centred", eps: float = 1e-4) -> float:
+    """TransRate from Gram matrices (streamable): ``gram`` ZᵀZ (D, D), ``class_grams`` Z_cᵀZ_c
+    (C, D, D) and ``counts`` n_c (C,), Z the centred (``"official"``: centred, then row-normalised)
+    features. Same formula as :func:`transrate`, with the eigenvalues of the (D, D) Grams."""
+    if variant not in VARIANTS:
+        raise InputError(f"variant: expected one of {VARIANTS}, got {variant!r}")
+    if not (np.isfinite(eps) and eps > 0):
+        raise InputError(f"eps: expected a positive number, got {eps!r}")
+    return _transrate_from_eigenvalues(np.linalg.eigvalsh(gram), list(np.linalg.eigvalsh(class_grams)), counts,
+                                       gram.shape[0], variant, eps)
+
+
+def _transrate_from_eigenvalues(eigenvalues: np.ndarray, class_eigenvalues: list[np.ndarray], counts: np.ndarray,
+                                n_features: int, variant: str, eps: float) -> float:
+    """The TransRate formula from the eigenvalues of ZᵀZ and of every Z_cᵀZ_c (class c has counts[c] rows)."""
+    n = int(counts.sum())
+    total = _coding_rate(eigenvalues, n, eps)
+    class_rates = np.array([_coding_rate(values, int(m), eps) for values, m in zip(class_eigenvalues, counts)])
     if variant == "centred":
         return float(total - class_rates.mean())
-    weights = counts / codes.shape[0]
-    rank = int(np.sum(eigenvalues > max(eigenvalues.max(), 0.0) * z.shape[1] * np.finfo(np.float64).eps))
-    return float((total - weights @ class_rates) / max(rank, 1))
+    rank = int(np.sum(eigenvalues > max(eigenvalues.max(), 0.0) * n_features * np.finfo(np.float64).eps))
+    return float((total - (counts / n) @ class_rates) / max(rank, 1))
 
 
 def _gram_eigenvalues(z: np.ndarray) -> np.ndarray:

@@ -266,6 +266,8 @@ class CallableExtractor(_Extractor):
 class FileExtractor(_Extractor):
     """Precomputed features from a ``.npy`` file: row i belongs to input i (``extract`` needs all rows)."""
 
+    cacheable = False  # the file already is the cache; extraction needs all rows at once
+
     def __init__(self, path: str | Path, *, modality: str = "any") -> None:
         if modality not in ("image", "text", "any"):
             raise InputError(f"spec: option 'modality' expects image, text or any, got {modality!r}")

@@ -1,0 +1,146 @@
+"""The offline benchmark scripts (benchmarks/offline_benchmark.py, benchmarks/text_benchmark.py)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import offline_benchmark as ob  # noqa: E402
+import text_benchmark as tb  # noqa: E402
+
+from emms.evaluate import evaluate_scores  # noqa: E402
+from emms.models import load_extractor  # noqa: E402
+from emms.store import Store  # noqa: E402
+
+
+def test_probe_split_matches_the_fine_tuning_runs_and_is_disjoint_from_them():
+    from emms.evaluate.targets import benchmark_targets
+
+    targets = benchmark_targets(**ob.SPLIT_SIZES)
+    for name, target in targets.items():
+        records = list((BENCHMARKS / "data" / "finetune_runs" / name).glob("*.json"))
+        assert records, name
+        recorded = {json.loads(p.read_text())["data_fingerprint"] for p in records}
+        assert recorded == {target.fingerprint(("train", "val", "test"))}
+        assert target.probe.size == 2000
+        assert not set(target.probe) & (set(target.train) | set(target.val))
+
+
+def test_truth_covers_every_candidate_on_every_target():
+    truth = pd.read_csv(BENCHMARKS / "data" / "finetune_truth.csv")
+    for target in ("fm10", "fm4", "fm-tops4"):
+        assert set(truth[truth.target == target].model) == set(ob.CANDIDATES)
+
+
+class CountingExtractor:
+    """Wraps a real extractor and counts forward passes."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+        self.identity, self.spec = inner.identity, inner.spec
+        if hasattr(inner, "source_probs"):
+            self.source_probs = inner.source_probs
+
+    def extract(self, images, batch_size=64):
+        self.calls += 1
+        return self.inner.extract(images, batch_size)
+
+    def extract_with_source_probs(self, images, batch_size=64):
+        self.calls += 1
+        return self.inner.extract_with_source_probs(images, batch_size)
+
+
+def test_features_and_probs_come_from_one_cached_pass(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
+    store = Store(tmp_path)
+    inner = load_extractor("builtin:mnv2_imagenet?image_size=32&pretrained=false")
+    extractor = CountingExtractor(inner)
+    feats, probs = ob.features_and_probs(extractor, images, store, batch_size=4)
+    assert feats.shape == (6, 1280) and probs.shape == (6, 1000)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(feats, inner.extract(images, 4), rtol=1e-5, atol=1e-5)
+    calls = extractor.calls
+    again, again_probs = ob.features_and_probs(extractor, images, store, batch_size=4)
+    assert extractor.calls == calls  # served by the store
+    np.testing.assert_array_equal(again, feats)
+    np.testing.assert_array_equal(again_probs, probs)
+
+
+def test_features_without_a_source_head_have_no_probs(tmp_path):
+    images = np.random.default_rng(1).integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
+    feats, probs = ob.features_and_probs(load_extractor("builtin:ocrvgg_easyocr?image_size=32"), images,
+                                         Store(tmp_path), batch_size=2)
+    assert feats.shape == (3, 256) and probs is None
+
+
+def _pool_tables():
+    rng = np.random.default_rng(0)
+    models = [f"m{i}" for i in range(5)]
+    truth_rows, score_rows = [], []
+    for target in ("a", "b"):
+        values = rng.uniform(0.7, 0.9, size=5)
+        truth_rows += [{"target": target, "model": m, "value": v} for m, v in zip(models, values)]
+        score_rows += [{"target": target, "model": m, "metric": "good", "score": v, "seconds": 0.0}
+                       for m, v in zip(models, values)]
+        score_rows += [{"target": target, "model": m, "metric": "leep", "score": -v, "seconds": 0.0}
+                       for m, v in zip(models[:3], values[:3])]
+    return pd.DataFrame(score_rows), pd.DataFrame(truth_rows)
+
+
+def test_correlations_put_source_head_metrics_on_their_sub_pool():
+    scores, truth = _pool_tables()
+    table = ob.correlations(scores, truth, n_resamples=50)
+    full = table[table.pool == "all 5"]
+    sub = table[table.pool == "3 with a source head"]
+    assert set(full.metric) == {"good"} and set(sub.metric) == {"good", "leep"}
+    tau = sub.set_index(["metric", "target", "statistic"]).value
+    assert tau[("good", "mean", "kendall_tau")] == pytest.approx(1.0)
+    assert tau[("leep", "mean", "kendall_tau")] == pytest.approx(-1.0)
+    direct = evaluate_scores(scores[scores.metric == "good"].drop(columns="seconds"), truth, n_resamples=50)
+    pd.testing.assert_frame_equal(full.drop(columns="pool").reset_index(drop=True), direct)
+
+
+def test_markdown_report_lists_every_metric_and_the_cost_ratio():
+    scores, truth = _pool_tables()
+    corr = ob.correlations(scores, truth, n_resamples=50)
+    cost = pd.DataFrame([{"target": "a", "model": "m0", "width": 8, "gcv_s": 0.3, "in_sample_s": 0.2}])
+    text = ob.markdown_report(scores, corr, cost, {"title": "t", "n_models": 5, "n_targets": 2, "n_probe": 9,
+                                                   "repeats": 3, "machine": "m"})
+    assert "| good | +1.000" in text and "| leep |" in text
+    assert "1.50x" in text
+
+
+@pytest.mark.skipif(not tb.FORTUNES_DIR.is_dir(), reason="Debian fortunes package not installed")
+def test_fortune_splits_are_balanced_disjoint_and_exclude_the_bundled_sample():
+    splits = tb.fortune_splits(tb.FORTUNES_DIR, seed=0)
+    bundled = resources.files("emms").joinpath("resources/text_topics.jsonl.gz").read_bytes()
+    bundled_texts = {json.loads(line)["text"] for line in gzip.decompress(bundled).decode().splitlines()}
+    seen: set[str] = set()
+    for part, data in splits.items():
+        counts = data.labels["label"].value_counts()
+        assert len(counts) == 6 and (counts == tb.PER_TOPIC[part]).all()
+        texts = set(data.inputs)
+        assert not texts & seen and not texts & bundled_texts
+        seen |= texts
+    assert tb.fortune_splits(tb.FORTUNES_DIR, seed=0)["probe"].inputs == splits["probe"].inputs
+
+
+def test_probe_truth_selects_c_by_cross_validation_and_reports_test_accuracy():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    informative = rng.normal(size=(120, 5)) + 3.0 * np.eye(3, 5)[y]
+    noise = rng.normal(size=(120, 5))
+    good = tb.probe_truth(informative[::2], y[::2], informative[1::2], y[1::2], seed=0)
+    bad = tb.probe_truth(noise[::2], y[::2], noise[1::2], y[1::2], seed=0)
+    assert good["C"] in tb.C_GRID and bad["C"] in tb.C_GRID
+    assert good["value"] > 0.9 > 0.6 > bad["value"]
