@@ -329,3 +329,42 @@ def test_manifest_paths_that_escape_the_folder_are_refused(tmp_path):
             load_dataset(manifest)
         cli_error(["extract", "--data", str(manifest), "--models", "builtin:onet_mtcnn", "--cache", str(tmp_path / "c")],
                   "outside the allowed image root")
+
+
+OPTION_CASES = {
+    # CLI option: (extra CLI arguments, API call, words)
+    "negative --max-samples": (["--max-samples", "-5"], lambda: _load("builtin:digits", max_samples=-5),
+                               "max_samples: expected a positive integer"),
+    "--max-samples below one per class": (["--max-samples", "3"], lambda: _load("builtin:digits", max_samples=3),
+                                          "max_samples: expected at least 10"),
+    "negative --seed": (["--max-samples", "20", "--seed", "-1"], lambda: _load("builtin:digits", max_samples=20, seed=-1),
+                        "seed: expected a non-negative integer"),
+    "--image-size 0": (["--max-samples", "20", "--image-size", "0"],
+                       lambda: _extractor("builtin:onet_mtcnn", image_size=0), "image_size: expected an integer >= 8"),
+    "unknown --device": (["--max-samples", "20", "--device", "tpu"], lambda: _extractor("builtin:onet_mtcnn", device="tpu"),
+                         "device: expected 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+}
+
+
+def _load(source, **options):
+    from emms.data import load_dataset
+
+    return load_dataset(source, **options)
+
+
+def _extractor(spec, **options):
+    from emms.models import load_extractor
+
+    return load_extractor(spec, **options)
+
+
+@pytest.mark.parametrize("kind", list(OPTION_CASES))
+def test_bad_numeric_and_device_options(kind, tmp_path):
+    extra, api_call, words = OPTION_CASES[kind]
+    with pytest.raises(InputError) as info:
+        api_call()
+    assert words in str(info.value)
+    out = tmp_path / "out.json"
+    cli_error(["rank", "--data", "builtin:digits", "--models", "builtin:onet_mtcnn", "--metrics", "logme",
+               "--cache", str(tmp_path / "c"), "--out", str(out), *extra], words)
+    assert not out.exists()

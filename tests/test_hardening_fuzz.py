@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emms.errors import EmmsError, EmmsWarning
-from emms.metrics import available_metrics, score, score_pool
+from emms.metrics import available_metrics, get_metric, score, score_pool
 
 EXAMPLES = int(os.environ.get("EMMS_FUZZ_EXAMPLES", "25"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="EMMS_FUZZ_EXAMPLES" not in os.environ,
@@ -117,3 +117,33 @@ def test_metric_never_crashes_never_returns_nan_never_modifies_inputs(name):
     # the property is only worth something if many examples were actually scored (not all rejected)
     assert outcomes["scored"] >= outcomes["rejected"] / 3, outcomes
     print(f"{name}: {outcomes}")
+
+
+# Inputs the fuzzer found (each was a raw third-party exception or a NaN score); kept as regressions.
+FOUND = [
+    ("linear_probe", np.arange(12.0).reshape(6, 2) ** 1.5, np.array([0, 0, 0, 0, 0, 1])),         # NaN (single-class fold)
+    ("linear_probe", np.arange(12.0).reshape(6, 2) ** 1.5, np.array([0, 0, 1, 1, 2, 2])),         # folds > every class
+    ("sfda", np.zeros((6, 3)), np.array([0, 0, 1, 1, 2, 2])),                                     # no within-class variation
+    ("sfda", np.array([[0, 0, 0], [-1, 1, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]]), np.array([0, 1, 1, 1, 1])),  # rows sum to 0
+    ("parc", np.array([[1.0, 2.0, 0.5], [3.0, -1.0, 2.0]]), np.array([0, 1])),                   # NaN (one pair)
+    ("ncti", np.array([[1.0, 2.0], [3.0, 1.0]]), np.array([0, 1])),                               # N <= C
+    ("ncti", np.array([[-160.8, 24.2, 300.0, 157.6], [31.7, 51.1, 300.0, 225.3]])[[0, 1, 0, 1]],
+     np.array([0, 1, 2, 1])),                                                                     # identical rows per class
+    ("ncti", np.zeros((8, 3)), np.arange(8) % 2),                                                 # LinAlgError
+]
+
+
+@pytest.mark.parametrize("name, features, labels", FOUND, ids=[f"{c[0]}-{i}" for i, c in enumerate(FOUND)])
+def test_inputs_found_by_fuzzing(name, features, labels):
+    info = get_metric(name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EmmsWarning)
+            if info.pool_relative:
+                values = list(score_pool({"a": features, "b": features * 2.0}, labels, name).values())
+            else:
+                values = [score(features, labels, name)]
+    except EmmsError as error:
+        assert str(error).split(":")[0] in ("features", "target", "folds"), error
+    else:
+        assert all(np.isfinite(values)), values

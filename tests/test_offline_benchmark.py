@@ -135,12 +135,13 @@ def test_fortune_splits_are_balanced_disjoint_and_exclude_the_bundled_sample():
     assert tb.fortune_splits(tb.FORTUNES_DIR, seed=0)["probe"].inputs == splits["probe"].inputs
 
 
-def test_probe_truth_selects_c_by_cross_validation_and_reports_test_accuracy():
+def test_probe_truth_is_a_nested_cross_validated_best_c_head():
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 40)
     informative = rng.normal(size=(120, 5)) + 3.0 * np.eye(3, 5)[y]
     noise = rng.normal(size=(120, 5))
-    good = tb.probe_truth(informative[::2], y[::2], informative[1::2], y[1::2], seed=0)
-    bad = tb.probe_truth(noise[::2], y[::2], noise[1::2], y[1::2], seed=0)
-    assert good["C"] in tb.C_GRID and bad["C"] in tb.C_GRID
+    good = tb.probe_truth(informative, y, seed=0)
+    bad = tb.probe_truth(noise, y, seed=0)
+    assert good["C_most_chosen"] in tb.C_GRID and good["n_outer_folds"] == 5 * tb.OUTER_REPEATS
     assert good["value"] > 0.9 > 0.6 > bad["value"]
+    assert 0 < good["value_std"] < 0.1

@@ -68,22 +68,12 @@ def chunk_stats(x_chunk: np.ndarray, z_chunks: Sequence[np.ndarray], *, device: 
     def host(t):
         return t.detach().to("cpu", torch.float64).numpy()
 
-    return _stats_from_moments(
+    return SufficientStats.from_moments(
         n_samples=x.shape[0], widths=widths, x_mean=host(x_mean), x_min=host(x.min(dim=0).values),
         x_max=host(x.max(dim=0).values), xx=host(xc.T @ xc), xz=host(xz), zz=host(zz),
         z_mean=np.concatenate([host(m) for m in z_means]),
         z_min=np.concatenate([host(b.min(dim=0).values) for b in z]),
         z_max=np.concatenate([host(b.max(dim=0).values) for b in z]))
-
-
-def _stats_from_moments(*, n_samples: int, widths: tuple[int, ...], x_mean, x_min, x_max, xx, xz, zz, z_mean,
-                        z_min, z_max) -> SufficientStats:
-    """Fill a SufficientStats with one chunk's float64 moments (its fields as :mod:`emms.stats` defines them)."""
-    stats = SufficientStats()
-    stats.n_samples, stats._n_features, stats._widths = int(n_samples), int(x_mean.shape[0]), widths
-    stats._x_mean, stats._x_min, stats._x_max, stats._xx, stats._xz = x_mean, x_min, x_max, xx, xz
-    stats._z_mean, stats._z_min, stats._z_max, stats._zz = z_mean, z_min, z_max, zz
-    return stats
 
 
 def torch_sufficient_stats(features: object, f_labels: object, *, device: str = "cpu", dtype: str = "float64",

@@ -80,6 +80,19 @@ class SufficientStats:
         stats._init_from_chunk(x, z)
         return stats
 
+    @classmethod
+    def from_moments(cls, *, n_samples: int, widths: tuple[int, ...], x_mean, x_min, x_max, xx, xz, zz, z_mean,
+                     z_min, z_max) -> SufficientStats:
+        """Statistics of one chunk from moments computed elsewhere (e.g. on a GPU), all float64:
+        column means/minima/maxima of X (D,) and of the concatenated F-labels (ΣL_k,), the centred
+        co-moments XᵀX (D, D) and XᵀZ (D, ΣL_k), and the per-column cross moments ``zz`` in the
+        layout :meth:`update` produces. Merge the result with :meth:`merge` as usual."""
+        stats = cls()
+        stats.n_samples, stats._n_features, stats._widths = int(n_samples), int(np.shape(x_mean)[0]), tuple(widths)
+        stats._x_mean, stats._x_min, stats._x_max, stats._xx, stats._xz = x_mean, x_min, x_max, xx, xz
+        stats._z_mean, stats._z_min, stats._z_max, stats._zz = z_mean, z_min, z_max, zz
+        return stats
+
     @property
     def label_widths(self) -> tuple[int, ...]:
         """Raw widths L_k of the F-label blocks (empty before the first update)."""

@@ -49,7 +49,7 @@ import numpy as np
 
 from emms._validation import as_class_labels, as_float_matrix, as_probability_matrix, check_seed
 from emms.errors import EmmsWarning, InputError
-from emms.metrics.registry import _check_target_kind, get_metric, score, score_pool
+from emms.metrics.registry import check_target_kind, get_metric, score, score_pool
 from emms.stats import SufficientStats
 
 DEFAULT_CHUNK_ROWS = 16_384
@@ -496,7 +496,7 @@ def make_plan(features: object, target: object, metric: str, *, source_probs: ob
     if info.name not in STREAM_METHODS:
         raise InputError(f"metric: {metric!r} is not streamable; streamable metrics: {', '.join(STREAM_METHODS)}")
     target = getattr(target, "arrays", target)  # emms.labels.FLabels
-    kind = _check_target_kind(info, target, target_kind)
+    kind = check_target_kind(info, target, target_kind)
     if info.needs_source_probs and source_probs is None:
         raise InputError(f"source_probs: metric {metric!r} needs the source head's probabilities, shape (N, C_source)")
     if not info.needs_source_probs and source_probs is not None:
@@ -624,7 +624,7 @@ def _score_subsample(sources: Mapping[str, ChunkSource], target: object, metric:
     if len(n_rows) != 1:
         raise InputError(f"features_by_model: every model must have the same number of rows, got {sorted(n_rows)}")
     n = n_rows.pop()
-    kind = _check_target_kind(info, target, target_kind)
+    kind = check_target_kind(info, target, target_kind)
     rows = subsample_rows(target, n, max_rows, seed, stratify=kind == "classes")
     if rows.size < n:
         warnings.warn(f"{metric}: not streamable; scored on a seeded stratified subsample of {rows.size} of {n} rows "

@@ -36,6 +36,7 @@ from sklearn.preprocessing import minmax_scale
 from emms._validation import as_class_labels, as_float_matrix
 from emms.errors import InputError
 from emms.metrics.registry import register
+from emms.metrics.sfda import class_means
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ def ncti_statistics(features: object, target: object, *, n_components: int = 64)
                          f"got {x.shape[0]} samples and {classes.size} classes")
     pca = PCA(n_components=min(n_components, x.shape[0], x.shape[1]), svd_solver="full")
     reduced = pca.fit_transform(x)
+    if not np.any(reduced - class_means(reduced, codes, classes.size)[codes]):
+        raise InputError("features: every class's rows are identical (no within-class variation), so NCTI's "
+                         "discriminant analysis is undefined")
     shrinkage = max(float(np.exp(-pca.explained_variance_[:32].sum())), 1e-10)
     if shrinkage == 1e-10:
         lda = LinearDiscriminantAnalysis(solver="svd")

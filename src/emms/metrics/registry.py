@@ -115,7 +115,7 @@ def infer_target_kind(target: object) -> str:
     raise InputError(f"target: cannot tell its kind from shape {arr.shape}; pass target_kind= one of {TARGET_KINDS}")
 
 
-def _check_target_kind(info: MetricInfo, target: object, target_kind: str | None) -> str:
+def check_target_kind(info: MetricInfo, target: object, target_kind: str | None) -> str:
     kind = target_kind or infer_target_kind(target)
     if kind not in TARGET_KINDS:
         raise InputError(f"target_kind: expected one of {TARGET_KINDS}, got {kind!r}")
@@ -134,7 +134,7 @@ def score(features: object, target: object, metric: str = "emms", *, source_prob
     info = get_metric(metric)
     if info.pool_relative:
         raise InputError(f"metric: {metric!r} is pool-relative (a score depends on the other candidates); use score_pool")
-    kind = _check_target_kind(info, target, target_kind)
+    kind = check_target_kind(info, target, target_kind)
     if info.takes_target_kind:
         options = {**options, "target_kind": kind}
     if info.needs_source_probs:
@@ -153,7 +153,7 @@ def score_pool(features_by_model: Mapping[str, object], target: object, metric: 
     if not features_by_model:
         raise InputError("features_by_model: expected at least one model")
     info = get_metric(metric)
-    _check_target_kind(info, target, target_kind)
+    check_target_kind(info, target, target_kind)
     if info.pool_relative:
         result = info.function(dict(features_by_model), target, **options)
         return {name: float(result[name]) for name in features_by_model}

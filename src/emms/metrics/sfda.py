@@ -43,8 +43,12 @@ def power_iteration_top_eigenvalue(matrix: np.ndarray, n_iterations: int = 3) ->
     """Approximate top eigenvalue of a symmetric PSD (D, D) matrix, as the SFDA reference does.
 
     Starts from the row sums; each step does y = A x / |A x|, x = A y / |A y|; returns x^T A y.
+    When the row sums lie in the null space of A (e.g. rows summing to zero), where the reference
+    divides by zero, the exact top eigenvalue is returned instead.
     """
     x = matrix.sum(axis=1)
+    if not np.linalg.norm(matrix @ x) > 0:
+        return float(np.linalg.eigvalsh(matrix)[-1])
     y = x
     for _ in range(n_iterations):
         ax = matrix @ x
