@@ -6,9 +6,10 @@ metrics. Each stage is timed; every metric sees exactly the same frozen features
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -305,7 +306,8 @@ def _score_metric(info, features: dict, target, source_probs: dict, options: dic
     if info.name == "emms":
         for model, feats in features.items():
             t0 = time.perf_counter()
-            est = EMMS(**options).fit(feats, target_arrays)
+            with _naming(model, info.name):
+                est = EMMS(**options).fit(feats, target_arrays)
             weights = dict(zip(encoder_labels, (float(w) for w in est.weights_)))
             rows.append({"model": model, "metric": info.name, "score": float(est.score_),
                          "seconds": time.perf_counter() - t0, "weights": weights})
@@ -319,10 +321,20 @@ def _score_metric(info, features: dict, target, source_probs: dict, options: dic
     for model, feats in features.items():
         t0 = time.perf_counter()
         probs = {model: source_probs[model]} if info.needs_source_probs else None
-        value = score_pool({model: feats}, target_arrays, info.name, source_probs_by_model=probs, **options)[model]
+        with _naming(model, info.name):
+            value = score_pool({model: feats}, target_arrays, info.name, source_probs_by_model=probs, **options)[model]
         rows.append({"model": model, "metric": info.name, "score": value,
                      "seconds": time.perf_counter() - t0, "weights": None})
     return rows
+
+
+@contextlib.contextmanager
+def _naming(model: str, metric: str) -> Iterator[None]:
+    """Say which model a metric rejected (e.g. its features are degenerate)."""
+    try:
+        yield
+    except InputError as exc:
+        raise InputError(f"models: {metric} cannot score {model!r}: {exc}") from None
 
 
 def _encoder_labels(encoders, encoder_ids: list[str]) -> list[str]:

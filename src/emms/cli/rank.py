@@ -79,10 +79,17 @@ def _run(*, data, models, task, encoders, metrics, truth, out, report, as_json, 
                           seed=seed, cache=cache, device=device, batch_size=batch_size, image_size=image_size,
                           truth=truth_values, progress=progress, scheduler=scheduler)
     html_text = result.to_html() if report is not None else None  # render before writing anything
-    if out is not None:
-        result.to_json(out)
-    if report is not None:
-        atomic_write_text(report, html_text)
+    written: list[Path] = []
+    for path, text, option in ((out, result.to_json() if out is not None else None, "--out"),
+                               (report, html_text, "--report")):
+        if path is not None:
+            try:
+                atomic_write_text(path, text)
+            except OSError as exc:
+                for done in written:  # all outputs or none
+                    done.unlink(missing_ok=True)
+                raise InputError(f"{option}: cannot write {path} ({exc.strerror or exc})") from None
+            written.append(path)
     if as_json:
         print_json(result.records() if result.correlations is None else
                    {"results": result.records(), "correlations": result.to_dict()["correlations"]})
