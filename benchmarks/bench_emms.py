@@ -16,8 +16,6 @@ Ratios are computed from times measured in the same run. Prints a markdown table
 from __future__ import annotations
 
 import argparse
-import statistics
-import timeit
 
 import numpy as np
 from threadpoolctl import threadpool_info
@@ -25,6 +23,8 @@ from threadpoolctl import threadpool_info
 from emms import EMMS
 from emms.metrics.emms import _gcv_search, _Spectrum, _sparsemax
 from emms.stats import SufficientStats
+
+from _timing import median_seconds
 
 
 def make_task(n: int, d: int, width: int, k: int, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -51,10 +51,6 @@ def official_transcription(x: np.ndarray, z: list[np.ndarray]) -> float:
     prediction = xs @ coef
     weights = _sparsemax(np.linalg.lstsq(y.reshape(n * width, k), prediction.reshape(n * width), rcond=None)[0])
     return -(np.sum((prediction - y @ weights) ** 2) / n) * width
-
-
-def median_seconds(fn, repeats: int) -> float:
-    return statistics.median(timeit.repeat(fn, number=1, repeat=repeats))
 
 
 def main() -> None:

@@ -9,21 +9,18 @@ names, N samples drawn uniformly (seed 0).
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import timeit
 
 import numpy as np
 import pandas as pd
 
+from emms.data.fashion import FASHION_CLASSES
 from emms.embedders import embed_f_labels, load_encoder
 from emms.store import Store
 
-FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+from _timing import median_seconds
 
-
-def median_seconds(fn, repeats: int) -> float:
-    return statistics.median(timeit.repeat(fn, number=1, repeat=repeats))
+FASHION = list(FASHION_CLASSES)
 
 
 def main() -> None:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 
 import numpy as np
 
 from emms.metrics.logme import logme_flabels
+
+from _timing import median_seconds_and_result
 
 
 def logme_per_column_loop(features: np.ndarray, targets: np.ndarray) -> float:
@@ -57,15 +58,6 @@ def make_data(n: int, d: int, columns: int, seed: int = 0) -> tuple[np.ndarray, 
     return features, targets
 
 
-def median_time(fn, repeats: int) -> tuple[float, float]:
-    times, value = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        value = fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000)
@@ -74,10 +66,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     features, targets = make_data(args.n, args.d, args.columns)
-    loop_s, loop_value = median_time(lambda: logme_per_column_loop(features, targets), args.repeats)
-    fast_s, fast_value = median_time(lambda: logme_flabels(features, [targets]), args.repeats)
+    loop_s, loop_value = median_seconds_and_result(lambda: logme_per_column_loop(features, targets), args.repeats)
+    fast_s, fast_value = median_seconds_and_result(lambda: logme_flabels(features, [targets]), args.repeats)
     assert np.isclose(fast_value, loop_value, rtol=1e-8), (fast_value, loop_value)
-    floor_s, _ = median_time(lambda: (np.linalg.eigh(features.T @ features), features.T @ targets), args.repeats)
+    floor_s, _ = median_seconds_and_result(lambda: (np.linalg.eigh(features.T @ features), features.T @ targets), args.repeats)
     print(f"LogME with F-labels: N={args.n}, D={args.d}, {args.columns} target columns; median of "
           f"{args.repeats} runs; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
           f"numpy {np.__version__}; {platform.processor() or platform.machine()}\n")

@@ -19,10 +19,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+from _timing import timed_runs
 
 _SOURCE_CLASSES = 1000
 _ENCODERS, _LABEL_WIDTH = 3, 256
@@ -75,13 +76,7 @@ def run_one(name: str, n: int, d: int, c: int, repeats: int) -> dict:
         call = lambda: info.function(task["features"], target)  # noqa: E731
     before = _rss_mib("VmRSS")
     _reset_peak()
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-        if i == 0 and times[0] >= 20.0:
-            break
+    times, _ = timed_runs(call, repeats, stop_after_s=20.0)
     return {"seconds": float(np.median(times)), "runs": len(times), "extra_peak_mib": _rss_mib("VmHWM") - before,
             "input_mib": before}
 

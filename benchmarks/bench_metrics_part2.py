@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 import warnings
 
 import numpy as np
 
 from emms.metrics import score, score_pool
+
+from _timing import median_seconds
 
 PER_MODEL = ["sfda", "parc", "pactran_dirichlet", "pactran_gamma", "pactran_gauss", "knn", "linear_probe"]
 POOL = ["ncti", "etran"]
@@ -26,15 +27,6 @@ def make_task(n: int, d: int, c: int, seed: int = 0) -> tuple[np.ndarray, np.nda
     labels = np.concatenate([np.arange(c), rng.integers(0, c, size=n - c)])
     features = rng.normal(size=(c, d))[labels] * 0.5 + rng.normal(size=(n, d))
     return features.astype(np.float32), labels
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main() -> None:

@@ -7,18 +7,14 @@ Prints a markdown table (median seconds over repeats and the ratio to the plain 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import timeit
 from pathlib import Path
 
 import numpy as np
 
 from emms.store import Store
 
-
-def _median_time(fn, repeats: int) -> float:
-    return statistics.median(timeit.repeat(fn, number=1, repeat=repeats))
+from _timing import median_seconds
 
 
 def main() -> None:
@@ -37,14 +33,14 @@ def main() -> None:
             store.get_or_compute("chunked", args.rows, lambda a, b: array[a:b], chunk_rows=chunk)
 
         rows: list = [
-            ("plain np.save (no fsync, no checksum)", _median_time(lambda: np.save(plain, array), args.repeats), None),
-            ("Store.put (fsync + sha256 + rename)", _median_time(lambda: store.put("k", array, {}), args.repeats), 0),
-            (f"Store.get_or_compute, {chunk}-row chunks", _median_time(chunked_put, args.repeats), 0),
-            ("plain np.load", _median_time(lambda: np.load(plain), args.repeats), None),
+            ("plain np.save (no fsync, no checksum)", median_seconds(lambda: np.save(plain, array), args.repeats), None),
+            ("Store.put (fsync + sha256 + rename)", median_seconds(lambda: store.put("k", array, {}), args.repeats), 0),
+            (f"Store.get_or_compute, {chunk}-row chunks", median_seconds(chunked_put, args.repeats), 0),
+            ("plain np.load", median_seconds(lambda: np.load(plain), args.repeats), None),
         ]
         store.put("k", array, {})
         rows += [
-            ("Store.get (size + sha256 + shape check)", _median_time(lambda: store.get("k"), args.repeats), 3),
+            ("Store.get (size + sha256 + shape check)", median_seconds(lambda: store.get("k"), args.repeats), 3),
         ]
     size_mb = array.nbytes / 2**20
     print(f"array {args.rows}x{args.dim} float32 ({size_mb:.0f} MiB), median of {args.repeats}\n")

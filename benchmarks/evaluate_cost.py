@@ -12,14 +12,14 @@
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 from emms.evaluate.correlations import bootstrap_draws, weighted_tau, weighted_tau_batch
 from emms.evaluate.summary import evaluate_scores
+
+from _timing import median_seconds, median_seconds_and_result
 
 
 def tables(n_models: int, n_targets: int, n_metrics: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -32,15 +32,6 @@ def tables(n_models: int, n_targets: int, n_metrics: int, seed: int = 0) -> tupl
             noisy = truth + rng.normal(0, 0.05 * (k + 1), size=n_models)
             score_rows += [{"target": f"t{t}", "model": f"m{i}", "metric": f"k{k}", "score": v} for i, v in enumerate(noisy)]
     return pd.DataFrame(score_rows), pd.DataFrame(truth_rows)
-
-
-def median_seconds(run: Callable[[], object], repeats: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), result
 
 
 def main() -> None:
@@ -60,8 +51,8 @@ def main() -> None:
             def many(s, t, variant=variant):
                 return weighted_tau_batch(s, t, variant=variant)
 
-            loop_s, loop = median_seconds(lambda: bootstrap_draws(one, scores, truth, n_resamples=1000), args.repeats)
-            fast_s, fast = median_seconds(lambda: bootstrap_draws(one, scores, truth, n_resamples=1000, batched=many),
+            loop_s, loop = median_seconds_and_result(lambda: bootstrap_draws(one, scores, truth, n_resamples=1000), args.repeats)
+            fast_s, fast = median_seconds_and_result(lambda: bootstrap_draws(one, scores, truth, n_resamples=1000, batched=many),
                                           args.repeats)
             diff = float(np.nanmax(np.abs(loop - fast)))
             print(f"| {n_models} | {variant} | {loop_s:.3f} | {fast_s:.4f} | {loop_s / fast_s:.0f}x | {diff:.1e} |")
@@ -70,7 +61,7 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|")
     for n_models, n_targets, n_metrics in ((10, 3, 20), (10, 1, 20), (20, 3, 20)):
         scores, truth = tables(n_models, n_targets, n_metrics)
-        full, _ = median_seconds(lambda: evaluate_scores(scores, truth, n_resamples=1000), args.repeats)
+        full = median_seconds(lambda: evaluate_scores(scores, truth, n_resamples=1000), args.repeats)
         print(f"| {n_models} | {n_targets} | {n_metrics} | 1000 | {full:.2f} |")
 
 

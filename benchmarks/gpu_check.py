@@ -12,12 +12,12 @@ only and says so.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 import warnings
 
 import numpy as np
+
+from _timing import median_seconds_and_result
 
 
 def main() -> int:
@@ -42,17 +42,10 @@ def main() -> int:
          + rng.standard_normal((100, args.d), dtype=np.float32)[labels] * 0.3)
     z = [rng.normal(size=(100, args.width))[labels] + rng.normal(size=(args.n, args.width)) * 0.5 for _ in range(args.k)]
 
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else None
+
     def timed(fn):
-        times, result = [], None
-        for _ in range(args.repeats):
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            result = fn()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times), result
+        return median_seconds_and_result(fn, args.repeats, sync=sync)
 
     rows = [("numpy, in memory (EMMS().fit)", *timed(lambda: EMMS().fit(x, z).score_)),
             ("numpy, streamed chunks", *timed(lambda: stream_fit(x, z, chunk_rows=args.chunk_rows).score)),

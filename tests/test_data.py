@@ -31,7 +31,7 @@ def test_fashion_mnist_sample():
 
 def test_fashion_mnist_matches_the_debian_source():
     """The bundled images are the Fashion-MNIST test images they claim to be (when the source is installed)."""
-    from emms.data.build_samples import read_idx
+    from emms.data.fashion import read_idx
 
     source = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
     if not os.path.exists(source):

@@ -7,7 +7,8 @@ import pytest
 
 from _part2_helpers import cases, records, separable
 from emms.errors import InputError
-from emms.metrics.parc import parc, stratified_subsample
+from emms.metrics._common import stratified_subsample
+from emms.metrics.parc import parc
 
 VARIANTS = [(32, "PARC_Score"), (None, "PARC_nodimred")]
 

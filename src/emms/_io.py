@@ -1,9 +1,13 @@
-"""Small file-system helpers shared by the pipeline, the CLI and the caches."""
+"""Small file-system helpers shared by the pipeline, the CLI and the caches: atomic writes and file hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+
+_HASH_BLOCK = 1 << 22
+_CACHED_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -25,3 +29,37 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """:func:`atomic_write_bytes` for UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 (64 hex) of a file's bytes, read every call (use it to verify data that may have changed)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cached_file_sha256(path: str | os.PathLike) -> str:
+    """:func:`file_sha256`, memoised per process by (real path, size, mtime): a large weight file is read once."""
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    key = (real, stat.st_size, stat.st_mtime_ns)
+    if key not in _CACHED_DIGESTS:
+        _CACHED_DIGESTS[key] = file_sha256(real)
+    return _CACHED_DIGESTS[key]
+
+
+def path_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 (first 16 hex) over the names, sizes and contents of a file or of a folder's files.
+
+    A folder contributes every file below it (sorted, ``.cache`` folders skipped) by its relative
+    name; a file by its own name. Contents are hashed with :func:`cached_file_sha256`.
+    """
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    digest = hashlib.sha256()
+    for file in files:
+        name = file.name if file == root else str(file.relative_to(root))
+        digest.update(f"{name}\0{file.stat().st_size}\0{cached_file_sha256(file)}\n".encode())
+    return digest.hexdigest()[:16]

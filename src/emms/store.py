@@ -41,13 +41,12 @@ from pathlib import Path
 
 import numpy as np
 
-from emms._io import atomic_write_text
+from emms._io import atomic_write_text, file_sha256
 from emms.errors import EmmsWarning, InputError, ResourceError
 
 _LAYOUT = "emms-store-v1"
 _KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _CHUNK_PATTERN = re.compile(r"(\d{12})-(\d{12})")
-_HASH_BLOCK = 1 << 22
 
 
 class Store:
@@ -326,7 +325,7 @@ def _write_npy(path: Path, array: np.ndarray) -> dict:
         handle.flush()
         os.fsync(handle.fileno())
     return {"shape": list(array.shape), "dtype": array.dtype.str, "bytes": path.stat().st_size,
-            "sha256": _sha256(path)}
+            "sha256": file_sha256(path)}
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -350,7 +349,7 @@ def _read_verified(data: Path, manifest_path: Path) -> tuple[str | None, np.ndar
         return "data file missing", None
     if size != expected_bytes:
         return f"truncated: {size} bytes, expected {expected_bytes}", None
-    if _sha256(data) != expected_sha:
+    if file_sha256(data) != expected_sha:
         return "checksum mismatch", None
     try:
         array = np.load(data, allow_pickle=False)
@@ -359,14 +358,6 @@ def _read_verified(data: Path, manifest_path: Path) -> tuple[str | None, np.ndar
     if array.shape != shape or array.dtype != dtype:
         return f"shape/dtype {array.shape} {array.dtype} differ from the manifest {shape} {dtype}", None
     return None, array
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

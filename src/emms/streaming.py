@@ -49,6 +49,7 @@ import numpy as np
 
 from emms._validation import as_class_labels, as_float_matrix, as_probability_matrix, check_seed
 from emms.errors import EmmsWarning, InputError
+from emms.metrics._common import one_hot, stratified_subsample
 from emms.metrics.registry import check_target_kind, get_metric, score, score_pool
 from emms.stats import SufficientStats
 
@@ -404,7 +405,7 @@ class StreamPlan:
         if m in ("logme", "logme_flabels"):
             x = self.read_features(start, stop)
             if self.kind == "classes":
-                y = np.eye(self.n_classes)[self.codes[start:stop]]
+                y = one_hot(self.codes[start:stop], self.n_classes)
             elif self.kind == "flabels":
                 y = np.concatenate([as_float_matrix(src.read(start, stop), f"f_labels[{k}]", min_rows=1)
                                     for k, src in enumerate(self.flabels)], axis=1)
@@ -590,11 +591,9 @@ def stream_score_pool(features_by_model: Mapping[str, object], target: object, m
 def subsample_rows(target: object, n_rows: int, max_rows: int, seed: int, *, stratify: bool) -> np.ndarray:
     """Sorted row indices of the seeded subsample used for non-streamable metrics.
 
-    Class targets (``stratify``): :func:`emms.metrics.parc.stratified_subsample`; others: a uniform
+    Class targets (``stratify``): :func:`emms.metrics._common.stratified_subsample`; others: a uniform
     draw without replacement. All rows when n_rows <= max_rows.
     """
-    from emms.metrics.parc import stratified_subsample
-
     if isinstance(max_rows, bool) or not isinstance(max_rows, (int, np.integer)) or max_rows < 2:
         raise InputError(f"max_rows: expected an integer >= 2, got {max_rows!r}")
     seed = check_seed(seed)

@@ -25,28 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+from emms.data.fashion import FASHION_CLASSES, FASHION_MNIST_DIR, per_class_rows, read_idx
+
 TOPICS = ("computers", "definitions", "people", "politics", "science", "work")
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read a gzipped IDX file (the MNIST/Fashion-MNIST format) into a uint8 array."""
-    raw = gzip.decompress(path.read_bytes())
-    zero, dtype_code, ndim = raw[0:2], raw[2], raw[3]
-    if zero != b"\x00\x00" or dtype_code != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
 
 
 def fashion_sample(fashion_dir: Path, per_class: int, seed: int) -> dict[str, np.ndarray]:
     """Stratified sample of the Fashion-MNIST test split: ``per_class`` images of each class."""
     images = read_idx(fashion_dir / "t10k-images-idx3-ubyte.gz")
     labels = read_idx(fashion_dir / "t10k-labels-idx1-ubyte.gz")
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
-                                     for c in range(len(FASHION_CLASSES))]))
+    chosen = per_class_rows(labels, per_class, seed, len(FASHION_CLASSES))
     return {"images": images[chosen], "labels": labels[chosen], "source_index": chosen.astype(np.int32),
             "class_names": np.array(FASHION_CLASSES)}
 
@@ -71,7 +59,7 @@ def topic_sample(fortunes_dir: Path, per_topic: int, seed: int) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fashion-dir", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
+    parser.add_argument("--fashion-dir", type=Path, default=FASHION_MNIST_DIR)
     parser.add_argument("--fortunes-dir", type=Path, default=Path("/usr/share/games/fortunes"))
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "resources")
     parser.add_argument("--per-class", type=int, default=500)

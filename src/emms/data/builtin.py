@@ -22,6 +22,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+from emms.data.fashion import per_class_rows
 from emms.data.taskdata import TaskData
 from emms.errors import InputError
 
@@ -78,9 +79,7 @@ def text_topics() -> TaskData:
 def _per_class_pick(per_class: int, seed: int) -> np.ndarray:
     """Rows of the Fashion-MNIST sample: ``per_class`` of each class, seeded, in sample order."""
     _, labels, _, names = _fashion_arrays()
-    rng = np.random.default_rng(seed)
-    return np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
-                                   for c in range(len(names))]))
+    return per_class_rows(labels, per_class, seed, len(names))
 
 
 def _appearance(images: np.ndarray) -> tuple[list[str], list[str]]:

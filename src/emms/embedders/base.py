@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from emms._io import path_fingerprint
 from emms.errors import InputError, ResourceError
 
 Progress = Callable[[int], None]
@@ -97,28 +97,6 @@ def torch_device(device: str):
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ResourceError(f"device: {device!r} requested but MPS is not available; use --device cpu")
     return dev
-
-
-_DIGESTS: dict[tuple, str] = {}
-
-
-def path_fingerprint(path: str | Path) -> str:
-    """sha256 (first 16 hex) over the names, sizes and contents of a file or of a folder's files.
-
-    Memoised per process on (path, size, mtime) of every file, so a large model is hashed once.
-    """
-    root = Path(path)
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and ".cache" not in p.parts)
-    stats = tuple((str(p.relative_to(root) if p != root else p.name), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    memo = (str(root.resolve()), stats)
-    if memo not in _DIGESTS:
-        digest = hashlib.sha256()
-        for (name, size, _), file in zip(stats, files):
-            with open(file, "rb") as handle:
-                content = hashlib.file_digest(handle, "sha256").hexdigest()
-            digest.update(f"{name}\0{size}\0{content}\n".encode())
-        _DIGESTS[memo] = digest.hexdigest()[:16]
-    return _DIGESTS[memo]
 
 
 def model_label(name_or_path: str) -> str:

@@ -10,7 +10,8 @@ import warnings
 
 import numpy as np
 
-from emms.embedders.base import BatchedEncoder, path_fingerprint
+from emms._io import path_fingerprint
+from emms.embedders.base import BatchedEncoder
 from emms.errors import EmmsWarning, InputError, ResourceError
 
 VARIANTS = ("original", "enpt")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emms.embedders.base import BatchedEncoder, masked_mean, path_fingerprint
+from emms._io import path_fingerprint
+from emms.embedders.base import BatchedEncoder, masked_mean
 from emms.errors import InputError, ResourceError
 
 

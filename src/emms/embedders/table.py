@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emms.embedders.base import BatchedEncoder, path_fingerprint
+from emms._io import path_fingerprint
+from emms.embedders.base import BatchedEncoder
 from emms.errors import InputError
 
 

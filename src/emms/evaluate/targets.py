@@ -29,11 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from emms.data.build_samples import FASHION_CLASSES, read_idx
+from emms.data.fashion import FASHION_CLASSES, FASHION_MNIST_DIR, read_idx
 from emms.data.taskdata import TaskData
 from emms.errors import InputError, ResourceError
 
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 PARTS = ("train", "val", "probe", "test")
 
 

@@ -34,8 +34,9 @@ from sklearn.preprocessing import minmax_scale
 
 from emms._validation import as_class_labels, as_float_matrix
 from emms.errors import InputError
+from emms.metrics._common import class_means
 from emms.metrics.registry import register
-from emms.metrics.sfda import class_means, shrinkage_lda_proba
+from emms.metrics.sfda import shrinkage_lda_proba
 
 LDA_WEIGHT = 0.85
 ENERGY_WEIGHT = 0.15

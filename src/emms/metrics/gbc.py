@@ -24,8 +24,8 @@ import scipy.spatial.distance
 
 from emms._validation import as_class_labels, as_float_matrix
 from emms.errors import InputError
+from emms.metrics._common import class_means
 from emms.metrics.registry import register
-from emms.metrics.sfda import class_means
 
 GAUSSIANS = ("spherical", "diagonal")
 _VARIANCE_FLOOR = 1e-4

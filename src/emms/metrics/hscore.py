@@ -37,8 +37,8 @@ import numpy as np
 
 from emms._validation import as_class_labels, as_float_matrix
 from emms.errors import EmmsWarning
+from emms.metrics._common import class_means
 from emms.metrics.registry import register
-from emms.metrics.sfda import class_means
 
 
 @register("hscore", targets=("classes",), streamable=True)

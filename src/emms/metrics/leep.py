@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from emms._validation import as_class_labels, as_probability_matrix, row_count
+from emms.metrics._common import class_means
 from emms.metrics.registry import register
-from emms.metrics.sfda import class_means
 
 
 @register("leep", targets=("classes",), needs_source_probs=True, streamable=True)

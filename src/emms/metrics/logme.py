@@ -46,6 +46,7 @@ import numpy as np
 
 from emms._validation import as_class_labels, as_f_labels, as_float_matrix, check_same_rows
 from emms.errors import EmmsWarning, InputError
+from emms.metrics._common import one_hot
 from emms.metrics.registry import infer_target_kind, register
 
 SOLVERS = ("fixed_point", "icml")
@@ -241,7 +242,7 @@ def target_columns(target: object, n_samples: int, target_kind: str | None) -> n
     kind = target_kind or infer_target_kind(target)
     if kind == "classes":
         codes, classes = as_class_labels(target, "target", n_samples=n_samples)
-        return np.eye(classes.size)[codes]
+        return one_hot(codes, classes.size)
     if kind in ("multilabel", "real"):
         arr = np.asarray(target)
         y = as_float_matrix(arr[:, None] if arr.ndim == 1 else arr, "target")

@@ -35,8 +35,8 @@ from sklearn.preprocessing import minmax_scale
 
 from emms._validation import as_class_labels, as_float_matrix
 from emms.errors import InputError
+from emms.metrics._common import class_means
 from emms.metrics.registry import register
-from emms.metrics.sfda import class_means
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,11 @@ from sklearn.mixture import GaussianMixture
 
 from emms._validation import as_class_labels, as_float_matrix, as_probability_matrix, check_seed
 from emms.errors import InputError
+from emms.metrics._common import one_hot
 from emms.metrics.registry import register
 
 _EPS = 1e-10
 COVARIANCE_TYPES = ("diag", "full", "tied", "spherical")
-
-
-def _one_hot(codes: np.ndarray, n_classes: int) -> np.ndarray:
-    return np.eye(n_classes)[codes]
 
 
 def _bound_inputs(probs: object, labels: object, alpha: float) -> tuple[np.ndarray, ...]:
@@ -47,7 +44,7 @@ def _bound_inputs(probs: object, labels: object, alpha: float) -> tuple[np.ndarr
     p = as_probability_matrix(probs, "probs", n_samples=codes.shape[0])
     if not alpha > 0:
         raise InputError(f"alpha: expected a positive prior strength, got {alpha!r}")
-    y = _one_hot(codes, classes.size)
+    y = one_hot(codes, classes.size)
     a0 = alpha * y.sum(axis=0, keepdims=True).T / y.shape[0] + _EPS
     return p, y, a0, np.log(p + _EPS)
 
@@ -155,7 +152,7 @@ def pactran_gauss_bound(features: np.ndarray, codes: np.ndarray, n_classes: int,
                         variance_factor: float = 10.0, seed: int = 0, max_iter: int = 100) -> float:
     """PACTran-Gaussian bound (lower is better); features (N, D) float64, codes (N,) in 0..C-1."""
     n, dim = features.shape
-    y = _one_hot(codes, n_classes)
+    y = one_hot(codes, n_classes)
     n_params = dim * n_classes
     lam = lda_factor * n
 

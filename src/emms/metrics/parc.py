@@ -29,26 +29,8 @@ from sklearn.decomposition import PCA
 
 from emms._validation import as_class_labels, as_float_matrix, check_seed
 from emms.errors import InputError
+from emms.metrics._common import stratified_subsample
 from emms.metrics.registry import register
-
-
-def stratified_subsample(codes: np.ndarray, max_samples: int, seed: int) -> np.ndarray:
-    """Sorted row indices of a seeded stratified subsample of about ``max_samples`` rows.
-
-    codes: (N,) class ids in 0..C-1. Each class keeps round(n_c * max_samples / N) rows, at least
-    one; all rows are returned when N <= max_samples.
-    """
-    n = codes.shape[0]
-    if n <= max_samples:
-        return np.arange(n)
-    rng = np.random.default_rng(seed)
-    counts = np.bincount(codes)
-    keep = []
-    for cls in np.flatnonzero(counts):
-        members = np.flatnonzero(codes == cls)
-        size = max(1, int(round(counts[cls] * max_samples / n)))
-        keep.append(rng.choice(members, size=size, replace=False))
-    return np.sort(np.concatenate(keep))
 
 
 def _reduce_dims(x: np.ndarray, n_dims: int | None) -> np.ndarray:

@@ -40,7 +40,6 @@ class MetricInfo:
     pool_relative: bool = False
     randomised: bool = False
     streamable: bool = False
-    higher_is_better: bool = True
     summary: str = ""
     takes_target_kind: bool = False  # the function has a ``target_kind`` parameter (the kind is passed on)
 

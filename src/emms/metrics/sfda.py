@@ -29,14 +29,8 @@ import scipy.special
 
 from emms._validation import as_class_labels, as_float_matrix
 from emms.errors import InputError
+from emms.metrics._common import class_means
 from emms.metrics.registry import register
-
-
-def class_means(features: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
-    """Mean feature vector of each class: (C, D) from features (N, D) and codes in 0..C-1."""
-    sums = np.zeros((n_classes, features.shape[1]))
-    np.add.at(sums, codes, features)
-    return sums / np.bincount(codes, minlength=n_classes)[:, None]
 
 
 def power_iteration_top_eigenvalue(matrix: np.ndarray, n_iterations: int = 3) -> float:

@@ -14,7 +14,6 @@ the same momentum for a fair comparison.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from collections.abc import Callable, Sequence
@@ -135,23 +134,6 @@ def weights_path(spec: BackboneSpec) -> Path:
         raise ResourceError(f"backbone {spec.name!r}: weight file {spec.weights_file} is missing from the installed "
                             f"package {spec.package!r}; reinstall it with: {spec.pip_command}")
     return path
-
-
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 (hex) of a file's bytes, cached per process by (real path, size, mtime)."""
-    real = os.path.realpath(path)
-    stat = os.stat(real)
-    key = (real, stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(real, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _DIGESTS[key] = digest.hexdigest()
-    return _DIGESTS[key]
 
 
 def _torch_state(path: Path) -> dict[str, torch.Tensor]:

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from emms._io import cached_file_sha256
 from emms.errors import EmmsWarning, InputError, ResourceError
-from emms.models.backbones import (BackboneSpec, as_uint8_images, build_backbone, file_sha256,
-                                   get_backbone_spec, preprocess_images, weights_path)
+from emms.models.backbones import (BackboneSpec, as_uint8_images, build_backbone, get_backbone_spec,
+                                   preprocess_images, weights_path)
 from emms.models.specs import parse_spec
 
 # Bump when preprocessing or pooling code changes in a way that alters features (invalidates caches).
@@ -205,7 +206,7 @@ class BuiltinExtractor(TorchExtractor):
             raise InputError(f"image_size: expected an integer >= 8, got {image_size!r}")
         size = spec.native_size if image_size is None or spec.fixed_size else image_size
         module = build_backbone(name, pretrained=pretrained, seed=seed)
-        weights = f"sha256:{file_sha256(weights_path(spec))[:16]}" if pretrained else f"random-seed{seed}"
+        weights = f"sha256:{cached_file_sha256(weights_path(spec))[:16]}" if pretrained else f"random-seed{seed}"
         identity = (f"builtin:{name}|weights={weights}|size={size}|ch={spec.in_channels}|mean={spec.mean}"
                     f"|std={spec.std}|resize=bilinear-antialias|pool={spec.pooling}|v{EXTRACTOR_VERSION}")
         dev = resolve_device(device)
@@ -285,7 +286,7 @@ class FileExtractor(_Extractor):
             raise InputError(f"spec: {path} must hold a numeric 2-D array (n_inputs, D), got {array.dtype} {array.shape}")
         self.path = path
         self._array = array
-        self.identity = f"file:{path.name}|sha256:{file_sha256(path)[:16]}"
+        self.identity = f"file:{path.name}|sha256:{cached_file_sha256(path)[:16]}"
 
     @property
     def n_rows(self) -> int:
