@@ -18,9 +18,11 @@ that same sub-pool so the comparison is like for like.
 
     OMP_NUM_THREADS=1 python benchmarks/offline_benchmark.py            # everything (~30 min on 2 shared cores)
     OMP_NUM_THREADS=1 python benchmarks/offline_benchmark.py --metrics emms --update   # rescore EMMS only
+    python benchmarks/offline_benchmark.py --report-only   # re-evaluate the committed scores
 
 Outputs: ``benchmarks/data/offline_scores.csv`` (target, model, metric, score, seconds),
-``benchmarks/data/offline_correlations.csv`` (every statistic from ``evaluate_scores``) and a
+``benchmarks/data/offline_correlations.csv`` (every statistic from ``evaluate_scores``),
+``benchmarks/data/offline_emms_cost.csv`` (GCV vs in-sample seconds per target and model) and a
 markdown report on stdout (and ``--markdown PATH``).
 """
 
@@ -31,6 +33,7 @@ import hashlib
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -64,7 +67,8 @@ EMMS_VARIANTS = {
     "emms_alternating": {"solver": "alternating"},
     "emms_official": {"solver": "official"},
 }
-HEADLINE = ("weighted_tau_symmetric", "weighted_tau_truth_weighted", "kendall_tau", "pearson", "rel@1", "regret@1")
+# Metrics whose per-model scores the report lists beside the truth (for the analysis).
+DETAIL_METRICS = ("emms", "emms_in_sample", "logme_flabels", "logme", "hscore_reg", "linear_probe")
 
 
 def image_digest(images: np.ndarray) -> str:
@@ -75,7 +79,9 @@ def image_digest(images: np.ndarray) -> str:
 def features_and_probs(extractor, images: np.ndarray, store: Store, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Frozen features (N, D) and, for backbones with a source head, its probabilities (N, C_src).
 
-    Both come from one forward pass, stored side by side in one resumable store entry.
+    Both come from one forward pass, stored side by side in one resumable store entry. The stored
+    probabilities are float32; they are renormalised in float64, because a float32 softmax over
+    1,000 classes sums to 1 only within a few 1e-6, more than LEEP/NCE's input check allows.
     """
     width = extractor.spec.feature_dim
     key = Store.key(kind="benchmark-features", model=extractor.identity, images=image_digest(images),
@@ -88,7 +94,10 @@ def features_and_probs(extractor, images: np.ndarray, store: Store, batch_size: 
             return extractor.extract(images[start:stop], batch_size)
     both = store.get_or_compute(key, len(images), chunk, chunk_rows=8 * batch_size,
                                 meta={"kind": "benchmark-features", "model": extractor.identity})
-    return both[:, :width], (both[:, width:] if both.shape[1] > width else None)
+    if both.shape[1] == width:
+        return both, None
+    probs = both[:, width:].astype(np.float64)
+    return both[:, :width], probs / probs.sum(axis=1, keepdims=True)
 
 
 def timed(function, *args, **kwargs) -> tuple[object, float]:
@@ -161,10 +170,16 @@ def correlations(scores: pd.DataFrame, truth: pd.DataFrame, n_resamples: int) ->
 
 
 def machine() -> str:
-    return f"{platform.machine()}, numpy {np.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    """Platform, numpy, thread setting and the code's git commit (``+dirty`` with uncommitted changes)."""
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "src"], capture_output=True, text=True).stdout.strip()
+    return (f"{platform.machine()}, numpy {np.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+            f"code {commit or 'unknown'}{'+dirty' if dirty else ''}")
 
 
-def markdown_report(scores: pd.DataFrame, corr: pd.DataFrame, cost: pd.DataFrame, meta: dict) -> str:
+def markdown_report(scores: pd.DataFrame, corr: pd.DataFrame, cost: pd.DataFrame, meta: dict,
+                    truth: pd.DataFrame | None = None) -> str:
     lines = [f"{meta['title']}: {meta['n_models']} candidates x {meta['n_targets']} target(s), "
              f"N = {meta['n_probe']} probe samples per target; {meta['machine']}", ""]
     for pool, part in corr.groupby("pool", sort=False):
@@ -197,6 +212,8 @@ def markdown_report(scores: pd.DataFrame, corr: pd.DataFrame, cost: pd.DataFrame
                      for t in targets]
             lines.append(f"| {metric} | " + " | ".join(cells) + " |")
         lines.append("")
+    if truth is not None:
+        lines += per_model_tables(scores, truth, meta.get("truth_label", "fine-tuned accuracy"))
     seconds = scores.groupby("metric").seconds.agg(["mean", "sum"]).sort_values("mean")
     lines += ["### Wall-clock per metric (seconds per model and target; pool-relative: pool time / pool size)", "",
               "| metric | mean s per model | total s (all targets) |", "|---|---:|---:|"]
@@ -215,6 +232,24 @@ def markdown_report(scores: pd.DataFrame, corr: pd.DataFrame, cost: pd.DataFrame
     return "\n".join(lines)
 
 
+def per_model_tables(scores: pd.DataFrame, truth: pd.DataFrame, truth_label: str = "fine-tuned accuracy") -> list[str]:
+    """Per target: truth and the :data:`DETAIL_METRICS` scores of every model, best truth first."""
+    metrics = [m for m in DETAIL_METRICS if m in set(scores.metric)]
+    lines = []
+    for target, part in scores[scores.metric.isin(metrics)].groupby("target"):
+        wide = part.pivot_table(index="model", columns="metric", values="score")[metrics]
+        values = truth[truth.target == target].set_index("model").value
+        wide = wide.assign(truth=values.reindex(wide.index)).sort_values("truth", ascending=False)
+        lines += [f"Scores on {target} (truth = {truth_label}; metric ranks in brackets)", "",
+                  "| model | truth | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
+        ranks = wide[metrics].rank(ascending=False, method="min")
+        for model, row in wide.iterrows():
+            cells = [f"{row[m]:.4g} ({ranks.loc[model, m]:.0f})" if np.isfinite(row[m]) else "–" for m in metrics]
+            lines.append(f"| {model} | {row.truth:.4f} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", type=Path, default=Path("/tmp/emms-benchmark-cache"),
@@ -227,14 +262,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--update", action="store_true", help="replace only these metrics' rows in --scores")
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the GCV vs in-sample timing (0: skip)")
     parser.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples for the CIs")
+    parser.add_argument("--cost", type=Path, default=ROOT / "data" / "offline_emms_cost.csv")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--report-only", action="store_true",
+                        help="skip extraction and scoring: re-evaluate --scores (and --cost) and print the report")
     args = parser.parse_args(argv)
+    truth = read_truth(args.truth)
+    meta = {"title": f"Offline image benchmark ({IMAGE_SIZE} px)", "n_models": len(CANDIDATES),
+            "n_probe": SPLIT_SIZES["n_probe"], "repeats": args.repeats, "machine": machine()}
+    if args.report_only:
+        scores = pd.read_csv(args.scores)
+        cost = pd.read_csv(args.cost) if args.cost.is_file() else pd.DataFrame()
+        write_report(scores, truth, cost, meta, args)
+        return
 
     metrics = ([m.name for m in emms.available_metrics()] if args.metrics == "all"
                else [get_metric(m.strip()).name for m in args.metrics.split(",")])
     store = Store(args.cache)
     targets = benchmark_targets(**SPLIT_SIZES)
-    truth = read_truth(args.truth)
     extractors = {name: load_extractor(spec) for name, spec in CANDIDATES.items()}
 
     rows, cost_rows = [], []
@@ -260,12 +305,17 @@ def main(argv: list[str] | None = None) -> None:
     scores = scores.sort_values(["target", "metric", "model"], kind="stable").reset_index(drop=True)
     args.scores.parent.mkdir(parents=True, exist_ok=True)
     scores.to_csv(args.scores, index=False, float_format="%.10g")
+    cost = pd.DataFrame(cost_rows)
+    if not cost.empty:
+        cost.to_csv(args.cost, index=False, float_format="%.6g")
+    write_report(scores, truth, cost, meta, args)
+
+
+def write_report(scores: pd.DataFrame, truth: pd.DataFrame, cost: pd.DataFrame, meta: dict, args) -> None:
+    meta = {**meta, "n_targets": scores.target.nunique()}
     corr = correlations(scores, truth, args.n_resamples)
     corr.to_csv(args.correlations, index=False, float_format="%.6g")
-
-    meta = {"title": f"Offline image benchmark ({IMAGE_SIZE} px)", "n_models": len(CANDIDATES),
-            "n_targets": len(targets), "n_probe": SPLIT_SIZES["n_probe"], "repeats": args.repeats, "machine": machine()}
-    report = markdown_report(scores, corr, pd.DataFrame(cost_rows), meta)
+    report = markdown_report(scores, corr, cost, meta, truth)
     print(report)
     if args.markdown is not None:
         args.markdown.write_text(report + "\n")

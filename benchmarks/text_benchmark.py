@@ -165,13 +165,14 @@ def main(argv: list[str] | None = None) -> None:
     corr.to_csv(args.out_dir / "text_correlations.csv", index=False, float_format="%.6g")
 
     meta = {"title": "Offline text benchmark (Debian fortunes, 6 topics)", "n_models": len(models), "n_targets": 1,
-            "n_probe": len(probe.inputs), "repeats": 0, "machine": machine()}
+            "n_probe": len(probe.inputs), "repeats": 0, "machine": machine(),
+            "truth_label": "nested-CV accuracy of a frozen-feature logistic-regression head"}
     report = ["Ground truth (frozen-feature logistic-regression head; no encoder was fine-tuned):", "",
               f"| model | dim | nested-CV accuracy (mean ± std over {5 * OUTER_REPEATS} outer folds) | C chosen most |",
               "|---|---:|---:|---:|"]
     report += [f"| {r.model} | {r.feature_dim} | {r.value:.4f} ± {r.value_std:.4f} | {r.C_most_chosen:g} |"
                for r in truth_table.sort_values("value", ascending=False).itertuples()]
-    report += ["", markdown_report(scores, corr, pd.DataFrame(), meta)]
+    report += ["", markdown_report(scores, corr, pd.DataFrame(), meta, read_truth(truth_path))]
     print("\n".join(report))
     if args.markdown is not None:
         args.markdown.write_text("\n".join(report) + "\n")

@@ -154,7 +154,7 @@ def test_rank_output_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
     result = RUNNER.invoke(app, [*base, "--out", str(blocker / "result.json")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
-        f"error: [Errno {errno.EEXIST}] File exists: '{blocker}'"]
+        f"error: --out: cannot write {blocker / 'result.json'} (File exists)"]
 
     import emms._io
 

@@ -120,6 +120,17 @@ def test_markdown_report_lists_every_metric_and_the_cost_ratio():
     assert "1.50x" in text
 
 
+def test_per_model_tables_rank_models_beside_the_truth():
+    scores, truth = _pool_tables()
+    scores = scores.assign(metric=scores.metric.replace({"good": "emms", "leep": "logme"}))
+    lines = ob.per_model_tables(scores, truth)
+    target_a = truth[truth.target == "a"].sort_values("value", ascending=False)
+    first_row = next(line for line in lines if line.startswith("| m") and not line.startswith("| model"))
+    best = target_a.iloc[0]
+    assert first_row.startswith(f"| {best.model} | {best.value:.4f} | ") and "(1)" in first_row
+    assert sum(line.startswith("Scores on") for line in lines) == 2
+
+
 @pytest.mark.skipif(not tb.FORTUNES_DIR.is_dir(), reason="Debian fortunes package not installed")
 def test_fortune_splits_are_balanced_disjoint_and_exclude_the_bundled_sample():
     splits = tb.fortune_splits(tb.FORTUNES_DIR, seed=0)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from emms.errors import EmmsWarning, InputError
+from emms.errors import EmmsWarning, InputError, ResourceError
 
 FloatArray = np.ndarray
 
@@ -179,6 +179,36 @@ def check_seed(seed: object, name: str = "seed") -> int:
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
         raise InputError(f"{name}: expected a non-negative integer, got {seed!r}")
     return int(seed)
+
+
+def as_torch_device(device: object, name: str = "device", *, kinds: tuple[str, ...] = ("cpu", "cuda", "mps")):
+    """``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or a ``torch.device``) as a ``torch.device``.
+
+    A device type outside ``kinds`` is an InputError; a CUDA/MPS device torch cannot see here is a
+    ResourceError. Imports torch, so only callers that already need it should call this.
+    """
+    import torch
+
+    accepted = ", ".join(f"'{k}'" + (", 'cuda:N'" if k == "cuda" else "") for k in kinds)
+    accepted = " or ".join(accepted.rsplit(", ", 1))
+    try:
+        dev = torch.device(device) if isinstance(device, (str, torch.device)) else None
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in kinds:
+        raise InputError(f"{name}: expected {accepted}, got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ResourceError(f"{name}: {device!r} requested but no CUDA GPU is available to torch; use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ResourceError(f"{name}: {device!r} requested but MPS is not available; use --device cpu")
+    return dev
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """Return ``value`` as an int >= 1 (bools are not integers here)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or int(value) < 1:
+        raise InputError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
 
 
 def _as_numeric(x: object, name: str) -> np.ndarray:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from emms.embedders.base import torch_device
+from emms._validation import as_torch_device
 from emms.errors import InputError
 from emms.metrics.emms import EMMS
 from emms.stats import StandardStats, SufficientStats
@@ -48,7 +48,7 @@ def chunk_stats(x_chunk: np.ndarray, z_chunks: Sequence[np.ndarray], *, device: 
 
     from emms._validation import as_f_labels, as_float_matrix
 
-    dev, tdt = torch_device(device), _torch_dtype(dtype)
+    dev, tdt = as_torch_device(device), _torch_dtype(dtype)
     x_np = as_float_matrix(x_chunk, "x_chunk", min_rows=1, dtype=np.float32 if dtype == "float32" else np.float64)
     blocks = as_f_labels(z_chunks, "z_chunks", n_samples=x_np.shape[0], min_rows=1)
     x = torch.as_tensor(x_np, device=dev, dtype=tdt)
@@ -90,7 +90,7 @@ def rotate_to_eigenbasis(stats: StandardStats, *, device: str = "cpu") -> Standa
     """The same EMMS problem in G's eigenbasis, decomposed on ``device``: gram diag(s), cross VᵀC_k."""
     import torch
 
-    dev = torch_device(device)
+    dev = as_torch_device(device)
     values, vectors = torch.linalg.eigh(torch.as_tensor(stats.gram, device=dev, dtype=torch.float64))
     cross = torch.matmul(vectors.T, torch.as_tensor(stats.cross, device=dev, dtype=torch.float64))
     return dataclasses.replace(stats, gram=np.diag(values.cpu().numpy()), cross=cross.cpu().numpy())

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from emms.data.taskdata import TaskData
+from emms._validation import check_positive_int
 from emms.errors import InputError
 from emms.store import Store
 
@@ -40,8 +41,7 @@ def extract_features(extractor, task_data: TaskData, store: Store | None = None,
     if extractor.modality not in (task_data.modality, "any"):
         raise InputError(f"extractor: {extractor.identity} takes {extractor.modality} inputs, but the data "
                          f"{task_data.name!r} holds {task_data.modality} inputs")
-    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InputError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    batch_size = check_positive_int(batch_size, "batch_size")
     n_rows = len(task_data.inputs)
     inputs = task_data.inputs
     if store is None or not getattr(extractor, "cacheable", True):  # e.g. precomputed feature files

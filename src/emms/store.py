@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from emms._io import atomic_write_text, file_sha256
+from emms._validation import check_positive_int
 from emms.errors import EmmsWarning, InputError, ResourceError
 
 _LAYOUT = "emms-store-v1"
@@ -140,8 +141,8 @@ class Store:
         (:meth:`put`) and the partial files are removed. ``progress(n)`` is called with the number
         of rows finished (computed or found) after each chunk.
         """
-        n_rows = _positive_int(n_rows, "n_rows")
-        chunk_rows = _positive_int(chunk_rows, "chunk_rows")
+        n_rows = check_positive_int(n_rows, "n_rows")
+        chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
         meta = _checked_meta(meta)
         cached = self.get(key)
         if cached is not None and cached.shape[0] == n_rows:
@@ -280,12 +281,6 @@ def _checked_key(key: object) -> str:
     if not isinstance(key, str) or not _KEY_PATTERN.fullmatch(key):
         raise InputError(f"key: expected 1-128 characters from [A-Za-z0-9_-] (use Store.key(...)), got {key!r}")
     return key
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or int(value) < 1:
-        raise InputError(f"{name}: expected a positive integer, got {value!r}")
-    return int(value)
 
 
 def _as_storable(array: object, name: str) -> np.ndarray:

@@ -61,6 +61,14 @@ def load_array(spec: str, name: str) -> np.ndarray:
         raise InputError(f"{name}: cannot read {path} ({_one_line(exc)})") from None
 
 
+def split_list(text: str, option: str, expected: str = "a comma-separated list") -> list[str]:
+    """The stripped, non-empty items of a comma-separated option value; none is an InputError naming ``option``."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise InputError(f"{option}: expected {expected}, got {text!r}")
+    return items
+
+
 def print_json(obj: object) -> None:
     """Print ``obj`` as one JSON document on stdout (no rich markup)."""
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")

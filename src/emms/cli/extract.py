@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from emms.cli._common import app, console, errors_as_exit, print_json
-from emms.errors import InputError
+from emms.cli._common import app, console, errors_as_exit, print_json, split_list
 
 
 @app.command()
@@ -30,9 +29,7 @@ def extract(
     from emms.store import Store
 
     with errors_as_exit():
-        specs = [s.strip() for s in models.split(",") if s.strip()]
-        if not specs:
-            raise InputError(f"--models: expected a comma-separated list of model specs, got {models!r}")
+        specs = split_list(models, "--models", "a comma-separated list of model specs")
         task_data = load_dataset(data, task=task, max_samples=max_samples, seed=seed)
         store = Store(cache)
         results = []

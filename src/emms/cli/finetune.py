@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from emms.cli._common import app, console, err_console, errors_as_exit
+from emms.cli._common import app, console, err_console, errors_as_exit, split_list
 from emms.errors import InputError
 from emms.evaluate.finetune import (FinetuneData, FinetuneProtocol, estimate_steps, plan_grid, run_grid,
                                     write_csv_atomic)
@@ -49,9 +49,9 @@ def finetune(
         protocol = FinetuneProtocol(epochs=epochs, image_size=image_size, batch_size=batch_size)
         targets = _load_targets(data, n_train=n_train, n_val=n_val, n_test=n_test, seed=data_seed,
                                 val_fraction=val_fraction, test_fraction=test_fraction)
-        model_names = list(BACKBONES) if models.strip() == "all" else _split(models, "models")
-        lr_values = [_number(v, "lrs", float) for v in _split(lrs, "lrs")]
-        seed_values = [_number(v, "seeds", int) for v in _split(seeds, "seeds")]
+        model_names = list(BACKBONES) if models.strip() == "all" else split_list(models, "--models")
+        lr_values = [_number(v, "lrs", float) for v in split_list(lrs, "--lrs")]
+        seed_values = [_number(v, "seeds", int) for v in split_list(seeds, "--seeds")]
         out_dir = out_dir or out.with_name(out.stem + "_runs")
         grid = dict(models=model_names, lrs=lr_values, seeds=seed_values, out_dir=out_dir, protocol=protocol)
         todo, n_done = plan_grid(targets, **grid)
@@ -92,7 +92,7 @@ def finetune(
 def _load_targets(spec: str, *, n_train: int, n_val: int, n_test: int, seed: int, val_fraction: float,
                   test_fraction: float) -> list:
     names = []
-    for item in _split(spec, "data"):
+    for item in split_list(spec, "--data"):
         names.extend(TARGETS if item == BENCHMARK else [item])
     out = []
     for name in dict.fromkeys(names):
@@ -105,13 +105,6 @@ def _load_targets(spec: str, *, n_train: int, n_val: int, n_test: int, seed: int
             out.append(FinetuneData.from_task_data(load_dataset(name, task="classification"), val_fraction=val_fraction,
                                                    test_fraction=test_fraction, seed=seed))
     return out
-
-
-def _split(text: str, name: str) -> list[str]:
-    items = [part.strip() for part in text.split(",") if part.strip()]
-    if not items:
-        raise InputError(f"--{name}: expected a comma-separated list, got {text!r}")
-    return items
 
 
 def _number(text: str, name: str, kind: type) -> float | int:

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from emms.cli._common import app, console, errors_as_exit, print_json
+from emms.cli._common import app, console, errors_as_exit, print_json, split_list
 from emms._io import atomic_write_text
 from emms.errors import InputError
 
@@ -39,8 +39,8 @@ def rank(
 ) -> None:
     """Rank MODELS on DATA by each metric; print a table, optionally write JSON and an HTML report."""
     with errors_as_exit():
-        _run(data=data, models=_split(models, "--models"), task=task, encoders=_encoders(encoders),
-             metrics=_split(metrics, "--metrics"), truth=truth, out=out, report=report, as_json=as_json,
+        _run(data=data, models=split_list(models, "--models"), task=task, encoders=_encoders(encoders),
+             metrics=split_list(metrics, "--metrics"), truth=truth, out=out, report=report, as_json=as_json,
              cache=cache, device=device, max_samples=max_samples, seed=seed, batch_size=batch_size,
              image_size=image_size, scheduler=scheduler)
 
@@ -149,13 +149,6 @@ def _read_truth(path: Path) -> dict[str, float]:
     return out
 
 
-def _split(text: str, option: str) -> list[str]:
-    items = [s.strip() for s in text.split(",") if s.strip()]
-    if not items:
-        raise InputError(f"{option}: expected a comma-separated list, got {text!r}")
-    return items
-
-
 def _encoders(text: str) -> str | list[str]:
-    items = _split(text, "--encoders")
+    items = split_list(text, "--encoders")
     return items[0] if len(items) == 1 and items[0] in ("offline", "paper") else items

@@ -9,7 +9,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from emms.cli._common import app, console, errors_as_exit, load_array, print_json
+from emms.cli._common import app, console, errors_as_exit, load_array, print_json, split_list
 from emms.errors import InputError
 from emms.metrics import get_metric, score as score_with_metric
 from emms.metrics.emms import EMMS
@@ -46,9 +46,7 @@ def score_command(
             raise InputError(f"--solver/--score: only apply to metric 'emms', not {metric!r}")
         x = load_array(features, "--features")
         if f_labels is not None:
-            paths = [p.strip() for spec in f_labels for p in spec.split(",") if p.strip()]
-            if not paths:
-                raise InputError("--f-labels: expected at least one file")
+            paths = split_list(",".join(f_labels), "--f-labels", "at least one file")
             if len(paths) == 1 and _is_embed_output(paths[0]):  # the .npz that `emms embed` writes
                 from emms.embedders import load_f_labels
 

@@ -55,14 +55,7 @@ def read_manifest(path: Path, task: str | None = None, image_root: Path | None =
         raise InputError(f"data: {path} has no rows")
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
-    if "image" in columns and "text" in columns:
-        raise InputError(f"data: {path} has both an 'image' and a 'text' column; expected exactly one input column")
-    modality = "image" if "image" in columns else "text"
-    task = task or infer_task(columns, modality)
-    missing = missing_label_columns(task, columns)
-    if missing:
-        raise InputError(f"data: task {task!r} needs label column(s) {missing} that {path.name} lacks "
-                         f"(it has {columns})")
+    modality, task = _modality_and_task(columns, task, path)
     if modality == "image":
         root = (image_root or path.parent).resolve()
         inputs = _resolve_image_paths(frame["image"].tolist(), path.parent.resolve(), root)
@@ -85,6 +78,19 @@ def read_manifest(path: Path, task: str | None = None, image_root: Path | None =
                     class_names=class_names, description=f"manifest {path}")
 
 
+def _modality_and_task(columns: list[str], task: str | None, path: Path) -> tuple[str, str]:
+    """The input modality (``image`` column, else text) and the task (``task`` or inferred from
+    ``columns``), once the table at ``path`` is known to hold one input column and that task's labels."""
+    if "image" in columns and "text" in columns:
+        raise InputError(f"data: {path} has both an 'image' and a 'text' column; expected exactly one input column")
+    modality = "image" if "image" in columns else "text"
+    task = task or infer_task(columns, modality)
+    missing = missing_label_columns(task, columns)
+    if missing:
+        raise InputError(f"data: task {task!r} needs label column(s) {missing} that {path} lacks (it has {columns})")
+    return modality, task
+
+
 def read_hf_dataset(path: Path, task: str | None = None, split: str | None = None) -> TaskData:
     """A dataset saved with ``datasets.Dataset.save_to_disk`` -> TaskData (needs the ``datasets`` package).
 
@@ -104,15 +110,9 @@ def read_hf_dataset(path: Path, task: str | None = None, split: str | None = Non
             raise InputError(f"data: {path} holds splits {list(loaded)}; name one (e.g. {path}:{list(loaded)[0]})")
         loaded = loaded[split]
     columns = list(loaded.column_names)
-    if "image" in columns and "text" in columns:
-        raise InputError(f"data: {path} has both an 'image' and a 'text' column; expected exactly one input column")
     if "image" not in columns and "text" not in columns:
         raise InputError(f"data: {path} needs an 'image' or a 'text' column; it has {columns}")
-    modality = "image" if "image" in columns else "text"
-    task = task or infer_task(columns, modality)
-    missing = missing_label_columns(task, columns)
-    if missing:
-        raise InputError(f"data: task {task!r} needs label column(s) {missing} that {path} lacks (it has {columns})")
+    modality, task = _modality_and_task(columns, task, path)
     frame = loaded.remove_columns([modality]).to_pandas()
     if modality == "image":
         images = [np.asarray(img.convert("RGB") if img.mode not in ("L", "RGB") else img) for img in loaded["image"]]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from emms._validation import check_seed
+from emms._validation import check_positive_int, check_seed
 from emms.errors import InputError
 
 TASKS = ("classification", "multilabel", "regression", "captioning", "vqa", "text_qa", "referring", "detection")
@@ -135,8 +135,7 @@ def subsample(data: TaskData, max_samples: int | None, seed: int = 0) -> TaskDat
     seed = check_seed(seed)
     if max_samples is None:
         return data
-    if isinstance(max_samples, (bool, np.bool_)) or not isinstance(max_samples, (int, np.integer)) or max_samples < 1:
-        raise InputError(f"max_samples: expected a positive integer, got {max_samples!r}")
+    max_samples = check_positive_int(max_samples, "max_samples")
     rng = np.random.default_rng(seed)
     if data.task == "classification":
         codes, classes = pd.factorize(data.labels["label"].astype(str), sort=True)

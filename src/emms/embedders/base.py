@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from emms._io import path_fingerprint
+from emms._validation import check_positive_int
 from emms.errors import InputError, ResourceError
 
 Progress = Callable[[int], None]
@@ -67,10 +68,9 @@ def encode_in_batches(texts: object, batch_size: object, encode_batch: Callable[
                       progress: Progress | None, dim: int) -> np.ndarray:
     """Run ``encode_batch`` over consecutive batches; return (n, dim) float32, reporting progress."""
     texts = check_texts(texts)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InputError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    batch_size = check_positive_int(batch_size, "batch_size")
     out = np.empty((len(texts), dim), dtype=np.float32)
-    for start in range(0, len(texts), int(batch_size)):
+    for start in range(0, len(texts), batch_size):
         batch = texts[start:start + int(batch_size)]
         out[start:start + len(batch)] = encode_batch(batch)
         if progress is not None:
@@ -82,21 +82,6 @@ def masked_mean(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Mean of token states (B, T, H) over positions where ``mask`` (B, T) is 1; padding excluded."""
     weights = mask.astype(hidden.dtype)[..., None]
     return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1)
-
-
-def torch_device(device: str):
-    """A ``torch.device`` for ``device`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``), checked to exist."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ResourceError(f"device: {device!r} requested but no CUDA GPU is available to torch; use --device cpu")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ResourceError(f"device: {device!r} requested but MPS is not available; use --device cpu")
-    return dev
 
 
 def model_label(name_or_path: str) -> str:

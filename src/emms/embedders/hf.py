@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from emms.embedders.base import (BatchedEncoder, hub_load_errors, masked_mean, model_fingerprint, model_label,
-                                  torch_device)
+from emms._validation import as_torch_device
+from emms.embedders.base import BatchedEncoder, hub_load_errors, masked_mean, model_fingerprint, model_label
 from emms.errors import InputError, ResourceError
 
 KINDS = ("auto", "mean", "gpt2", "clip")
@@ -43,7 +43,7 @@ class HFTextEncoder(BatchedEncoder):
         from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModelWithProjection
 
         self.name = name_or_path
-        self.device = torch_device(device)
+        self.device = as_torch_device(device)
         what = f"encoder hf:{name_or_path}"
         with hub_load_errors(what, name_or_path):
             config = AutoConfig.from_pretrained(name_or_path)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from emms.embedders.base import BatchedEncoder, hub_load_errors, model_fingerprint, model_label, torch_device
+from emms._validation import as_torch_device
+from emms.embedders.base import BatchedEncoder, hub_load_errors, model_fingerprint, model_label
 from emms.errors import ResourceError
 
 
@@ -20,7 +21,7 @@ class SentenceTransformerEncoder(BatchedEncoder):
         from sentence_transformers import SentenceTransformer
 
         self.name = name_or_path
-        self.device = torch_device(device)
+        self.device = as_torch_device(device)
         with hub_load_errors(f"encoder st:{name_or_path}", name_or_path):
             self.model = SentenceTransformer(name_or_path, device=str(self.device))
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from emms._io import atomic_write_text
-from emms._validation import as_class_labels, check_seed
+from emms._validation import as_class_labels, as_torch_device, check_positive_int, check_seed
 from emms.errors import InputError, ResourceError
 
 RANDOM_SUFFIX = "_random"
@@ -54,9 +54,7 @@ class FinetuneProtocol:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "image_size", "batch_size", "eval_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise InputError(f"{name}: expected a positive integer, got {value!r}")
+            check_positive_int(getattr(self, name), name)
         if not 0 <= self.warmup_fraction < 1:
             raise InputError(f"warmup_fraction: expected a number in [0, 1), got {self.warmup_fraction!r}")
         if not 0 < self.bn_momentum <= 1:
@@ -177,7 +175,7 @@ def finetune_run(data: FinetuneData, model: str, lr: float, seed: int, protocol:
     spec = get_backbone_spec(base)
     size = spec.native_size if spec.fixed_size else protocol.image_size
     started, cpu_started = time.perf_counter(), time.process_time()
-    torch_device = _torch_device(device)
+    torch_device = as_torch_device(device, kinds=("cpu", "cuda"))
 
     def tensors(part: tuple[object, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = part
@@ -248,11 +246,8 @@ def run_grid(data: Sequence[FinetuneData], models: Sequence[str], *, lrs: Sequen
     """
     out_dir = Path(out_dir)
     keys, by_name = _grid(data, models, lrs, seeds)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise InputError(f"workers: expected a positive integer, got {workers!r}")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise InputError(f"threads: expected a positive integer, got {threads!r}")
-    _torch_device(device)
+    workers, threads = check_positive_int(workers, "workers"), check_positive_int(threads, "threads")
+    as_torch_device(device, kinds=("cpu", "cuda"))
     records, todo = _partition(keys, by_name, out_dir, protocol)
     if on_record is not None:
         for record in records:
@@ -455,16 +450,6 @@ def _accuracy(network, x, y, batch_size: int) -> float:  # noqa: ANN001 - torch 
             logits = network(x[start:start + batch_size])
             correct += int((logits.argmax(1) == y[start:start + batch_size]).sum())
     return correct / len(y)
-
-
-def _torch_device(device: str):  # noqa: ANN202
-    import torch
-
-    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
-        raise InputError(f"device: expected 'cpu' or 'cuda[:N]', got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ResourceError(f"device: {device!r} was asked for but torch sees no CUDA device")
-    return torch.device(device)
 
 
 def _set_threads(threads: int) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from emms._validation import check_positive_int
 from emms.data.fashion import FASHION_CLASSES, FASHION_MNIST_DIR, read_idx
 from emms.data.taskdata import TaskData
 from emms.errors import InputError, ResourceError
@@ -117,8 +118,7 @@ def benchmark_targets(names: list[str] | tuple[str, ...] | None = None, *, n_tra
         raise InputError(f"names: unknown target(s) {', '.join(unknown)}; expected some of {', '.join(TARGETS)}")
     sizes = {"n_train": n_train, "n_val": n_val, "n_probe": n_probe, "n_test": n_test}
     for key, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"{key}: expected a positive integer, got {value!r}")
+        check_positive_int(value, key)
     _, train_labels = fashion_mnist_split("train")
     _, test_labels = fashion_mnist_split("test")
     out = {}

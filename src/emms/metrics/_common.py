@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
+from sklearn.preprocessing import minmax_scale
+
+from emms.errors import InputError
 
 
 def class_means(features: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
@@ -10,6 +15,19 @@ def class_means(features: np.ndarray, codes: np.ndarray, n_classes: int) -> np.n
     sums = np.zeros((n_classes, features.shape[1]))
     np.add.at(sums, codes, features)
     return sums / np.bincount(codes, minlength=n_classes)[:, None]
+
+
+def pool_minmax(terms_by_model: Mapping[str, Sequence[float]], metric: str) -> tuple[list[str], np.ndarray]:
+    """Model names and their T terms min-max scaled over the pool, term by term: (M, T) in [0, 1].
+
+    For pool-relative metrics (NCTI, ETran): fewer than two models is an InputError; a term equal
+    for every model scales to 0 (scikit-learn ``minmax_scale``).
+    """
+    names = list(terms_by_model)
+    if len(names) < 2:
+        raise InputError(f"features_by_model: {metric} is pool-relative (min-max over the candidates); "
+                         f"expected at least 2 models, got {len(names)}")
+    return names, minmax_scale(np.array([terms_by_model[name] for name in names], dtype=np.float64), axis=0)
 
 
 def one_hot(codes: np.ndarray, n_classes: int) -> np.ndarray:

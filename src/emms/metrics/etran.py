@@ -30,11 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.special
-from sklearn.preprocessing import minmax_scale
 
 from emms._validation import as_class_labels, as_float_matrix
 from emms.errors import InputError
-from emms.metrics._common import class_means
+from emms.metrics._common import class_means, pool_minmax
 from emms.metrics.registry import register
 from emms.metrics.sfda import shrinkage_lda_proba
 
@@ -92,12 +91,7 @@ def etran_statistics(features: object, target: object, *, percent: float = 0.5, 
 
 def etran_combine(statistics_by_model: Mapping[str, ETranStatistics]) -> dict[str, float]:
     """ETran scores of a pool: 0.85 mm(lda) + 0.15 mm(energy) over at least two models."""
-    names = list(statistics_by_model)
-    if len(names) < 2:
-        raise InputError("features_by_model: ETran is pool-relative (min-max over the candidates); "
-                         f"expected at least 2 models, got {len(names)}")
-    terms = np.array([[s.lda, s.energy] for s in statistics_by_model.values()])
-    scaled = minmax_scale(terms, axis=0)
+    names, scaled = pool_minmax({name: (s.lda, s.energy) for name, s in statistics_by_model.items()}, "ETran")
     scores = LDA_WEIGHT * scaled[:, 0] + ENERGY_WEIGHT * scaled[:, 1]
     return {name: float(score) for name, score in zip(names, scores)}
 

@@ -48,11 +48,8 @@ def hscore(features: object, target: object) -> float:
     ``features`` (N, D); ``target`` (N,) class labels (remapped; a single-sample class contributes
     its one row as its mean). Warns when N <= D (the score saturates at C − 1). Formula: module docstring.
     """
-    x = as_float_matrix(features, "features")
-    codes, classes = as_class_labels(target, "target", n_samples=x.shape[0])
-    centred = x - x.mean(axis=0)
-    counts = np.bincount(codes, minlength=classes.size)
-    return hscore_from_moments(centred.T @ centred, class_means(centred, codes, classes.size), counts)
+    centred, class_offsets, counts = _centred_moments(features, target)
+    return hscore_from_moments(centred.T @ centred, class_offsets, counts)
 
 
 @register("hscore_reg", targets=("classes",), streamable=True)
@@ -62,13 +59,17 @@ def hscore_reg(features: object, target: object) -> float:
     ``features`` (N, D); ``target`` (N,) class labels (remapped; single-sample classes as in
     :func:`hscore`). Well-defined for N <= D. Formula: module docstring.
     """
+    centred, class_offsets, counts = _centred_moments(features, target)
+    squared_norms = np.einsum("nd,nd->n", centred, centred)
+    return hscore_reg_from_moments(centred.T @ centred, class_offsets, counts, float(squared_norms @ squared_norms))
+
+
+def _centred_moments(features: object, target: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked features centred on their mean (N, D), class means of those (C, D), class sizes (C,)."""
     x = as_float_matrix(features, "features")
     codes, classes = as_class_labels(target, "target", n_samples=x.shape[0])
     centred = x - x.mean(axis=0)
-    counts = np.bincount(codes, minlength=classes.size)
-    squared_norms = np.einsum("nd,nd->n", centred, centred)
-    return hscore_reg_from_moments(centred.T @ centred, class_means(centred, codes, classes.size), counts,
-                                   float(squared_norms @ squared_norms))
+    return centred, class_means(centred, codes, classes.size), np.bincount(codes, minlength=classes.size)
 
 
 def hscore_from_moments(comoment: np.ndarray, class_offsets: np.ndarray, counts: np.ndarray) -> float:

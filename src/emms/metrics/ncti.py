@@ -31,11 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-from sklearn.preprocessing import minmax_scale
 
 from emms._validation import as_class_labels, as_float_matrix
 from emms.errors import InputError
-from emms.metrics._common import class_means
+from emms.metrics._common import class_means, pool_minmax
 from emms.metrics.registry import register
 
 
@@ -79,12 +78,7 @@ def ncti_statistics(features: object, target: object, *, n_components: int = 64)
 
 def ncti_combine(statistics_by_model: Mapping[str, NCTIStatistics]) -> dict[str, float]:
     """NCTI scores of a pool: mm(ncc) + mm(seli) - mm(vc) over at least two models."""
-    names = list(statistics_by_model)
-    if len(names) < 2:
-        raise InputError("features_by_model: NCTI is pool-relative (min-max over the candidates); "
-                         f"expected at least 2 models, got {len(names)}")
-    terms = np.array([[s.ncc, s.seli, s.vc] for s in statistics_by_model.values()])
-    scaled = minmax_scale(terms, axis=0)
+    names, scaled = pool_minmax({name: (s.ncc, s.seli, s.vc) for name, s in statistics_by_model.items()}, "NCTI")
     scores = scaled[:, 0] + scaled[:, 1] - scaled[:, 2]
     return {name: float(score) for name, score in zip(names, scores)}
 

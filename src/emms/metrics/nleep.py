@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import warnings
 
-from emms._validation import as_class_labels, as_float_matrix, check_seed
-from emms.errors import EmmsWarning, InputError
+from emms._validation import as_class_labels, as_float_matrix, check_positive_int, check_seed
+from emms.errors import EmmsWarning
 from emms.metrics.leep import expected_empirical_log_prediction
-from emms.metrics.pactran import gmm_assignments
+from emms.metrics.pactran import check_gmm_options, gmm_assignments
 from emms.metrics.registry import register
-
-COVARIANCE_TYPES = ("diag", "full", "tied", "spherical")
 
 
 @register("nleep", targets=("classes",), randomised=True)
@@ -38,12 +36,8 @@ def nleep(features: object, target: object, *, seed: int = 0, components_per_cla
     """
     x = as_float_matrix(features, "features")
     codes, classes = as_class_labels(target, "target", n_samples=x.shape[0])
-    if isinstance(components_per_class, bool) or not isinstance(components_per_class, int) or components_per_class < 1:
-        raise InputError(f"components_per_class: expected a positive integer, got {components_per_class!r}")
-    if not 0.0 < pca_variance < 1.0:
-        raise InputError(f"pca_variance: expected a fraction in (0, 1), got {pca_variance!r}")
-    if covariance_type not in COVARIANCE_TYPES:
-        raise InputError(f"covariance_type: expected one of {COVARIANCE_TYPES}, got {covariance_type!r}")
+    components_per_class = check_positive_int(components_per_class, "components_per_class")
+    check_gmm_options(pca_variance, covariance_type)
     n_components = components_per_class * classes.size
     if n_components > x.shape[0]:
         warnings.warn(f"nleep: {components_per_class} x {classes.size} classes = {n_components} mixture components "

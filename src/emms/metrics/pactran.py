@@ -90,6 +90,14 @@ def pactran_gamma_bound(probs: object, labels: object, *, alpha: float = 1.0) ->
     return float(total / y.size + 1.0)
 
 
+def check_gmm_options(pca_variance: float, covariance_type: str) -> None:
+    """InputError unless ``pca_variance`` is in (0, 1) and ``covariance_type`` is a GaussianMixture type."""
+    if not 0.0 < pca_variance < 1.0:
+        raise InputError(f"pca_variance: expected a fraction in (0, 1), got {pca_variance!r}")
+    if covariance_type not in COVARIANCE_TYPES:
+        raise InputError(f"covariance_type: expected one of {COVARIANCE_TYPES}, got {covariance_type!r}")
+
+
 def gmm_assignments(features: np.ndarray, n_classes: int, *, seed: int, pca_variance: float = 0.8,
                     n_components: int | None = None, covariance_type: str = "diag") -> np.ndarray:
     """Posterior cluster probabilities (N, K) of a seeded GMM on PCA-reduced features (N, D).
@@ -97,10 +105,7 @@ def gmm_assignments(features: np.ndarray, n_classes: int, *, seed: int, pca_vari
     PCA keeps ``pca_variance`` of the variance (exact solver). K = ``n_components``, by default the
     PACTran rule max(min(C, floor(0.2 N)), floor(0.1 N)), at least 1 and at most N.
     """
-    if not 0.0 < pca_variance < 1.0:
-        raise InputError(f"pca_variance: expected a fraction in (0, 1), got {pca_variance!r}")
-    if covariance_type not in COVARIANCE_TYPES:
-        raise InputError(f"covariance_type: expected one of {COVARIANCE_TYPES}, got {covariance_type!r}")
+    check_gmm_options(pca_variance, covariance_type)
     n = features.shape[0]
     if n_components is None:
         n_components = max(min(n_classes, int(0.2 * n)), int(0.1 * n))

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from emms._io import cached_file_sha256
+from emms._validation import as_torch_device, check_positive_int
 from emms.errors import EmmsWarning, InputError, ResourceError
 from emms.models.backbones import (BackboneSpec, as_uint8_images, build_backbone, get_backbone_spec,
                                    preprocess_images, weights_path)
@@ -35,21 +36,6 @@ from emms.models.specs import parse_spec
 EXTRACTOR_VERSION = 1
 Progress = Callable[[int], None]
 _HF_POOLINGS = ("pooler", "cls", "mean")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """Parse ``device`` ("cpu", "cuda", "cuda:1", "mps"), checking that it is available here."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ResourceError("device: 'cuda' was requested but torch reports no CUDA device")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ResourceError("device: 'mps' was requested but torch reports no MPS device")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise InputError(f"device: expected 'cpu', 'cuda' or 'mps', got {device!r}")
-    return dev
 
 
 def module_digest(module: nn.Module) -> str:
@@ -64,12 +50,6 @@ def module_digest(module: nn.Module) -> str:
 
 def _text_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _check_batch_size(batch_size: object) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InputError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    return int(batch_size)
 
 
 def _n_inputs(inputs: object) -> int:
@@ -92,7 +72,7 @@ def _run_batches(inputs: Sequence, batch_size: int, progress: Progress | None,
     Outputs may be numpy arrays or tensors (on any device); tensors are gathered and copied to
     float32 numpy every ~8k rows, so an accelerator is not stalled by a host sync after each batch.
     """
-    n, step = _n_inputs(inputs), _check_batch_size(batch_size)
+    n, step = _n_inputs(inputs), check_positive_int(batch_size, "batch_size")
     outputs: list[np.ndarray] = []
     pending: list[tuple[int, int, tuple]] = []
 
@@ -176,7 +156,7 @@ class TorchExtractor(_Extractor):
 
     def __init__(self, module: nn.Module, preprocess: Callable[[Sequence], torch.Tensor], *, identity: str,
                  modality: str = "image", device: str | torch.device = "cpu") -> None:
-        self.device = resolve_device(device)
+        self.device = as_torch_device(device)
         self.module = module.to(self.device).eval()
         self.preprocess = preprocess
         self.identity = identity
@@ -209,7 +189,7 @@ class BuiltinExtractor(TorchExtractor):
         weights = f"sha256:{cached_file_sha256(weights_path(spec))[:16]}" if pretrained else f"random-seed{seed}"
         identity = (f"builtin:{name}|weights={weights}|size={size}|ch={spec.in_channels}|mean={spec.mean}"
                     f"|std={spec.std}|resize=bilinear-antialias|pool={spec.pooling}|v{EXTRACTOR_VERSION}")
-        dev = resolve_device(device)
+        dev = as_torch_device(device)
         super().__init__(module, lambda batch: preprocess_images(batch, spec, size, dev), identity=identity,
                          modality="image", device=dev)
         self.spec = spec
@@ -301,7 +281,7 @@ class FileExtractor(_Extractor):
         if n != self.n_rows:
             raise InputError(f"spec: {self.path} has {self.n_rows} rows but the dataset has {n} inputs; "
                              "precomputed features need one row per input, in the dataset's order")
-        _check_batch_size(batch_size)
+        check_positive_int(batch_size, "batch_size")
         out = self.features()
         if progress is not None:
             progress(n)
@@ -396,7 +376,7 @@ class SentenceTransformerExtractor(_Extractor):
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise ResourceError("st: models need sentence-transformers: pip install sentence-transformers") from None
-        dev = resolve_device(device)
+        dev = as_torch_device(device)
         try:
             self.model = SentenceTransformer(target, device=str(dev))
         except (OSError, ValueError) as exc:
@@ -508,7 +488,7 @@ def _load_timm(target: str, options: dict, device) -> TorchExtractor:
     size = int(options.get("image_size") or native)
     identity = (f"timm:{target}|weights=sha256:{module_digest(model)[:16]}|size={size}|ch={channels}|mean={spec.mean}"
                 f"|std={spec.std}|resize=bilinear-antialias|pool=model|v{EXTRACTOR_VERSION}")
-    dev = resolve_device(device)
+    dev = as_torch_device(device)
     return TorchExtractor(model, lambda batch: preprocess_images(batch, spec, size, dev), identity=identity,
                           modality="image", device=dev)
 
