@@ -32,10 +32,8 @@ import argparse
 import hashlib
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +48,7 @@ from emms.metrics import get_metric, score_pool
 from emms.metrics.emms import EMMS
 from emms.models import load_extractor
 from emms.store import Store
+from _timing import median_seconds, median_seconds_and_result
 
 ROOT = Path(__file__).resolve().parent
 SPLIT_SIZES = {"n_train": 4000, "n_val": 500, "n_probe": 2000, "n_test": 2000, "seed": 0}  # as the ground truth
@@ -100,12 +99,6 @@ def features_and_probs(extractor, images: np.ndarray, store: Store, batch_size: 
     return both[:, :width], probs / probs.sum(axis=1, keepdims=True)
 
 
-def timed(function, *args, **kwargs) -> tuple[object, float]:
-    start = time.perf_counter()
-    value = function(*args, **kwargs)
-    return value, time.perf_counter() - start
-
-
 def score_target(target_name: str, features: dict[str, np.ndarray], probs: dict[str, np.ndarray],
                  classes: np.ndarray, flabels: list[np.ndarray], metrics: list[str]) -> list[dict]:
     """Rows (target, model, metric, score, seconds) for every requested metric on one target."""
@@ -113,6 +106,10 @@ def score_target(target_name: str, features: dict[str, np.ndarray], probs: dict[
 
     def add(model: str, metric: str, value: float, seconds: float) -> None:
         rows.append({"target": target_name, "model": model, "metric": metric, "score": float(value), "seconds": seconds})
+
+    def timed(function, *args, **kwargs) -> tuple[object, float]:
+        seconds, value = median_seconds_and_result(lambda: function(*args, **kwargs), 1)
+        return value, seconds
 
     for metric in metrics:
         print(f"  {target_name}: {metric}", file=sys.stderr, flush=True)
@@ -144,10 +141,8 @@ def gcv_cost_ratio(features: dict[str, np.ndarray], flabels: list[np.ndarray], r
     """Median seconds of EMMS(score="gcv").fit and EMMS(score="in_sample").fit per model (same features)."""
     rows = []
     for model, feats in features.items():
-        seconds = {}
-        for score in ("gcv", "in_sample"):
-            runs = [timed(EMMS(score=score).fit, feats, flabels)[1] for _ in range(repeats)]
-            seconds[score] = statistics.median(runs)
+        seconds = {score: median_seconds(lambda score=score: EMMS(score=score).fit(feats, flabels), repeats)
+                   for score in ("gcv", "in_sample")}
         rows.append({"model": model, "width": feats.shape[1], "gcv_s": seconds["gcv"], "in_sample_s": seconds["in_sample"]})
     return rows
 
