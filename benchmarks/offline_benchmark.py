@@ -16,7 +16,7 @@ backbones that have one (7 models; the CRAFT and EasyOCR backbones have no class
 the random copy's head would be random), and the correlation table also reports every metric on
 that same sub-pool so the comparison is like for like.
 
-    OMP_NUM_THREADS=1 python benchmarks/offline_benchmark.py            # everything (~30 min on 2 shared cores)
+    OMP_NUM_THREADS=1 python benchmarks/offline_benchmark.py            # everything (~60 min cold, ~20 min with cached features, 2 shared cores)
     OMP_NUM_THREADS=1 python benchmarks/offline_benchmark.py --metrics emms --update   # rescore EMMS only
     python benchmarks/offline_benchmark.py --report-only   # re-evaluate the committed scores
 
@@ -41,7 +41,7 @@ import pandas as pd
 
 import emms
 from emms.embedders import embed_f_labels
-from emms.evaluate import evaluate_scores, read_truth
+from emms.evaluate import evaluate_scores, read_truth, weighted_tau
 from emms.evaluate.targets import benchmark_targets
 from emms.labels import native_target
 from emms.metrics import get_metric, score_pool
@@ -67,7 +67,7 @@ EMMS_VARIANTS = {
     "emms_official": {"solver": "official"},
 }
 # Metrics whose per-model scores the report lists beside the truth (for the analysis).
-DETAIL_METRICS = ("emms", "emms_in_sample", "logme_flabels", "logme", "hscore_reg", "linear_probe")
+DETAIL_METRICS = ("emms", "emms_in_sample", "logme_flabels", "logme", "nleep", "gbc", "sfda", "hscore_reg", "linear_probe")
 
 
 def image_digest(images: np.ndarray) -> str:
@@ -78,9 +78,8 @@ def image_digest(images: np.ndarray) -> str:
 def features_and_probs(extractor, images: np.ndarray, store: Store, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Frozen features (N, D) and, for backbones with a source head, its probabilities (N, C_src).
 
-    Both come from one forward pass, stored side by side in one resumable store entry. The stored
-    probabilities are float32; they are renormalised in float64, because a float32 softmax over
-    1,000 classes sums to 1 only within a few 1e-6, more than LEEP/NCE's input check allows.
+    Both come from one forward pass, stored side by side in one resumable store entry (float32;
+    LEEP/NCE renormalise the rows in float64 when they read them).
     """
     width = extractor.spec.feature_dim
     key = Store.key(kind="benchmark-features", model=extractor.identity, images=image_digest(images),
@@ -95,8 +94,7 @@ def features_and_probs(extractor, images: np.ndarray, store: Store, batch_size: 
                                 meta={"kind": "benchmark-features", "model": extractor.identity})
     if both.shape[1] == width:
         return both, None
-    probs = both[:, width:].astype(np.float64)
-    return both[:, :width], probs / probs.sum(axis=1, keepdims=True)
+    return both[:, :width], both[:, width:]
 
 
 def score_target(target_name: str, features: dict[str, np.ndarray], probs: dict[str, np.ndarray],
@@ -207,8 +205,17 @@ def markdown_report(scores: pd.DataFrame, corr: pd.DataFrame, cost: pd.DataFrame
                      for t in targets]
             lines.append(f"| {metric} | " + " | ".join(cells) + " |")
         lines.append("")
+    if "noise_ceiling" in meta:
+        lines += ["Noise ceiling of the truth (expected weighted τ symmetric of a perfect scorer; see noise_ceiling)", "",
+                  "| pool | " + " | ".join(sorted(next(iter(meta["noise_ceiling"].values())))) + " |",
+                  "|---|" + "---:|" * len(next(iter(meta["noise_ceiling"].values())))]
+        lines += [f"| {pool} | " + " | ".join(f"{v:.2f}" for _, v in sorted(values.items())) + " |"
+                  for pool, values in meta["noise_ceiling"].items()]
+        lines.append("")
     if truth is not None:
         lines += per_model_tables(scores, truth, meta.get("truth_label", "fine-tuned accuracy"))
+        if meta["n_models"] > 2:
+            lines += leave_one_out_tables(scores, truth)
     seconds = scores.groupby("metric").seconds.agg(["mean", "sum"]).sort_values("mean")
     lines += ["### Wall-clock per metric (seconds per model and target; pool-relative: pool time / pool size)", "",
               "| metric | mean s per model | total s (all targets) |", "|---|---:|---:|"]
@@ -243,6 +250,41 @@ def per_model_tables(scores: pd.DataFrame, truth: pd.DataFrame, truth_label: str
             lines.append(f"| {model} | {row.truth:.4f} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
+
+
+def noise_ceiling(truth_table: pd.DataFrame, models: list[str], draws: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Expected symmetric weighted tau between the truth and a replicate of it, per target.
+
+    The replicate is value + N(0, (value_std / sqrt(n_seeds))²): how well a perfect scorer could
+    agree with a truth measured with this much seed noise (the columns of finetune_truth.csv).
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for target, part in truth_table[truth_table.model.isin(models)].groupby("target"):
+        value = part.value.to_numpy(float)
+        sem = (part.value_std / np.sqrt(part.n_seeds)).to_numpy(float)
+        out[target] = float(np.mean([weighted_tau(value, value + rng.normal(0.0, sem), variant="symmetric")
+                                     for _ in range(draws)]))
+    return out
+
+
+def leave_one_out_tables(scores: pd.DataFrame, truth: pd.DataFrame, metrics: tuple[str, ...] = DETAIL_METRICS) -> list[str]:
+    """Mean symmetric weighted tau over targets with each candidate left out in turn (a sensitivity check)."""
+    metrics = [m for m in metrics if m in set(scores.metric)]
+    models = sorted(truth.model.unique())
+    lines = ["Sensitivity: mean weighted τ (symmetric) over targets with one candidate left out", "",
+             "| left out | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    for left_out in [None, *models]:
+        cells = []
+        for metric in metrics:
+            taus = []
+            for target, part in truth.groupby("target"):
+                pair = scores[(scores.metric == metric) & (scores.target == target)].merge(part, on="model")
+                pair = pair[pair.model != left_out]
+                taus.append(weighted_tau(pair.score.to_numpy(), pair.value.to_numpy(), variant="symmetric"))
+            cells.append(f"{np.mean(taus):+.3f}")
+        lines.append(f"| {left_out or '(none)'} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -308,6 +350,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def write_report(scores: pd.DataFrame, truth: pd.DataFrame, cost: pd.DataFrame, meta: dict, args) -> None:
     meta = {**meta, "n_targets": scores.target.nunique()}
+    if {"value_std", "n_seeds"} <= set(pd.read_csv(args.truth, nrows=1).columns):
+        raw = pd.read_csv(args.truth)
+        with_head = sorted(set(scores[scores.metric == "leep"].model))
+        meta["noise_ceiling"] = {f"all {len(CANDIDATES)}": noise_ceiling(raw, list(CANDIDATES)),
+                                 **({f"{len(with_head)} with a source head": noise_ceiling(raw, with_head)} if with_head else {})}
     corr = correlations(scores, truth, args.n_resamples)
     corr.to_csv(args.correlations, index=False, float_format="%.6g")
     report = markdown_report(scores, corr, cost, meta, truth)

@@ -25,7 +25,7 @@ registered baseline on the ``probe`` features (LEEP/NCE are skipped: no encoder 
 classifier head). Caveat: the F-labels come from the ``offline`` encoder set — the same three
 encoders as three of the candidates.
 
-    OMP_NUM_THREADS=1 python benchmarks/text_benchmark.py       # ~3 min on 2 shared cores
+    OMP_NUM_THREADS=1 python benchmarks/text_benchmark.py       # ~15 min cold, ~3 min with cached features (2 shared cores)
 
 Outputs: ``benchmarks/data/text_truth.csv``, ``benchmarks/data/text_scores.csv``,
 ``benchmarks/data/text_correlations.csv`` and a markdown report on stdout (and ``--markdown``).

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from emms.errors import InputError
 from emms.metrics.leep import leep
 from emms.metrics.nce import nce
 
@@ -51,3 +52,16 @@ def test_nce_is_zero_when_source_determines_target_and_minus_entropy_when_consta
     assert nce(None, y, source_probs=np.eye(3)[(y + 1) % 3]) == pytest.approx(0.0, abs=1e-15)
     constant = np.tile([0.7, 0.2, 0.1], (y.size, 1))
     assert nce(None, y, source_probs=constant) == pytest.approx(-scipy.stats.entropy(np.bincount(y)), rel=1e-12)
+
+
+def test_float32_softmax_over_many_classes_is_accepted():
+    # a float32 softmax over 1000 source classes misses 1 by ~1e-5 per row: real heads produce this
+    rng = np.random.default_rng(3)
+    logits = rng.normal(scale=4.0, size=(300, 1000)).astype(np.float32)
+    probs32 = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs32 /= probs32.sum(axis=1, keepdims=True)
+    probs64 = probs32.astype(np.float64) / probs32.astype(np.float64).sum(axis=1, keepdims=True)
+    y = rng.integers(0, 5, size=300)
+    assert leep(None, y, source_probs=probs32) == pytest.approx(leep(None, y, source_probs=probs64), rel=1e-9)
+    with pytest.raises(InputError, match="source_probs"):
+        leep(None, y, source_probs=probs32 * 1.01)

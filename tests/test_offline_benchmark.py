@@ -156,3 +156,19 @@ def test_probe_truth_is_a_nested_cross_validated_best_c_head():
     assert good["C_most_chosen"] in tb.C_GRID and good["n_outer_folds"] == 5 * tb.OUTER_REPEATS
     assert good["value"] > 0.9 > 0.6 > bad["value"]
     assert 0 < good["value_std"] < 0.1
+
+
+def test_leave_one_out_tables_recompute_weighted_tau_without_each_candidate():
+    scores, truth = _pool_tables()
+    lines = ob.leave_one_out_tables(scores, truth, metrics=("good",))
+    rows = [line for line in lines if line.startswith("| (none)") or line.startswith("| m")]
+    assert len(rows) == 6 and all(row.endswith("| +1.000 |") for row in rows)
+
+
+def test_noise_ceiling_is_one_without_seed_noise_and_drops_with_it():
+    table = pd.DataFrame({"target": "a", "model": [f"m{i}" for i in range(6)], "value": np.linspace(0.8, 0.9, 6),
+                          "value_std": 0.0, "n_seeds": 2})
+    models = list(table.model)
+    assert ob.noise_ceiling(table, models, draws=20)["a"] == pytest.approx(1.0)
+    noisy = ob.noise_ceiling(table.assign(value_std=0.05), models, draws=200)["a"]
+    assert 0.0 < noisy < 0.8

@@ -149,16 +149,22 @@ def nonconstant_mask(col_min: np.ndarray, col_max: np.ndarray, *, rtol: float = 
 
 
 def as_probability_matrix(p: object, name: str, *, n_samples: int | None = None, atol: float = 1e-6) -> FloatArray:
-    """Return ``p`` as a float64 (N, K) matrix of probabilities: entries >= 0, rows summing to 1 (± ``atol``)."""
+    """Return ``p`` as a float64 (N, K) matrix of probabilities: entries >= 0, rows summing to 1.
+
+    A row may miss 1 by ``atol`` or by the rounding of its own dtype (K·eps: a float32 softmax over
+    1000 classes is off by ~1e-5); such rows are renormalised to sum to 1 exactly.
+    """
+    dtype = np.asarray(p).dtype
     arr = as_float_matrix(p, name, min_rows=1)
     if n_samples is not None and arr.shape[0] != n_samples:
         raise InputError(f"{name}: expected {n_samples} rows (one per sample), got {arr.shape[0]}")
     sums = arr.sum(axis=1)
-    if (arr < 0).any() or not np.allclose(sums, 1.0, rtol=0.0, atol=atol):
+    rounding = arr.shape[1] * np.finfo(dtype).eps if dtype.kind == "f" else 0.0
+    if (arr < 0).any() or not np.allclose(sums, 1.0, rtol=0.0, atol=max(atol, rounding)):
         raise InputError(f"{name}: expected probabilities (entries >= 0, each row summing to 1), got entries in "
                          f"[{arr.min():.3g}, {arr.max():.3g}] and row sums in [{sums.min():.3g}, {sums.max():.3g}]; "
                          "pass softmax(logits), not logits")
-    return arr
+    return arr / sums[:, None]
 
 
 def row_count(x: object, name: str = "features") -> int | None:
