@@ -103,7 +103,7 @@ def _run(*, data, models, task, encoders, metrics, truth, out, report, as_json, 
 def _print_table(result) -> None:
     metrics = result.metrics
     table = Table(title=f"{result.meta['data']} · {result.meta['task']} · {result.meta['n_samples']} samples")
-    table.add_column("model", no_wrap=True, min_width=max(len(m) for m in result.meta["models"]))
+    table.add_column("model", overflow="fold", min_width=min(32, max(len(m) for m in result.meta["models"])))
     for m in metrics:
         table.add_column(m, justify="right")
     if result.truth:
