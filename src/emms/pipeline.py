@@ -78,14 +78,9 @@ class Ranking:
                                    for r in self.correlations.to_dict("records")]
         return doc
 
-    def to_json(self, path: str | Path | None = None, *, include_timings: bool = True) -> str:
+    def to_json(self, path: str | Path | None = None) -> str:
         """JSON text (and write it atomically to ``path`` if given)."""
-        doc = self.to_dict()
-        if not include_timings:
-            doc.pop("timings")
-            for rec in doc["results"]:
-                rec.pop("seconds")
-        text = json.dumps(doc, indent=2)
+        text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
             atomic_write_text(Path(path), text)
         return text
