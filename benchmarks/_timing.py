@@ -40,3 +40,16 @@ def median_seconds_and_result(fn: Callable[[], Any], repeats: int, *,
 def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     """Median seconds of ``repeats`` calls of ``fn``."""
     return median_seconds_and_result(fn, repeats)[0]
+
+
+def interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Median seconds of each of ``fns`` over ``repeats`` rounds, each round calling every function
+    once in turn (so a change of machine load hits all of them alike), and each one's last result."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    results: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}, results

@@ -184,3 +184,13 @@ def test_bad_inputs_raise_input_error():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         logme(x, y)  # no spurious warning on clean input
+
+
+def test_flabels_with_class_level_rows_equal_a_dense_per_column_fit():
+    # Class-level F-labels take the grouped FᵀY path; the plain fit of each column must agree.
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(300, 8)) + rng.normal(size=8)
+    labels = rng.integers(0, 5, 300)
+    z = rng.normal(size=(5, 24))[labels]
+    columns = [logme_fit(x, z[:, [j]]).evidence[0] for j in range(24)]
+    assert logme_flabels(x, [z]) == pytest.approx(np.mean(columns), rel=1e-10)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from emms import EMMS, EmmsWarning, InputError
-from emms.stats import SufficientStats
+from emms.stats import SufficientStats, cross_factors, cross_product
 
 
 def _data(seed: int = 0, n: int = 211, d: int = 9, widths=(5, 3, 5), offset: float = 0.0):
@@ -115,3 +115,45 @@ def test_too_few_samples_and_wrong_merge_argument():
         SufficientStats().update(x[:1], [b[:1] for b in z]).standardised()
     with pytest.raises(InputError, match="other: expected a SufficientStats"):
         SufficientStats().merge(x)
+
+
+def _class_level(n: int, d: int, columns: int, classes: int, seed: int = 0):
+    """Features (n, d) and class-level targets: each row is its class's (columns,) vector."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) + rng.normal(size=d)
+    labels = rng.integers(0, classes, n)
+    return x, rng.normal(size=(classes, columns))[labels], labels
+
+
+@pytest.mark.parametrize("classes", [1, 7, 40])
+def test_cross_product_groups_repeated_target_rows(classes):
+    x, y, labels = _class_level(n=400, d=11, columns=32, classes=classes)
+    factors = cross_factors(x, y)
+    assert len(factors) == 2 and factors[1].shape == (np.unique(labels).size, 32)
+    np.testing.assert_allclose(cross_product(x, y), x.T @ y, rtol=1e-12, atol=1e-12)
+
+
+def test_cross_product_keeps_the_plain_product_for_distinct_rows_or_few_columns():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 5))
+    distinct = rng.normal(size=(300, 40))
+    assert len(cross_factors(x, distinct)) == 1
+    _, few_columns, _ = _class_level(n=300, d=5, columns=3, classes=4)
+    assert len(cross_factors(x, few_columns)) == 1
+    np.testing.assert_allclose(cross_product(x, distinct), x.T @ distinct, rtol=1e-12)
+
+
+def test_cross_product_is_exact_when_the_grouping_projection_collides():
+    # Rows that differ only far below the rounding of a huge first entry project to the same
+    # value; the exact check must catch it and group the rows themselves.
+    rng = np.random.default_rng(2)
+    base = np.zeros((2, 20))
+    base[:, 0] = 1e20
+    base[1, 1] = 1.0
+    labels = rng.integers(0, 2, 200)
+    y = base[labels]
+    x = rng.normal(size=(200, 6))
+    factors = cross_factors(x, y)
+    assert len(factors) == 2 and factors[1].shape[0] == 2
+    np.testing.assert_allclose(cross_product(x, y), x.T @ y, rtol=1e-12)
+    np.testing.assert_allclose(cross_product(x, y)[:, 1], x[labels == 1].sum(axis=0), rtol=1e-12)

@@ -17,10 +17,12 @@ from emms.errors import EmmsWarning, InputError, ResourceError
 FloatArray = np.ndarray
 
 
-def as_float_matrix(x: object, name: str, *, min_rows: int = 2, dtype=np.float64) -> FloatArray:
+def as_float_matrix(x: object, name: str, *, min_rows: int = 2, dtype=np.float64, copy: bool = True) -> FloatArray:
     """Return ``x`` as a finite 2-D float array of shape (N, D) with N >= ``min_rows``.
 
     Accepts float or integer (not bool-only object) arrays; float32 is upcast to ``dtype``.
+    The result is a private copy unless ``copy=False`` (for callers that never write to it), which
+    returns ``x`` itself when it already has ``dtype``.
     """
     arr = _as_numeric(x, name)
     if arr.ndim != 2:
@@ -29,7 +31,7 @@ def as_float_matrix(x: object, name: str, *, min_rows: int = 2, dtype=np.float64
         raise InputError(f"{name}: expected at least {min_rows} samples (rows), got {arr.shape[0]}")
     if arr.shape[1] < 1:
         raise InputError(f"{name}: expected at least 1 feature column, got shape {arr.shape}")
-    arr = arr.astype(dtype, copy=True)
+    arr = arr.astype(dtype, copy=copy)
     _check_finite(arr, name)
     return arr
 
@@ -84,11 +86,11 @@ def as_class_labels(y: object, name: str = "labels", *, n_samples: int | None = 
 
 
 def as_f_labels(z: object, name: str = "f_labels", *, n_samples: int | None = None,
-                min_rows: int = 2) -> list[FloatArray]:
+                min_rows: int = 2, copy: bool = True) -> list[FloatArray]:
     """Return F-labels as a list of K float64 arrays of shape (N, L_k).
 
     Accepts a sequence of 2-D arrays (widths may differ) or one array of shape (N, L, K).
-    ``min_rows=1`` suits a chunk of a larger data set.
+    ``min_rows=1`` suits a chunk of a larger data set; ``copy`` as in :func:`as_float_matrix`.
     """
     if isinstance(z, np.ndarray) or (not isinstance(z, Sequence) and hasattr(z, "__array__")):
         arr = np.asarray(z)
@@ -106,7 +108,7 @@ def as_f_labels(z: object, name: str = "f_labels", *, n_samples: int | None = No
         raise InputError(f"{name}: expected at least one F-label array, got none")
     out = []
     for k, block in enumerate(blocks):
-        arr = as_float_matrix(block, f"{name}[{k}]", min_rows=min_rows)
+        arr = as_float_matrix(block, f"{name}[{k}]", min_rows=min_rows, copy=copy)
         if n_samples is not None and arr.shape[0] != n_samples:
             raise InputError(f"{name}[{k}]: expected {n_samples} rows (one per feature row), got {arr.shape[0]}")
         out.append(arr)

@@ -30,9 +30,57 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from emms._validation import as_f_labels, as_float_matrix, nonconstant_mask
 from emms.errors import EmmsWarning, InputError
+
+#: Use the grouped product of :func:`cross_product` when y has at most this fraction of distinct rows.
+_GROUPED_MAX_DISTINCT_FRACTION = 0.25
+#: ... and at least this many columns (below it the plain product is already cheap).
+_GROUPED_MIN_COLUMNS = 16
+
+
+def cross_factors(x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+    """Matrices whose product is xᵀy (D, T), for x (N, D) and y (N, T), exploiting repeated rows of y.
+
+    Class-level F-labels and one-hot targets have only U ≪ N distinct rows y_u (one per class).
+    Then xᵀy = Sᵀ Y_U with S (U, D) the sums of the rows of x that share a y row and Y_U (U, T)
+    the distinct rows: [Sᵀ, Y_U] costs O(N·D + U·D·T) instead of O(N·D·T), and a caller that
+    multiplies xᵀy by more matrices can choose the cheapest order (``numpy.linalg.multi_dot``).
+    Used when U <= N/4 and T >= 16; otherwise the one factor [x.T @ y].
+    """
+    groups = _distinct_rows(y) if y.shape[1] >= _GROUPED_MIN_COLUMNS else None
+    if groups is None:
+        return [x.T @ y]
+    first, inverse = groups
+    n = y.shape[0]
+    membership = sparse.csr_matrix((np.ones(n), (inverse, np.arange(n))), shape=(first.size, n))
+    return [(membership @ x).T, y[first]]
+
+
+def cross_product(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """xᵀy (D, T) through :func:`cross_factors`; equal to ``x.T @ y`` up to the order of summation."""
+    factors = cross_factors(x, y)
+    return factors[0] if len(factors) == 1 else factors[0] @ factors[1]
+
+
+def _distinct_rows(y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(first, inverse) with ``y[first][inverse] == y`` when y has few distinct rows, else None.
+
+    Rows are grouped by a fixed random projection, then the grouping is checked exactly; a
+    projection collision (distinct rows, same value) falls back to sorting the rows themselves.
+    """
+    n = y.shape[0]
+    probe = y @ np.random.default_rng(0).standard_normal(y.shape[1])
+    _, first, inverse = np.unique(probe, return_index=True, return_inverse=True)
+    if first.size > _GROUPED_MAX_DISTINCT_FRACTION * n:
+        return None
+    if not np.array_equal(y[first][inverse], y):
+        _, first, inverse = np.unique(y, axis=0, return_index=True, return_inverse=True)
+        if first.size > _GROUPED_MAX_DISTINCT_FRACTION * n:
+            return None
+    return first, inverse.reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -173,7 +221,7 @@ class SufficientStats:
         self._xz = np.empty((x.shape[1], sum(self._widths)))
         for (start, stop), block in zip(self._offsets(), z):
             block -= self._z_mean[start:stop]
-            self._xz[:, start:stop] = x.T @ block
+            self._xz[:, start:stop] = cross_product(x, block)
         # Paired co-moments: _zz[k, j, l] = Σ_i zc_k[i, l] zc_j[i, l] for l < min(L_k, L_j).
         self._zz = np.zeros((len(z), len(z), max(self._widths)))
         for k, zk in enumerate(z):

@@ -51,7 +51,7 @@ from emms._validation import as_class_labels, as_float_matrix, as_probability_ma
 from emms.errors import EmmsWarning, InputError
 from emms.metrics._common import one_hot, stratified_subsample
 from emms.metrics.registry import check_target_kind, get_metric, score, score_pool
-from emms.stats import SufficientStats
+from emms.stats import SufficientStats, cross_product
 
 DEFAULT_CHUNK_ROWS = 16_384
 DEFAULT_MAX_ROWS = 10_000
@@ -411,7 +411,7 @@ class StreamPlan:
                                     for k, src in enumerate(self.flabels)], axis=1)
             else:
                 y = self.target[start:stop]
-            return Sums(gram=x.T @ x, cross=x.T @ y, target_sq=np.einsum("nt,nt->t", y, y), n=x.shape[0])
+            return Sums(gram=x.T @ x, cross=cross_product(x, y), target_sq=np.einsum("nt,nt->t", y, y), n=x.shape[0])
         codes = self.codes[start:stop]
         if m == "nce":
             from emms.metrics.nce import joint_counts

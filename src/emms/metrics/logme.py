@@ -48,6 +48,7 @@ from emms._validation import as_class_labels, as_f_labels, as_float_matrix, chec
 from emms.errors import EmmsWarning, InputError
 from emms.metrics._common import one_hot
 from emms.metrics.registry import infer_target_kind, register
+from emms.stats import cross_factors
 
 SOLVERS = ("fixed_point", "icml")
 FLABEL_COMBINES = ("per_encoder", "concatenated")
@@ -81,7 +82,7 @@ def logme(features: object, target: object, *, target_kind: str | None = None, s
     (default, JMLR 2022) or "icml" (ICML 2021). See the module docstring for the formula, the
     pinned variant and the N < D handling.
     """
-    x = as_float_matrix(features, "features")
+    x = as_float_matrix(features, "features", copy=False)  # read only
     y = target_columns(target, x.shape[0], target_kind)
     return float(_fit(x, y, solver, epsilon, thuml_rank_quirk).evidence.mean())
 
@@ -100,8 +101,8 @@ def logme_flabels(features: object, target: object, *, combine: str = "per_encod
     """
     if combine not in FLABEL_COMBINES:
         raise InputError(f"combine: expected one of {FLABEL_COMBINES}, got {combine!r}")
-    x = as_float_matrix(features, "features")
-    blocks = as_f_labels(target, "f_labels", n_samples=x.shape[0])
+    x = as_float_matrix(features, "features", copy=False)  # read only
+    blocks = as_f_labels(target, "f_labels", n_samples=x.shape[0], copy=False)
     columns = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
     keep = _nonzero_columns(np.any(columns != 0, axis=0), "f_labels")
     fit = _fit(x, columns if keep.all() else columns[:, keep], solver, epsilon, thuml_rank_quirk)
@@ -163,7 +164,7 @@ def logme_from_stats(gram: np.ndarray, cross: np.ndarray, target_sq: np.ndarray,
         raise InputError(f"target_sq: expected {cross.shape[1]} values (one per target column), got {target_sq.shape[0]}")
     if int(n_samples) < 2:
         raise InputError(f"n_samples: expected at least 2, got {n_samples}")
-    return _from_stats(gram, cross, target_sq, int(n_samples), solver, epsilon, thuml_rank_quirk)
+    return _from_stats(gram, [cross], target_sq, int(n_samples), solver, epsilon, thuml_rank_quirk)
 
 
 def _fit(x: np.ndarray, y: np.ndarray, solver: str, epsilon: float, thuml_rank_quirk: bool) -> LogMEFit:
@@ -171,15 +172,16 @@ def _fit(x: np.ndarray, y: np.ndarray, solver: str, epsilon: float, thuml_rank_q
     n, d = x.shape
     target_sq = np.einsum("ij,ij->j", y, y)
     if n > d:
-        return _from_stats(x.T @ x, x.T @ y, target_sq, n, solver, epsilon, thuml_rank_quirk)
+        return _from_stats(x.T @ x, cross_factors(x, y), target_sq, n, solver, epsilon, thuml_rank_quirk)
     sigma, vectors = _positive_eigen(x @ x.T)
     return _solve(sigma, vectors.T @ y, target_sq, n, d, solver, epsilon, thuml_rank_quirk)
 
 
-def _from_stats(gram: np.ndarray, cross: np.ndarray, target_sq: np.ndarray, n: int, solver: str, epsilon: float,
-                thuml_rank_quirk: bool) -> LogMEFit:
+def _from_stats(gram: np.ndarray, cross: list[np.ndarray], target_sq: np.ndarray, n: int, solver: str,
+                epsilon: float, thuml_rank_quirk: bool) -> LogMEFit:
+    """``cross``: FᵀY as one (D, T) matrix or the factors of :func:`emms.stats.cross_factors`."""
     sigma, vectors = _positive_eigen(gram)
-    projections = (vectors.T @ cross) / np.sqrt(sigma)[:, None]
+    projections = np.linalg.multi_dot([vectors.T, *cross]) / np.sqrt(sigma)[:, None]
     return _solve(sigma, projections, target_sq, n, gram.shape[0], solver, epsilon, thuml_rank_quirk)
 
 
@@ -205,8 +207,9 @@ def _solve(sigma: np.ndarray, projections: np.ndarray, target_sq: np.ndarray, n:
         t = alpha[active] / beta[active]
         shrink = 1.0 / (s + t)                                           # (k, active)
         gamma = sigma @ shrink
-        m2[active] = np.einsum("ka,ka->a", x2_active, s * shrink**2)
-        res2[active] = np.einsum("ka,ka->a", x2_active, (t * shrink) ** 2) + residual_outside[active]
+        weighted = x2_active * shrink * shrink                           # x_i² / (σ_i + t)²
+        m2[active] = sigma @ weighted
+        res2[active] = t * t * weighted.sum(axis=0) + residual_outside[active]
         alpha[active] = gamma / (m2[active] + epsilon)
         beta[active] = (n - gamma) / (res2[active] + epsilon)
         change = np.abs(alpha[active] / beta[active] - t) / t
