@@ -51,6 +51,17 @@ def test_json_output_matches_the_api(arrays):
     assert out["seconds"] >= 0 and out["solver"] == "exact" and out["score_kind"] == "gcv"
 
 
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 1e-3)])
+def test_torch_backend_on_cpu_matches_numpy(arrays, dtype, rtol):
+    numpy_run = _json(_run("--features", arrays["path_x"], "--f-labels", f"{arrays['path_z1']},{arrays['path_z2']}",
+                           "--json"))
+    torch_run = _json(_run("--features", arrays["path_x"], "--f-labels", f"{arrays['path_z1']},{arrays['path_z2']}",
+                           "--device", "cpu", "--dtype", dtype, "--json"))
+    assert torch_run["score"] == pytest.approx(numpy_run["score"], rel=rtol)
+    # The weights come out of the GCV search over λ, whose stopping tolerance is ~1e-8.
+    assert torch_run["weights"] == pytest.approx(numpy_run["weights"], abs=max(rtol, 1e-6))
+
+
 def test_comma_separated_f_labels_npz_keys_and_options(arrays):
     repeated = _json(_run("--features", arrays["path_x"], "--f-labels", arrays["path_z1"], "--f-labels",
                           arrays["path_z2"], "--score", "in_sample", "--solver", "alternating", "--json"))
@@ -131,6 +142,11 @@ def test_every_registered_per_model_metric_with_class_labels_runs(arrays):
     (["--f-labels", "{z1}", "--solver", "fast"], "solver: expected one of exact, alternating, official"),
     (["--f-labels", "{z1}", "--score", "loo"], "score: expected one of gcv, in_sample"),
     (["--f-labels", "{z1}", "--source-probs", "{z2}"], "--source-probs: metric 'emms' does not use"),
+    (["--metric", "test_separation", "--labels", "{y}", "--device", "cpu"], "--device: the torch backend computes metric 'emms' only"),
+    (["--f-labels", "{z1}", "--dtype", "float32"], "--dtype: applies to the torch backend only"),
+    (["--f-labels", "{z1}", "--device", "cpu", "--solver", "official"], "--device: the official solver runs on numpy only"),
+    (["--f-labels", "{z1}", "--device", "tpu"], "device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got 'tpu'"),
+    (["--f-labels", "{z1}", "--device", "cpu", "--dtype", "half"], "dtype: expected one of"),
 ])
 def test_bad_arguments_exit_2_with_one_line(arrays, extra_metrics, args, message):
     args = [a.format(y=arrays["path_y"], z1=arrays["path_z1"], z2=arrays["path_z2"]) for a in args]

@@ -26,6 +26,9 @@ def score_command(
     solver: Annotated[str | None, typer.Option("--solver", help="EMMS only: exact | alternating | official.")] = None,
     score_kind: Annotated[str | None, typer.Option("--score", help="EMMS only: gcv (default) | in_sample.")] = None,
     source_probs: Annotated[str | None, typer.Option("--source-probs", help="Source-head probabilities (N, C_source) for LEEP/NCE.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="EMMS only: compute the statistics and the eigen-solve "
+                                                                "with torch on cpu, cuda or mps (default: numpy).")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="With --device: float64 (default) or float32 chunk moments.")] = "float64",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score features against F-labels or native labels with one metric (higher = better)."""
@@ -44,6 +47,12 @@ def score_command(
         emms_options = {k: v for k, v in (("solver", solver), ("score", score_kind)) if v is not None}
         if emms_options and metric != "emms":
             raise InputError(f"--solver/--score: only apply to metric 'emms', not {metric!r}")
+        if device is not None and metric != "emms":
+            raise InputError(f"--device: the torch backend computes metric 'emms' only, not {metric!r}")
+        if device is not None and solver == "official":
+            raise InputError("--device: the official solver runs on numpy only; drop --device or use --solver exact")
+        if dtype != "float64" and device is None:
+            raise InputError("--dtype: applies to the torch backend only; pass --device as well")
         x = load_array(features, "--features")
         if f_labels is not None:
             paths = split_list(",".join(f_labels), "--f-labels", "at least one file")
@@ -64,7 +73,12 @@ def score_command(
         if metric == "emms":
             if probs is not None:
                 raise InputError("--source-probs: metric 'emms' does not use source probabilities")
-            estimator = EMMS(**emms_options).fit(x, target)
+            if device is None:
+                estimator = EMMS(**emms_options).fit(x, target)
+            else:
+                from emms.backend import emms_fit_torch
+
+                estimator = emms_fit_torch(x, target, device=device, dtype=dtype, **emms_options)
             value, weights = estimator.score_, [float(w) for w in estimator.weights_]
             details = {"solver": estimator.solver, "score_kind": estimator.score, "ridge": estimator.ridge_,
                        "regime": estimator.regime_, "n_iter": estimator.n_iter_}
