@@ -11,10 +11,10 @@ import emms
 store = Store("/tmp/emms-benchmark-cache")  # the offline benchmark's default cache
 t = benchmark_targets(["fm10"], n_train=4000, n_val=500, n_probe=2000, n_test=2000, seed=0)["fm10"]
 images, y = t.arrays("probe")
+data = t.task_data("probe")
 feats = {}
 for name, spec in ob.CANDIDATES.items():
-    feats[name] = ob.features_and_probs(load_extractor(spec), images, store, 64)[0]
-data = t.task_data("probe")
+    feats[name] = ob.probe_features(load_extractor(spec), data, store, 64)[0]
 fl = embed_f_labels(data.task, data.labels, data.class_names, encoders="offline", store=store).arrays
 same = 0; total = 0
 for metric in ["emms", "logme", "logme_flabels", "hscore", "hscore_reg", "gbc", "transrate", "sfda", "knn", "nleep"]:

@@ -29,7 +29,6 @@ markdown report on stdout (and ``--markdown PATH``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import platform
 import subprocess
@@ -43,6 +42,7 @@ import emms
 from emms.embedders import embed_f_labels
 from emms.evaluate import evaluate_scores, read_truth, weighted_tau
 from emms.evaluate.targets import benchmark_targets
+from emms.extract import extract_features, extract_features_and_source_probs
 from emms.labels import native_target
 from emms.metrics import get_metric, score_pool
 from emms.metrics.emms import EMMS
@@ -70,31 +70,16 @@ EMMS_VARIANTS = {
 DETAIL_METRICS = ("emms", "emms_in_sample", "logme_flabels", "logme", "nleep", "gbc", "sfda", "hscore_reg", "linear_probe")
 
 
-def image_digest(images: np.ndarray) -> str:
-    """sha256 of the raw image bytes: fm10 and fm4 share their probe images, so they share features."""
-    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:32]
-
-
-def features_and_probs(extractor, images: np.ndarray, store: Store, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+def probe_features(extractor, task_data, store: Store, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Frozen features (N, D) and, for backbones with a source head, its probabilities (N, C_src).
 
-    Both come from one forward pass, stored side by side in one resumable store entry (float32;
-    LEEP/NCE renormalise the rows in float64 when they read them).
+    Both come from one forward pass in one resumable store entry (:mod:`emms.extract`, float32;
+    LEEP/NCE renormalise the rows in float64 when they read them). Entries are keyed on the inputs
+    only, so fm10 and fm4, which share their probe images, share their features.
     """
-    width = extractor.spec.feature_dim
-    key = Store.key(kind="benchmark-features", model=extractor.identity, images=image_digest(images),
-                    source_probs=hasattr(extractor, "source_probs"))
-    if hasattr(extractor, "source_probs"):
-        def chunk(start: int, stop: int) -> np.ndarray:
-            return np.hstack(extractor.extract_with_source_probs(images[start:stop], batch_size))
-    else:
-        def chunk(start: int, stop: int) -> np.ndarray:
-            return extractor.extract(images[start:stop], batch_size)
-    both = store.get_or_compute(key, len(images), chunk, chunk_rows=8 * batch_size,
-                                meta={"kind": "benchmark-features", "model": extractor.identity})
-    if both.shape[1] == width:
-        return both, None
-    return both[:, :width], both[:, width:]
+    if hasattr(extractor, "extract_with_source_probs"):
+        return extract_features_and_source_probs(extractor, task_data, store, batch_size)
+    return extract_features(extractor, task_data, store, batch_size), None
 
 
 def score_target(target_name: str, features: dict[str, np.ndarray], probs: dict[str, np.ndarray],
@@ -325,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
         features, probs = {}, {}
         for name, extractor in extractors.items():
             print(f"{target_name}: features of {name}", file=sys.stderr, flush=True)
-            features[name], source_probs = features_and_probs(extractor, task_data.inputs, store, args.batch_size)
+            features[name], source_probs = probe_features(extractor, task_data, store, args.batch_size)
             if source_probs is not None and name not in WITHOUT_SOURCE_HEAD:
                 probs[name] = source_probs
         classes = native_target(task_data.task, task_data.labels, task_data.class_names)

@@ -11,12 +11,15 @@ import os
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from _sigkill import sigkill_after_chunks
-from emms.data import load_dataset
+from emms.data import TaskData, load_dataset
+from emms.data.taskdata import inputs_fingerprint
 from emms.errors import EmmsWarning, InputError
 from emms.extract import extract_features, features_key
+from emms.models import load_extractor
 from emms.store import Store
 
 TINY_EXTRACTOR = '''
@@ -89,7 +92,7 @@ def test_without_store_equals_with_store_and_second_call_hits(tmp_path, tiny, da
     assert again.calls == [] and np.array_equal(second, first)
     [entry] = store.entries()
     assert entry["kind"] == "features" and entry["shape"] == [120, 8]
-    assert entry["meta"]["model"] == extractor.identity and entry["meta"]["fingerprint"] == data.fingerprint
+    assert entry["meta"]["model"] == extractor.identity and entry["meta"]["inputs_fingerprint"] == data.inputs_fingerprint
 
 
 def test_preprocessing_or_data_change_misses(tmp_path, tiny, data):
@@ -104,6 +107,41 @@ def test_preprocessing_or_data_change_misses(tmp_path, tiny, data):
     assert fresh.calls == [120]
     assert len({features_key(tiny.TinyConvExtractor(size=s), d) for s in (16, 20) for d in (data, other_data)}) == 4
     assert len(store.entries()) == 3
+
+
+class CountingExtractor:
+    """A real packaged extractor that counts its forward passes."""
+
+    def __init__(self, inner):
+        self.inner, self.identity, self.modality, self.rows = inner, inner.identity, inner.modality, 0
+
+    def extract(self, inputs, batch_size=64, progress=None):
+        self.rows += len(inputs)
+        return self.inner.extract(inputs, batch_size, progress)
+
+
+def test_features_are_keyed_on_the_inputs_not_the_labels(tmp_path, data):
+    onet = load_extractor("builtin:onet_mtcnn")
+    relabelled = TaskData("other labels", data.modality, data.inputs, "classification",
+                          pd.DataFrame({"label": np.arange(len(data)) % 3}), class_names=None)
+    assert relabelled.fingerprint != data.fingerprint and relabelled.inputs_fingerprint == data.inputs_fingerprint
+    assert features_key(onet, relabelled) == features_key(onet, data)
+    store = Store(tmp_path)
+    counting = CountingExtractor(onet)
+    first = extract_features(counting, data, store=store, batch_size=32)
+    assert counting.rows == 120
+    second = extract_features(counting, relabelled, store=store, batch_size=32)
+    assert counting.rows == 120 and np.array_equal(second, first)  # a cache hit: no forward pass
+    assert len(store.entries()) == 1
+    # other inputs (one image changed, or the same bytes read as another modality) give other keys
+    changed = data.inputs.copy()
+    changed[0, 0, 0] ^= 1
+    other = TaskData("changed", "image", changed, "classification", data.labels)
+    assert features_key(onet, other) != features_key(onet, data)
+    assert inputs_fingerprint("text", ["a b"]) != inputs_fingerprint("text", ["ab"])
+    assert inputs_fingerprint("image", data.inputs) == data.inputs_fingerprint
+    subset = data.take(np.arange(10))
+    assert subset.inputs_fingerprint == inputs_fingerprint("image", data.inputs[:10]) != data.inputs_fingerprint
 
 
 def test_progress_sums_to_n_for_computed_and_cached_rows(tmp_path, tiny, data):

@@ -18,6 +18,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import offline_benchmark as ob  # noqa: E402
 import text_benchmark as tb  # noqa: E402
 
+from emms.data import TaskData  # noqa: E402
 from emms.evaluate import evaluate_scores  # noqa: E402
 from emms.models import load_extractor  # noqa: E402
 from emms.store import Store  # noqa: E402
@@ -47,39 +48,45 @@ class CountingExtractor:
 
     def __init__(self, inner):
         self.inner, self.calls = inner, 0
-        self.identity, self.spec = inner.identity, inner.spec
-        if hasattr(inner, "source_probs"):
-            self.source_probs = inner.source_probs
+        self.identity, self.modality = inner.identity, inner.modality
+        if hasattr(inner, "extract_with_source_probs"):
+            self.source_classes = inner.source_classes
+            self.extract_with_source_probs = self._with_probs
 
-    def extract(self, images, batch_size=64):
+    def extract(self, images, batch_size=64, progress=None):
         self.calls += 1
-        return self.inner.extract(images, batch_size)
+        return self.inner.extract(images, batch_size, progress)
 
-    def extract_with_source_probs(self, images, batch_size=64):
+    def _with_probs(self, images, batch_size=64, progress=None):
         self.calls += 1
-        return self.inner.extract_with_source_probs(images, batch_size)
+        return self.inner.extract_with_source_probs(images, batch_size, progress)
+
+
+def _probe_data(n: int, seed: int) -> TaskData:
+    images = np.random.default_rng(seed).integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    return TaskData("probe", "image", images, "classification", pd.DataFrame({"label": np.arange(n) % 2}))
 
 
 def test_features_and_probs_come_from_one_cached_pass(tmp_path):
-    images = np.random.default_rng(0).integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
+    data = _probe_data(6, 0)
     store = Store(tmp_path)
     inner = load_extractor("builtin:mnv2_imagenet?image_size=32&pretrained=false")
     extractor = CountingExtractor(inner)
-    feats, probs = ob.features_and_probs(extractor, images, store, batch_size=4)
-    assert feats.shape == (6, 1280) and probs.shape == (6, 1000)
+    feats, probs = ob.probe_features(extractor, data, store, batch_size=4)
+    assert feats.shape == (6, 1280) and probs.shape == (6, 1000) and extractor.calls == 1
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(feats, inner.extract(images, 4), rtol=1e-5, atol=1e-5)
-    calls = extractor.calls
-    again, again_probs = ob.features_and_probs(extractor, images, store, batch_size=4)
-    assert extractor.calls == calls  # served by the store
+    np.testing.assert_allclose(feats, inner.extract(data.inputs, 4), rtol=1e-5, atol=1e-5)
+    # fm4 shares fm10's probe images under other labels: the same entry serves it
+    relabelled = TaskData("probe-4", "image", data.inputs, "classification", pd.DataFrame({"label": [0, 1, 2, 3, 0, 1]}))
+    again, again_probs = ob.probe_features(extractor, relabelled, store, batch_size=4)
+    assert extractor.calls == 1  # served by the store
     np.testing.assert_array_equal(again, feats)
     np.testing.assert_array_equal(again_probs, probs)
 
 
 def test_features_without_a_source_head_have_no_probs(tmp_path):
-    images = np.random.default_rng(1).integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
-    feats, probs = ob.features_and_probs(load_extractor("builtin:ocrvgg_easyocr?image_size=32"), images,
-                                         Store(tmp_path), batch_size=2)
+    feats, probs = ob.probe_features(load_extractor("builtin:ocrvgg_easyocr?image_size=32"), _probe_data(3, 1),
+                                     Store(tmp_path), batch_size=2)
     assert feats.shape == (3, 256) and probs is None
 
 

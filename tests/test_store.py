@@ -186,6 +186,52 @@ def test_get_or_compute_checks_chunk_results(tmp_path):
         store.get_or_compute("k6", 0, _rows)
 
 
+_CHUNK_WRITER = """
+import sys, time
+import numpy as np
+from emms.store import Store
+root, first, go = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+time.sleep(max(go - time.time(), 0))  # both writers start together
+store = Store(root)
+for start in range(first * 4, 40, 8):  # every other chunk of 4 rows
+    store.chunk("shared", start, start + 4, lambda a, b: np.arange(a, b, dtype=np.float64)[:, None] * np.array([1.0, -2.0]))
+"""
+
+
+def test_two_processes_write_different_chunks_of_one_entry_then_join(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    go = str(time.time() + 2.0)
+    writers = [subprocess.Popen([sys.executable, "-c", _CHUNK_WRITER, str(tmp_path), str(i), go]) for i in (0, 1)]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    store = Store(tmp_path)
+    [partial] = store.entries()
+    assert partial["kind"] == "partial" and partial["meta"]["rows_done"] == 40
+    compute, calls = _counting(_rows)
+    assert np.array_equal(store.chunk("shared", 8, 12, compute), _rows(8, 12)) and calls == []  # read, not computed
+    out = store.join_chunks("shared", 40, 4, {"kind": "features"})  # chunks read (verified) from disk
+    assert np.array_equal(out, _rows(0, 40)) and np.array_equal(store.get("shared"), out)
+    [entry] = store.entries()
+    assert entry["complete"] and entry["meta"] == {"kind": "features"}
+
+
+def test_join_chunks_reports_missing_and_inconsistent_chunks(tmp_path):
+    store = Store(tmp_path)
+    for start in (0, 8):
+        store.chunk("k8", start, min(start + 4, 10), _rows)
+    with pytest.raises(ResourceError, match="chunk rows 4:8 missing in .*share the cache directory"):
+        store.join_chunks("k8", 10, 4)
+    assert store.get("k8") is None
+    store.chunk("k8", 4, 8, lambda a, b: np.zeros((b - a, 3)))  # another width
+    with pytest.raises(InputError, match="trailing shape"):
+        store.join_chunks("k8", 10, 4)
+    assert store.entries() == []  # the unusable chunks are gone, so a rerun starts afresh
+    with pytest.raises(InputError, match="chunks: expected 3 arrays"):
+        store.join_chunks("k8", 10, 4, chunks=[_rows(0, 4)])
+
+
 def test_entry_with_wrong_row_count_is_recomputed(tmp_path):
     store = Store(tmp_path)
     store.put("k7", np.zeros((5, 2)), {})

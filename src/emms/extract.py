@@ -19,9 +19,39 @@ def features_key(extractor, task_data: TaskData) -> str:
     """The store key of ``extractor``'s features for ``task_data``.
 
     The extractor's ``identity`` carries its spec, weights hash, preprocessing, layer and pooling;
-    the data fingerprint carries the inputs and labels; any change gives another key.
+    ``task_data.inputs_fingerprint`` carries the modality and inputs but not the labels, so the same
+    inputs under another label set (fm10 and fm4's probe images, captions and questions about the
+    same images) share one entry; any change to the model or the inputs gives another key.
     """
-    return Store.key(kind="features", model=str(extractor.identity), data=task_data.fingerprint)
+    return Store.key(kind="features", model=str(extractor.identity), data=task_data.inputs_fingerprint)
+
+
+def features_meta(extractor, task_data: TaskData) -> dict:
+    """The meta saved with a features entry (shown by ``emms cache ls``)."""
+    return {"kind": "features", "model": str(extractor.identity), "data": task_data.name,
+            "inputs_fingerprint": task_data.inputs_fingerprint, "modality": task_data.modality, "task": task_data.task}
+
+
+def chunk_rows_for(batch_size: int, chunk_rows: int | None = None) -> int:
+    """Rows per cached chunk: ``chunk_rows``, default ``CHUNK_BATCHES * batch_size``."""
+    return chunk_rows or CHUNK_BATCHES * check_positive_int(batch_size, "batch_size")
+
+
+def check_extractor(extractor, task_data: TaskData) -> None:
+    """Raise an InputError unless ``extractor`` is a FeatureExtractor for ``task_data``'s modality."""
+    for attribute in ("identity", "modality", "extract"):
+        if not hasattr(extractor, attribute):
+            raise InputError(f"extractor: expected a FeatureExtractor (identity, modality, extract), "
+                             f"got {type(extractor).__name__} without {attribute!r}")
+    if extractor.modality not in (task_data.modality, "any"):
+        raise InputError(f"extractor: {extractor.identity} takes {extractor.modality} inputs, but the data "
+                         f"{task_data.name!r} holds {task_data.modality} inputs")
+
+
+def extract_chunk(extractor, inputs, start: int, batch_size: int, progress: Callable[[int], None] | None = None,
+                  ) -> np.ndarray:
+    """Checked float32 features (n, D) of ``inputs``, rows ``start:start + n`` of the data (for messages)."""
+    return _checked(extractor.extract(inputs, batch_size=batch_size, progress=progress), start, start + len(inputs))
 
 
 def extract_features(extractor, task_data: TaskData, store: Store | None = None, batch_size: int = 64,
@@ -34,18 +64,12 @@ def extract_features(extractor, task_data: TaskData, store: Store | None = None,
     SIGKILL computes only the unfinished chunks. ``progress(n)`` is called with the number of
     rows newly done (computed or read from the cache), summing to N.
     """
-    for attribute in ("identity", "modality", "extract"):
-        if not hasattr(extractor, attribute):
-            raise InputError(f"extractor: expected a FeatureExtractor (identity, modality, extract), "
-                             f"got {type(extractor).__name__} without {attribute!r}")
-    if extractor.modality not in (task_data.modality, "any"):
-        raise InputError(f"extractor: {extractor.identity} takes {extractor.modality} inputs, but the data "
-                         f"{task_data.name!r} holds {task_data.modality} inputs")
+    check_extractor(extractor, task_data)
     batch_size = check_positive_int(batch_size, "batch_size")
     n_rows = len(task_data.inputs)
     inputs = task_data.inputs
     if store is None or not getattr(extractor, "cacheable", True):  # e.g. precomputed feature files
-        return _checked(extractor.extract(inputs, batch_size=batch_size, progress=progress), 0, n_rows)
+        return extract_chunk(extractor, inputs, 0, batch_size, progress)
 
     reported = [0]  # rows of the current chunk already reported by the extractor's own progress calls
 
@@ -56,18 +80,16 @@ def extract_features(extractor, task_data: TaskData, store: Store | None = None,
 
     def compute_chunk(start: int, stop: int) -> np.ndarray:
         reported[0] = 0
-        return _checked(extractor.extract(inputs[start:stop], batch_size=batch_size, progress=on_rows), start, stop)
+        return extract_chunk(extractor, inputs[start:stop], start, batch_size, on_rows)
 
     def on_chunk(n: int) -> None:  # the store reports whole chunks; forward what the extractor did not
         if progress is not None and n > reported[0]:
             progress(n - reported[0])
         reported[0] = 0
 
-    meta = {"kind": "features", "model": str(extractor.identity), "data": task_data.name,
-            "fingerprint": task_data.fingerprint, "modality": task_data.modality, "task": task_data.task}
     return store.get_or_compute(features_key(extractor, task_data), n_rows, compute_chunk,
-                                chunk_rows=chunk_rows or CHUNK_BATCHES * int(batch_size), meta=meta,
-                                progress=on_chunk)
+                                chunk_rows=chunk_rows_for(batch_size, chunk_rows),
+                                meta=features_meta(extractor, task_data), progress=on_chunk)
 
 
 def extract_features_and_source_probs(extractor, task_data: TaskData, store: Store | None = None,
@@ -76,14 +98,19 @@ def extract_features_and_source_probs(extractor, task_data: TaskData, store: Sto
     """Features (N, D) and source-head probabilities (N, C) from ONE forward pass per batch.
 
     ``extractor`` must offer ``extract_with_source_probs`` and ``source_classes`` (the packaged
-    classifiers do). Both arrays are cached together as one (N, D + C) store entry, with the same
-    chunked resumability as :func:`extract_features`.
+    classifiers do). Both arrays are cached together as one (N, D + C) store entry
+    (:func:`with_source_probs`), with the same chunked resumability as :func:`extract_features`.
     """
-    if not hasattr(extractor, "extract_with_source_probs"):
-        raise InputError(f"extractor: {extractor.identity} has no source head (no extract_with_source_probs)")
-    both = extract_features(_FeaturesAndProbs(extractor), task_data, store, batch_size, progress)
+    both = extract_features(with_source_probs(extractor), task_data, store, batch_size, progress)
     n_classes = int(extractor.source_classes)
     return both[:, :-n_classes], both[:, -n_classes:]
+
+
+def with_source_probs(extractor) -> _FeaturesAndProbs:
+    """An extractor whose rows are ``[features | source probabilities]`` (its own identity, so its own entry)."""
+    if not hasattr(extractor, "extract_with_source_probs"):
+        raise InputError(f"extractor: {extractor.identity} has no source head (no extract_with_source_probs)")
+    return _FeaturesAndProbs(extractor)
 
 
 class _FeaturesAndProbs:

@@ -1,34 +1,51 @@
-"""Execution on Dask: one task per (model, chunk) producing statistics, a tree reduction, the solve.
+"""Execution on Dask: extraction and scoring, one task per (model, chunk), a tree reduction, the solve.
 
 ``scheduler`` everywhere in the API:
 
 * ``None`` (default): no Dask; everything runs in this process (:func:`emms.streaming.run_plan`).
 * ``"local"``: a :class:`distributed.LocalCluster` started for the call (one thread per worker,
-  dask's default number of worker processes) and closed afterwards.
+  dask's default number of worker processes, glibc's default malloc tuning: see
+  :func:`_fast_malloc_workers`) and closed afterwards.
 * ``"synchronous"`` or ``"threads"``: dask's single-machine schedulers, no cluster.
 * an address (``tcp://host:8786``, ``host:8786``): a running Dask scheduler; a
   :class:`distributed.Client` is used as it is.
 
-The graph of a streamed metric (:class:`emms.streaming.StreamPlan`) for each model: ``chunk`` tasks
-read rows ``start:stop`` on the worker and return their statistics; these are merged along the fixed
-binary tree of :func:`emms.streaming.tree_reduce` (merges copy their left input, never mutate it);
-``finish`` solves. A second pass (LEEP, official TransRate) depends on the first one's ``finish``.
-Because the tree and the chunk boundaries are the same as in-process, the scores are bit-identical
-to :func:`emms.streaming.stream_score` with ``scheduler=None``.
+**Extraction** (:func:`extract_on_dask`): one task per (model, chunk of rows) computes the chunk's
+features on a worker and saves it in the store's resumable partial entry (:meth:`emms.store.Store.chunk`,
+the same chunk files and boundaries as in-process extraction, so a rerun or an in-process call after
+a crash resumes from them); when a model's chunks are all done this process joins them into the
+entry (:meth:`~emms.store.Store.join_chunks`). A worker loads a model from its spec string
+(:class:`ExtractorSpec`, loaded once per worker process and checked against this process's identity,
+so a worker with other weights fails loudly); an extractor passed as an object is pickled to the
+workers (cloudpickle) instead. Same chunks, same batches ⇒ the same float32 features as in-process
+(bit-identical with the same torch threads per process; a LocalCluster's worker processes run one
+thread each). Progress: per finished chunk with a distributed client, per model otherwise.
 
-Workers must be able to read the sources: a ``.npy``/zarr path must be visible to them (shared
-file system); in-memory arrays are shipped once per worker with the plan.
+**Scoring**: the graph of a streamed metric (:class:`emms.streaming.StreamPlan`) for each model:
+``chunk`` tasks read rows ``start:stop`` on the worker and return their statistics; these are merged
+along the fixed binary tree of :func:`emms.streaming.tree_reduce` (merges copy their left input, never
+mutate it); ``finish`` solves. A second pass (LEEP, official TransRate) depends on the first one's
+``finish``. Because the tree and the chunk boundaries are the same as in-process, the scores are
+bit-identical to :func:`emms.streaming.stream_score` with ``scheduler=None``.
+
+Shared file system: extraction workers write into the store directory and this process reads it
+back, so the cache directory must be the same path on every worker (a shared file system; one
+machine trivially); a chunk this process cannot see is a :class:`~emms.errors.ResourceError`, never
+silently recomputed. Scoring workers must likewise be able to read ``.npy``/zarr paths; in-memory
+arrays are shipped once per worker with the plan.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from emms.errors import InputError
+from emms.errors import InputError, ResourceError
 from emms.streaming import DEFAULT_CHUNK_ROWS, ScoreResult, StreamPlan, tree_reduce
 
 LOCAL_SCHEDULERS = ("synchronous", "threads")
@@ -52,7 +69,8 @@ def dask_client(scheduler: object) -> Iterator[Any]:
         raise InputError(f"scheduler: expected 'local', 'synchronous', 'threads', a scheduler address "
                          f"(tcp://host:port) or a distributed.Client, got {scheduler!r}")
     if scheduler == "local":
-        with LocalCluster(threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
+        with _fast_malloc_workers(), LocalCluster(threads_per_worker=1, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
             yield client
         return
     address = scheduler if "://" in scheduler else f"tcp://{scheduler}"
@@ -62,6 +80,129 @@ def dask_client(scheduler: object) -> Iterator[Any]:
         raise InputError(f"scheduler: cannot reach a Dask scheduler at {address} ({exc})") from None
     with client:
         yield client
+
+
+def _fast_malloc_workers() -> contextlib.AbstractContextManager:
+    """Worker processes started in this context keep glibc's adaptive malloc thresholds.
+
+    distributed sets ``MALLOC_TRIM_THRESHOLD_=65536`` in every worker it spawns (to hand freed memory
+    back to the OS sooner); that also turns off glibc's adaptive mmap threshold, so each large tensor
+    is mmapped and page-faulted afresh: ``emms rank --scheduler local`` extracted 2.4x slower with it
+    (BENCHMARKS.md section 8). The thread limits (``OMP_NUM_THREADS=1``, ...) are kept.
+    """
+    import dask
+
+    environ = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
+    return dask.config.set({"distributed.nanny.pre-spawn-environ":
+                            {k: v for k, v in environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}})
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    """How a worker loads a model: ``load_extractor(spec, device=device, **dict(options))``."""
+
+    spec: str
+    device: str = "cpu"
+    options: tuple[tuple[str, object], ...] = ()
+
+    def load(self):
+        """A freshly loaded extractor."""
+        from emms.models import load_extractor
+
+        return load_extractor(self.spec, device=self.device, **dict(self.options))
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_extractor(spec: ExtractorSpec):
+    """A worker loads each model once and reuses it for every chunk (the last 4 models stay loaded)."""
+    return spec.load()
+
+
+@dataclass(frozen=True)
+class ExtractionJob:
+    """One model to extract: the loaded ``extractor`` (its identity gives the store key), how workers
+    get it (``source``: an :class:`ExtractorSpec`, or None to pickle ``extractor`` to them) and whether
+    its rows carry the source-head probabilities too (:func:`emms.extract.with_source_probs`)."""
+
+    extractor: Any
+    source: ExtractorSpec | None = None
+    with_probs: bool = False
+
+
+def extract_on_dask(jobs: Mapping[str, ExtractionJob], task_data, store, *, scheduler: object, batch_size: int = 64,
+                    progress: Callable[[str, int], None] | None = None) -> list[str]:
+    """Fill ``store`` with every job's features for ``task_data`` on Dask; return the models extracted there.
+
+    One task per (model, chunk of ``CHUNK_BATCHES * batch_size`` rows) writes its chunk into the
+    store; this process joins each model's chunks into its entry (see the module doc). Models whose
+    entry is complete already, and extractors that are not cacheable (precomputed feature files),
+    are left out: read them with :func:`emms.extract.extract_features` as usual, which also reads
+    the entries written here. ``progress(model, rows)`` is called as chunks finish.
+    """
+    import dask
+
+    from emms.extract import (check_extractor, chunk_rows_for, features_key, features_meta, with_source_probs)
+
+    notify = progress or (lambda *_: None)
+    n_rows, chunk_rows = len(task_data.inputs), chunk_rows_for(batch_size)
+    bounds = store.chunk_bounds(n_rows, chunk_rows)  # the chunks in-process extraction writes too
+    todo = {}  # name: (job, store key, entry meta)
+    for name, job in jobs.items():
+        check_extractor(job.extractor, task_data)
+        extractor = with_source_probs(job.extractor) if job.with_probs else job.extractor
+        key = features_key(extractor, task_data)
+        if getattr(job.extractor, "cacheable", True) and not store.entry_path(key).is_dir():
+            todo[name] = (job, key, features_meta(extractor, task_data))
+    if not todo:
+        return []
+    done = dict.fromkeys(todo, 0)
+
+    def finished(name: str, rows: int) -> None:
+        done[name] += rows
+        notify(name, rows)
+        if done[name] == n_rows:  # the model's last chunk: join its entry here (it checks the file system is shared)
+            store.join_chunks(todo[name][1], n_rows, chunk_rows, todo[name][2])
+
+    try:
+        with dask_client(scheduler) as target:
+            client = None if isinstance(target, str) else target
+            # each row range and each extractor object is sent to the cluster once, not once per task
+            share = (lambda obj: obj) if client is None else (lambda obj: client.scatter([obj], hash=False)[0])
+            rows = [share(task_data.inputs[a:b]) for a, b in bounds]
+            tasks = []
+            for name, (job, key, meta) in todo.items():
+                source = job.source or share(job.extractor)  # meta["model"]: the identity the store key has
+                tasks += [dask.delayed(_extract_chunk)(name, source, job.with_probs, meta["model"], part, store, key,
+                                                       a, b, batch_size) for part, (a, b) in zip(rows, bounds)]
+            if client is None:  # dask's local schedulers: no futures to follow
+                for result in dask.compute(*tasks, scheduler=target):
+                    finished(*result)
+            else:
+                from distributed import as_completed
+
+                futures = client.compute(tasks)
+                try:
+                    for future in as_completed(futures):
+                        finished(*future.result())
+                finally:
+                    client.cancel(futures)  # after an error: stop the chunks still running
+    finally:
+        _worker_extractor.cache_clear()  # workers that are threads of this process: free their models
+    return list(todo)
+
+
+def _extract_chunk(name: str, source: Any, with_probs: bool, identity: str, inputs: Any, store: Any, key: str,
+                   start: int, stop: int, batch_size: int) -> tuple[str, int]:
+    """On a worker: rows ``start:stop`` (``inputs``) of one model, saved in the store's partial entry."""
+    from emms.extract import extract_chunk, with_source_probs
+
+    extractor = _worker_extractor(source) if isinstance(source, ExtractorSpec) else source
+    extractor = with_source_probs(extractor) if with_probs else extractor
+    if str(extractor.identity) != identity:
+        raise ResourceError(f"models: {name!r} loads as {extractor.identity} on a Dask worker but as {identity} in "
+                            "the calling process; workers need the same weights files and package versions")
+    store.chunk(key, start, stop, lambda a, b: extract_chunk(extractor, inputs, a, batch_size))
+    return name, stop - start
 
 
 def run_plans(plans: Mapping[str, StreamPlan], bounds: Sequence[tuple[int, int]] | Mapping[str, Sequence],

@@ -127,9 +127,12 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
         image_size: input resolution for the packaged backbones (default: each one's native size).
         truth: ``{model: fine-tuned performance}``; adds rank correlations per metric.
         metric_options: ``{metric: {option: value}}`` passed through to the metric.
-        scheduler: None (default: score in this process), ``"local"`` (a Dask LocalCluster) or a
-            Dask scheduler address: per-model metrics are scored on Dask, streamable ones as one
-            task per (model, chunk) of statistics (see :mod:`emms.parallel`).
+        scheduler: None (default: extract and score in this process), ``"local"`` (a Dask
+            LocalCluster for the call) or a Dask scheduler address: extraction runs on Dask as one
+            task per (model, chunk of rows) writing the store's resumable chunks (the cache directory
+            must be shared with the workers), then per-model metrics are scored there, streamable ones
+            as one task per (model, chunk) of statistics and a tree reduction (see :mod:`emms.parallel`).
+            Features and scores equal the in-process ones.
     """
     from emms.data import TaskData, load_dataset
     from emms.labels import NATIVE_TARGET_KINDS, embed_f_labels, native_target
@@ -151,56 +154,48 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
         raise InputError(f"task: the data holds a {task_data.task!r} task, not {task!r}")
     timings.append({"stage": "load data", "model": "", "seconds": time.perf_counter() - t0})
 
-    extractors = _load_extractors(models, device=device, image_size=image_size)
+    extractors, sources = _load_extractors(models, device=device, image_size=image_size)
     _check_modality(extractors, task_data)
-    features, source_probs = {}, {}
     need_probs = any(info.needs_source_probs for info in infos)
-    for name, extractor in extractors.items():
-        t0 = time.perf_counter()
-        with_probs = need_probs and hasattr(extractor, "extract_with_source_probs")
-        extracted = _extract(extractor, task_data, store, batch_size, name, notify, with_probs)
-        if with_probs:
-            features[name], source_probs[name] = extracted
-        else:
-            features[name] = extracted
-        timings.append({"stage": "extract features", "model": name, "seconds": time.perf_counter() - t0})
+    with _dask_target(scheduler) as target:
+        features, source_probs = _extract_all(extractors, sources, task_data, store, batch_size=batch_size,
+                                              need_probs=need_probs, notify=notify, timings=timings, scheduler=target)
+        targets, notes, encoder_labels = {}, [], []
+        if any("flabels" in info.targets for info in infos):
+            t0 = time.perf_counter()
+            flabels = embed_f_labels(task_data.task, task_data.labels, task_data.class_names, encoders=encoders,
+                                     store=store, device=device,
+                                     progress=lambda done, total: notify("embed labels", "encoders", done, total))
+            targets["flabels"] = flabels
+            encoder_labels = _encoder_labels(encoders, flabels.encoder_ids)
+            timings.append({"stage": "embed labels", "model": "", "seconds": time.perf_counter() - t0})
+        native_kind = NATIVE_TARGET_KINDS.get(task_data.task)
+        if native_kind is not None:
+            targets[native_kind] = native_target(task_data.task, task_data.labels, task_data.class_names)
 
-    targets, notes, encoder_labels = {}, [], []
-    if any("flabels" in info.targets for info in infos):
-        t0 = time.perf_counter()
-        flabels = embed_f_labels(task_data.task, task_data.labels, task_data.class_names, encoders=encoders,
-                                 store=store, device=device,
-                                 progress=lambda done, total: notify("embed labels", "encoders", done, total))
-        targets["flabels"] = flabels
-        encoder_labels = _encoder_labels(encoders, flabels.encoder_ids)
-        timings.append({"stage": "embed labels", "model": "", "seconds": time.perf_counter() - t0})
-    native_kind = NATIVE_TARGET_KINDS.get(task_data.task)
-    if native_kind is not None:
-        targets[native_kind] = native_target(task_data.task, task_data.labels, task_data.class_names)
-
-    rows = []
-    for i, info in enumerate(infos):
-        kind = _target_kind_for(info, targets)
-        if kind is None:
-            notes.append(f"{info.name}: skipped — it accepts {sorted(info.targets)} targets and a "
-                         f"{task_data.task!r} task provides {sorted(targets) or 'none'}")
-            continue
-        notify("score", info.name, i, len(infos))
-        model_features = features
-        if info.needs_source_probs:
-            missing = [m for m in features if m not in source_probs]
-            if len(missing) == len(features):
-                notes.append(f"{info.name}: skipped — needs source-head probabilities and no model has a source head")
+        rows = []
+        for i, info in enumerate(infos):
+            kind = _target_kind_for(info, targets)
+            if kind is None:
+                notes.append(f"{info.name}: skipped — it accepts {sorted(info.targets)} targets and a "
+                             f"{task_data.task!r} task provides {sorted(targets) or 'none'}")
                 continue
-            if missing:
-                notes.append(f"{info.name}: scored on the models with a source head only; "
-                             f"{', '.join(missing)} have none")
-                model_features = {m: f for m, f in features.items() if m in source_probs}
-        if kind == "flabels" and not np.array_equal(targets[kind].rows, np.arange(len(task_data.labels))):
-            # e.g. captioning with one F-label per image: score on the rows the F-labels describe
-            model_features = {m: f[targets[kind].rows] for m, f in model_features.items()}
-        rows.extend(_score_metric(info, model_features, targets[kind], source_probs, metric_options.get(info.name, {}),
-                                  encoder_labels, None if info.pool_relative else scheduler))
+            notify("score", info.name, i, len(infos))
+            model_features = features
+            if info.needs_source_probs:
+                missing = [m for m in features if m not in source_probs]
+                if len(missing) == len(features):
+                    notes.append(f"{info.name}: skipped — needs source-head probabilities and no model has a source head")
+                    continue
+                if missing:
+                    notes.append(f"{info.name}: scored on the models with a source head only; "
+                                 f"{', '.join(missing)} have none")
+                    model_features = {m: f for m, f in features.items() if m in source_probs}
+            if kind == "flabels" and not np.array_equal(targets[kind].rows, np.arange(len(task_data.labels))):
+                # e.g. captioning with one F-label per image: score on the rows the F-labels describe
+                model_features = {m: f[targets[kind].rows] for m, f in model_features.items()}
+            rows.extend(_score_metric(info, model_features, targets[kind], source_probs, metric_options.get(info.name, {}),
+                                      encoder_labels, None if info.pool_relative else target))
     notify("score", "", len(infos), len(infos))
     if not rows:
         raise InputError(f"metrics: none of {list(metrics)} applies to a {task_data.task!r} task; " + "; ".join(notes))
@@ -234,22 +229,23 @@ def correlations_table(table: pd.DataFrame, truth: dict[str, float]) -> pd.DataF
     return pd.DataFrame(out)
 
 
-def _load_extractors(models: Sequence, *, device: str, image_size: int | None) -> dict:
-    from emms.models import load_extractor
+def _load_extractors(models: Sequence, *, device: str, image_size: int | None) -> tuple[dict, dict]:
+    """``{name: extractor}`` and ``{name: ExtractorSpec or None}`` (how Dask workers load it; None: an object)."""
+    from emms.parallel import ExtractorSpec
 
-    out = {}
+    out, sources = {}, {}
     for model in models:
         if isinstance(model, str):
             options = {"image_size": image_size} if image_size is not None and model.startswith("builtin:") else {}
-            extractor = load_extractor(model, device=device, **options)
-            name = model
+            source = ExtractorSpec(model, device, tuple(options.items()))
+            extractor, name = source.load(), model
         else:
-            extractor = model
+            extractor, source = model, None
             name = getattr(model, "name", None) or getattr(model, "identity", None) or repr(model)
         if name in out:
             raise InputError(f"models: {name!r} is listed twice")
-        out[name] = extractor
-    return out
+        out[name], sources[name] = extractor, source
+    return out, sources
 
 
 def _check_modality(extractors: dict, task_data) -> None:
@@ -259,11 +255,63 @@ def _check_modality(extractors: dict, task_data) -> None:
             raise InputError(f"models: {name!r} takes {modality} inputs but the data {task_data.name!r} holds {task_data.modality}")
 
 
+@contextlib.contextmanager
+def _dask_target(scheduler: object) -> Iterator[object]:
+    """None without a scheduler; else one Dask client (or local scheduler name) for the whole call."""
+    if scheduler is None:
+        yield None
+        return
+    from emms.parallel import dask_client
+
+    with dask_client(scheduler) as target:
+        yield target
+
+
+def _extract_all(extractors: dict, sources: dict, task_data, store, *, batch_size: int, need_probs: bool,
+                 notify: ProgressCallback, timings: list[dict], scheduler: object) -> tuple[dict, dict]:
+    """Features (and source probabilities where needed) of every model, through the store.
+
+    With a ``scheduler`` the store is first filled on Dask, one task per (model, chunk)
+    (:func:`emms.parallel.extract_on_dask`); the in-process pass then reads the entries back.
+    """
+    with_probs = {name: need_probs and hasattr(e, "extract_with_source_probs") for name, e in extractors.items()}
+    dask_seconds, on_dask = 0.0, []
+    if scheduler is not None:
+        from emms.parallel import ExtractionJob, extract_on_dask
+
+        t0 = time.perf_counter()
+        total, done = _extract_total(task_data), dict.fromkeys(extractors, 0)
+
+        def advance(name: str, n: int) -> None:
+            done[name] += n
+            notify("extract features", name, done[name], total)
+
+        jobs = {name: ExtractionJob(e, sources[name], with_probs[name]) for name, e in extractors.items()}
+        on_dask = extract_on_dask(jobs, task_data, store, scheduler=scheduler, batch_size=batch_size, progress=advance)
+        dask_seconds = (time.perf_counter() - t0) / max(len(on_dask), 1)  # wall time shared out over the models
+    features, source_probs = {}, {}
+    for name, extractor in extractors.items():
+        t0 = time.perf_counter()
+        quiet = (lambda *_: None) if name in on_dask else notify  # already reported per chunk
+        extracted = _extract(extractor, task_data, store, batch_size, name, quiet, with_probs[name])
+        if with_probs[name]:
+            features[name], source_probs[name] = extracted
+        else:
+            features[name] = extracted
+        seconds = time.perf_counter() - t0 + (dask_seconds if name in on_dask else 0.0)
+        timings.append({"stage": "extract features", "model": name, "seconds": seconds})
+    return features, source_probs
+
+
+def _extract_total(task_data) -> int:
+    return len(task_data.labels) if task_data.task != "captioning" else len(task_data.inputs)
+
+
 def _extract(extractor, task_data, store, batch_size: int, name: str, notify: ProgressCallback, with_probs: bool):
     """Features (N, D), or (features, source probabilities) from one pass when ``with_probs``."""
     from emms.extract import extract_features, extract_features_and_source_probs
 
-    total = len(task_data.labels) if task_data.task != "captioning" else len(task_data.inputs)
+    total = _extract_total(task_data)
     done = [0]
 
     def advance(n: int) -> None:

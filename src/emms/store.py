@@ -10,7 +10,7 @@ small enough to verify with one sha256 pass)::
     ROOT/emms-store-v1/
       objects/KEY/data.npy        the array (numpy .npy format, never pickled)
       objects/KEY/manifest.json   shape, dtype, bytes, sha256 of data.npy, created, meta
-      partial/KEY/START-STOP.npy  finished chunks of an unfinished :meth:`Store.get_or_compute`
+      partial/KEY/START-STOP.npy  finished chunks of an unfinished entry (:meth:`Store.chunk`)
       partial/KEY/START-STOP.json their sha256, shape and dtype (written after the .npy)
       tmp/                        entries being written
 
@@ -22,6 +22,9 @@ point therefore loses at most the chunk it was computing. Every read checks the 
 shape and dtype; an entry or chunk that fails is deleted with an :class:`EmmsWarning` and
 recomputed. Two processes computing the same key at once do the work twice but never corrupt
 the entry (last rename wins; both results are identical for a deterministic computation).
+Processes computing *different* chunks of one entry (Dask workers sharing the cache directory,
+:mod:`emms.parallel`) write different files; :meth:`Store.join_chunks` then joins the verified
+chunks into the entry.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +88,12 @@ class Store:
             raise InputError("Store.key: expected at least one keyword part (e.g. model=..., data=...)")
         text = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_json_default)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+    @staticmethod
+    def chunk_bounds(n_rows: int, chunk_rows: int) -> list[tuple[int, int]]:
+        """The chunks of an entry: ``[(0, chunk_rows), (chunk_rows, 2*chunk_rows), ...]`` up to ``n_rows``."""
+        n_rows, chunk_rows = check_positive_int(n_rows, "n_rows"), check_positive_int(chunk_rows, "chunk_rows")
+        return [(start, min(start + chunk_rows, n_rows)) for start in range(0, n_rows, chunk_rows)]
 
     # ------------------------------------------------------------ whole entries
     def get(self, key: str) -> np.ndarray | None:
@@ -135,11 +144,11 @@ class Store:
         """Return the array for ``key``, computing missing row chunks with ``compute_chunk``.
 
         ``compute_chunk(start, stop)`` must return an array of ``stop - start`` rows (same trailing
-        shape and dtype for every chunk). Chunks are ``[0, chunk_rows), [chunk_rows, 2*chunk_rows)``,
-        ...; each finished chunk is saved at once, so a rerun after a crash or SIGKILL computes only
-        the chunks that were not finished. Once all chunks exist they are joined into one entry
-        (:meth:`put`) and the partial files are removed. ``progress(n)`` is called with the number
-        of rows finished (computed or found) after each chunk.
+        shape and dtype for every chunk). Chunks are :meth:`chunk_bounds`: ``[0, chunk_rows),
+        [chunk_rows, 2*chunk_rows)``, ...; each finished chunk is saved at once (:meth:`chunk`), so a rerun after a crash or SIGKILL
+        computes only the chunks that were not finished. Once all chunks exist they are joined into
+        one entry (:meth:`join_chunks`). ``progress(n)`` is called with the number of rows finished
+        (computed or found) after each chunk.
         """
         n_rows = check_positive_int(n_rows, "n_rows")
         chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
@@ -153,24 +162,61 @@ class Store:
             warnings.warn(f"cache entry {key} has {cached.shape[0]} rows, expected {n_rows}; recomputing",
                           EmmsWarning, stacklevel=2)
             _remove_tree(self._object_dir(key))
-        partial = self._partial_dir(key)
         chunks: list[np.ndarray] = []
-        for start in range(0, n_rows, chunk_rows):
-            stop = min(start + chunk_rows, n_rows)
-            chunk = self._read_chunk(partial, key, start, stop)
-            if chunk is None:
-                chunk = compute_chunk(start, stop)
-                chunk = _as_storable(chunk, f"compute_chunk({start}, {stop})")
-                if chunk.ndim == 0 or chunk.shape[0] != stop - start:
-                    raise InputError(f"compute_chunk({start}, {stop}): expected an array with {stop - start} rows, "
-                                     f"got shape {chunk.shape}")
-                self._write_chunk(partial, start, stop, chunk)
-            if chunks and (chunk.shape[1:] != chunks[0].shape[1:] or chunk.dtype != chunks[0].dtype):
-                raise InputError(f"compute_chunk({start}, {stop}): returned shape {chunk.shape} dtype {chunk.dtype}, "
-                                 f"but earlier chunks have trailing shape {chunks[0].shape[1:]} dtype {chunks[0].dtype}")
-            chunks.append(chunk)
+        for start, stop in self.chunk_bounds(n_rows, chunk_rows):
+            chunks.append(self.chunk(key, start, stop, compute_chunk))
             if progress is not None:
                 progress(stop - start)
+        return self.join_chunks(key, n_rows, chunk_rows, meta, chunks=chunks)
+
+    def chunk(self, key: str, start: int, stop: int, compute_chunk: Callable[[int, int], np.ndarray]) -> np.ndarray:
+        """Rows ``start:stop`` of the unfinished entry ``key``: the saved chunk, else ``compute_chunk(start, stop)``.
+
+        A saved chunk is verified first (a corrupt one is deleted with an :class:`EmmsWarning` and
+        recomputed); a computed one is checked and saved atomically. Processes that compute different
+        chunks of one entry at once (e.g. Dask workers sharing the cache directory) never disturb
+        each other: every chunk has its own files.
+        """
+        partial = self._partial_dir(key)
+        chunk = self._read_chunk(partial, key, start, stop)
+        if chunk is None:
+            chunk = _as_storable(compute_chunk(start, stop), f"compute_chunk({start}, {stop})")
+            if chunk.ndim == 0 or chunk.shape[0] != stop - start:
+                raise InputError(f"compute_chunk({start}, {stop}): expected an array with {stop - start} rows, "
+                                 f"got shape {chunk.shape}")
+            self._write_chunk(partial, start, stop, chunk)
+        return chunk
+
+    def join_chunks(self, key: str, n_rows: int, chunk_rows: int, meta: dict | None = None, *,
+                    chunks: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        """Join the finished chunks of ``key`` into one complete entry (:meth:`put`); return it.
+
+        The chunks are :meth:`chunk_bounds` for ``n_rows`` and ``chunk_rows``:
+        ``chunks`` when the caller holds them, else they are read (verified) from the partial files;
+        a missing one is a :class:`ResourceError` (not computed yet, or written where this process
+        cannot see it). The partial files are removed afterwards, and also when the chunks disagree
+        in trailing shape or dtype (an :class:`InputError`), so a rerun starts afresh.
+        """
+        bounds = self.chunk_bounds(n_rows, chunk_rows)
+        meta = _checked_meta(meta)
+        partial = self._partial_dir(key)
+        if chunks is not None and len(chunks) != len(bounds):
+            raise InputError(f"chunks: expected {len(bounds)} arrays ({n_rows} rows in chunks of {chunk_rows}), "
+                             f"got {len(chunks)}")
+        if chunks is None:
+            chunks = [self._read_chunk(partial, key, start, stop) for start, stop in bounds]
+            missing = [f"{start}:{stop}" for (start, stop), chunk in zip(bounds, chunks) if chunk is None]
+            if missing:
+                raise ResourceError(f"cache entry {key}: chunk rows {', '.join(missing[:3])}"
+                                    f"{' ...' if len(missing) > 3 else ''} missing in {self.root}; they were not "
+                                    "computed, or were written where this process cannot see them (workers and "
+                                    "this process must share the cache directory)")
+        first = chunks[0]
+        for (start, stop), chunk in zip(bounds, chunks):
+            if chunk.shape[1:] != first.shape[1:] or chunk.dtype != first.dtype:
+                _remove_tree(partial)
+                raise InputError(f"compute_chunk({start}, {stop}): returned shape {chunk.shape} dtype {chunk.dtype}, "
+                                 f"but earlier chunks have trailing shape {first.shape[1:]} dtype {first.dtype}")
         result = np.concatenate(chunks, axis=0)
         self.put(key, result, meta)
         _remove_tree(partial)

@@ -35,7 +35,7 @@ def rank(
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(64, "--batch-size"),
     image_size: int = typer.Option(None, "--image-size", help="Input resolution for the packaged backbones (default: native)."),
-    scheduler: str = typer.Option(None, "--scheduler", help="Score on Dask: 'local' (a LocalCluster) or a scheduler address (tcp://host:8786); default: in this process."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Extract features and score on Dask: 'local' (a LocalCluster) or a scheduler address (tcp://host:8786; workers must share the --cache directory); default: in this process."),
 ) -> None:
     """Rank MODELS on DATA by each metric; print a table, optionally write JSON and an HTML report."""
     with errors_as_exit():

@@ -27,6 +27,8 @@ class TaskData:
     texts. ``labels``: a DataFrame of N rows with the task's columns (``emms.labels.TASK_COLUMNS``);
     for captioning and VQA several rows may show the same image (one row per caption or question).
     ``fingerprint``: sha256 over the inputs and labels, see :func:`fingerprint`.
+    ``inputs_fingerprint``: sha256 over the modality and inputs only (features are keyed on it, so
+    the same images under another label set reuse their cached features), see :func:`inputs_fingerprint`.
     """
 
     name: str
@@ -37,6 +39,7 @@ class TaskData:
     class_names: list[str] | None = None
     fingerprint: str = field(default="")
     description: str = ""
+    inputs_fingerprint: str = field(default="")
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -48,8 +51,10 @@ class TaskData:
         if isinstance(self.inputs, np.ndarray) and (self.inputs.dtype != np.uint8 or self.inputs.ndim not in (3, 4)):
             raise InputError(f"inputs: expected uint8 images (N, H, W[, 3]), got {self.inputs.dtype} {self.inputs.shape}")
         self.labels = self.labels.reset_index(drop=True)
-        if not self.fingerprint:
-            self.fingerprint = fingerprint(self.modality, self.task, self.inputs, self.labels, self.class_names)
+        if not self.fingerprint or not self.inputs_fingerprint:  # one pass over the inputs feeds both digests
+            full, inputs_only = _fingerprints(self.modality, self.task, self.inputs, self.labels, self.class_names)
+            self.fingerprint = self.fingerprint or full
+            self.inputs_fingerprint = self.inputs_fingerprint or inputs_only
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -58,7 +63,8 @@ class TaskData:
         """A new TaskData holding ``rows`` (in the given order), with its own fingerprint."""
         rows = np.asarray(rows, dtype=np.int64)
         inputs = self.inputs[rows] if isinstance(self.inputs, np.ndarray) else [self.inputs[i] for i in rows]
-        return replace(self, name=name or self.name, inputs=inputs, labels=self.labels.iloc[rows], fingerprint="")
+        return replace(self, name=name or self.name, inputs=inputs, labels=self.labels.iloc[rows], fingerprint="",
+                       inputs_fingerprint="")
 
 
 def fingerprint(modality: str, task: str, inputs: np.ndarray | list, labels: pd.DataFrame,
@@ -70,22 +76,40 @@ def fingerprint(modality: str, task: str, inputs: np.ndarray | list, labels: pd.
     so fingerprinting a large folder is cheap — touching or replacing a file changes it. Labels
     contribute their column names and values as canonical JSON.
     """
-    digest = hashlib.sha256()
-    digest.update(json.dumps([modality, task, class_names]).encode())
-    if isinstance(inputs, np.ndarray):
-        digest.update(f"{inputs.dtype.str}{inputs.shape}".encode())
-        digest.update(np.ascontiguousarray(inputs).tobytes())
-    elif modality == "text":
-        for text in inputs:
-            encoded = str(text).encode("utf-8")
-            digest.update(len(encoded).to_bytes(8, "little") + encoded)
-    else:
-        for path in inputs:
-            stat = os.stat(path)
-            digest.update(json.dumps([os.path.abspath(path), stat.st_size, stat.st_mtime_ns]).encode())
-    table = {"columns": [str(c) for c in labels.columns], "rows": labels.to_numpy(dtype=object).tolist()}
-    digest.update(json.dumps(table, default=_json_value, sort_keys=True).encode())
+    return _fingerprints(modality, task, inputs, labels, class_names)[0]
+
+
+def inputs_fingerprint(modality: str, inputs: np.ndarray | list) -> str:
+    """sha256 (hex) over the modality and the inputs only (hashed as in :func:`fingerprint`), not the labels."""
+    digest = hashlib.sha256(json.dumps([modality]).encode())
+    _hash_inputs(modality, inputs, (digest,))
     return digest.hexdigest()
+
+
+def _fingerprints(modality: str, task: str, inputs: np.ndarray | list, labels: pd.DataFrame,
+                  class_names: list[str] | None) -> tuple[str, str]:
+    """(:func:`fingerprint`, :func:`inputs_fingerprint`) from one pass over the inputs."""
+    full = hashlib.sha256(json.dumps([modality, task, class_names]).encode())
+    inputs_only = hashlib.sha256(json.dumps([modality]).encode())
+    _hash_inputs(modality, inputs, (full, inputs_only))
+    table = {"columns": [str(c) for c in labels.columns], "rows": labels.to_numpy(dtype=object).tolist()}
+    full.update(json.dumps(table, default=_json_value, sort_keys=True).encode())
+    return full.hexdigest(), inputs_only.hexdigest()
+
+
+def _hash_inputs(modality: str, inputs: np.ndarray | list, digests: tuple) -> None:
+    """Feed the inputs (array bytes, texts, or image paths' path/size/mtime) to every digest."""
+    if isinstance(inputs, np.ndarray):
+        parts = [f"{inputs.dtype.str}{inputs.shape}".encode(), np.ascontiguousarray(inputs)]
+    elif modality == "text":
+        encoded = (str(text).encode("utf-8") for text in inputs)
+        parts = (len(e).to_bytes(8, "little") + e for e in encoded)
+    else:
+        stats = ((path, os.stat(path)) for path in inputs)
+        parts = (json.dumps([os.path.abspath(p), st.st_size, st.st_mtime_ns]).encode() for p, st in stats)
+    for part in parts:
+        for digest in digests:
+            digest.update(part)
 
 
 def infer_task(columns: list[str], modality: str) -> str:
