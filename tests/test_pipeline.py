@@ -171,3 +171,29 @@ def test_cli_truth_file_errors(cache, tmp_path):
     bad.write_text("name,acc\nx,1\n")
     result = runner.invoke(app, _rank_args(cache, "--truth", str(bad)))
     assert result.exit_code == 2 and "--truth" in result.stderr
+
+
+def test_emms_on_a_gpu_device_goes_through_the_torch_backend(monkeypatch):
+    # No GPU here: the backend call is observed and run on CPU-torch; the scores must equal numpy's.
+    from emms import backend, pipeline
+    from emms.metrics import get_metric
+
+    rng = np.random.default_rng(0)
+    features = {"a": rng.normal(size=(80, 6)), "b": rng.normal(size=(80, 9))}
+    f_labels = [features["a"] @ rng.normal(size=(6, 5)) + rng.normal(size=(80, 5)), rng.normal(size=(80, 5))]
+    calls = []
+    real = backend.emms_fit_torch
+
+    def observed(feats, z, *, device, **options):
+        calls.append(device)
+        return real(feats, z, device="cpu", **options)
+
+    monkeypatch.setattr(backend, "emms_fit_torch", observed)
+    info = get_metric("emms")
+    on_gpu = pipeline._score_metric(info, features, f_labels, {}, {}, ["e1", "e2"], device="cuda")
+    on_numpy = pipeline._score_metric(info, features, f_labels, {}, {}, ["e1", "e2"], device="cpu")
+    assert calls == ["cuda", "cuda"]
+    for gpu_row, numpy_row in zip(on_gpu, on_numpy):
+        assert gpu_row["score"] == pytest.approx(numpy_row["score"], rel=1e-10)
+    official = pipeline._score_metric(info, features, f_labels, {}, {"solver": "official"}, ["e1", "e2"], device="cuda")
+    assert len(calls) == 2 and len(official) == 2  # the official solver stays on numpy

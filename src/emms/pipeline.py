@@ -124,6 +124,9 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
         encoders: foundation text encoders for the F-labels: a named set (``offline``, ``paper``)
             or a list of encoder names.
         metrics: registered metric names; pool-relative ones are scored over the whole pool.
+        device: where the models and text encoders run (``cpu``, ``cuda``, ``cuda:N``, ``mps``); on a
+            GPU, EMMS's statistics and eigen-solve run there too (:mod:`emms.backend`, float64),
+            except with ``solver="official"``, which is numpy only.
         image_size: input resolution for the packaged backbones (default: each one's native size).
         truth: ``{model: fine-tuned performance}``; adds rank correlations per metric.
         metric_options: ``{metric: {option: value}}`` passed through to the metric.
@@ -195,7 +198,7 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
                 # e.g. captioning with one F-label per image: score on the rows the F-labels describe
                 model_features = {m: f[targets[kind].rows] for m, f in model_features.items()}
             rows.extend(_score_metric(info, model_features, targets[kind], source_probs, metric_options.get(info.name, {}),
-                                      encoder_labels, None if info.pool_relative else target))
+                                      encoder_labels, None if info.pool_relative else target, device=device))
     notify("score", "", len(infos), len(infos))
     if not rows:
         raise InputError(f"metrics: none of {list(metrics)} applies to a {task_data.task!r} task; " + "; ".join(notes))
@@ -332,7 +335,7 @@ def _target_kind_for(info, targets: dict) -> str | None:
 
 
 def _score_metric(info, features: dict, target, source_probs: dict, options: dict, encoder_labels: list[str],
-                  scheduler: object = None) -> list[dict]:
+                  scheduler: object = None, *, device: str = "cpu") -> list[dict]:
     target_arrays = getattr(target, "arrays", target)
     if scheduler is not None:  # on Dask (emms.parallel); seconds: the wall time shared out over the models
         from emms.parallel import score_models
@@ -347,10 +350,16 @@ def _score_metric(info, features: dict, target, source_probs: dict, options: dic
                 for m, r in results.items()]
     rows = []
     if info.name == "emms":
+        on_gpu = str(device) != "cpu" and options.get("solver") != "official"
         for model, feats in features.items():
             t0 = time.perf_counter()
             with _naming(model, info.name):
-                est = EMMS(**options).fit(feats, target_arrays)
+                if on_gpu:
+                    from emms.backend import emms_fit_torch
+
+                    est = emms_fit_torch(feats, target_arrays, device=device, **options)
+                else:
+                    est = EMMS(**options).fit(feats, target_arrays)
             weights = dict(zip(encoder_labels, (float(w) for w in est.weights_)))
             rows.append({"model": model, "metric": info.name, "score": float(est.score_),
                          "seconds": time.perf_counter() - t0, "weights": weights})

@@ -30,7 +30,8 @@ def rank(
     report: Path = typer.Option(None, "--report", help="Write a self-contained HTML report here."),
     as_json: bool = typer.Option(False, "--json", help="Print the machine-readable result instead of a table."),
     cache: Path = typer.Option(None, "--cache", help="Cache directory for features and label embeddings (default $EMMS_CACHE or ~/.cache/emms)."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or mps."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or mps: runs the models and text encoders; "
+                                                       "on a GPU also EMMS's statistics and solve."),
     max_samples: int = typer.Option(None, "--max-samples", help="Seeded, stratified subsample of the data."),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(64, "--batch-size"),
