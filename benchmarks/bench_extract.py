@@ -5,9 +5,12 @@ images (it resizes, converts channels, normalises, runs the model, copies featur
 numpy array). The bare loop gets the already-preprocessed float tensor and only runs
 ``model(x[i:i+b])`` under ``torch.inference_mode`` — a strict baseline that excludes
 preprocessing. Timings alternate between the two and report the median of the repeats.
-Prints a markdown table; ratio = our images/s divided by the bare loop's (goal >= 0.9).
+Prints a markdown table; ratio = our images/s divided by the bare loop's (goal >= 0.9), from the
+medians of wall-clock time, with the range of the per-repeat ratios (each repeat's two runs are
+adjacent in time) and the ratio of process CPU time (on a shared machine CPU time is less
+disturbed by other jobs than wall time), and the load average before and after.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_extract.py [--n 512 --batch-size 64 --image-size 64 --repeats 5 --device cpu]
+    OMP_NUM_THREADS=1 python benchmarks/bench_extract.py [--n 512 --batch-size 64 --image-size 64 --repeats 9 --device cpu]
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -54,24 +57,38 @@ def main() -> None:
 
     print(f"n={args.n} images (8x8 gray digits -> {args.image_size} px), batch {args.batch_size}, "
           f"median of {args.repeats} alternating repeats, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s), device {args.device}, {platform.processor() or platform.machine()}\n")
-    print("| model | input px | emms extract (img/s) | bare torch loop (img/s) | ratio |")
-    print("|---|---|---|---|---|")
+          f"{torch.get_num_threads()} thread(s), device {args.device}, {platform.processor() or platform.machine()}, "
+          f"load average {_load()} at start\n")
+    print("| model | input px | emms extract (img/s) | bare torch loop (img/s) | ratio | per-repeat ratios "
+          "| CPU-time ratio |")
+    print("|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         extractor = load_extractor(f"builtin:{name}", image_size=args.image_size, device=args.device)
         x = extractor.preprocess(images).to(extractor.device)  # the bare loop gets this tensor for free
         extractor.extract(images[: args.batch_size], batch_size=args.batch_size)  # warm-up both paths
         bare_loop(extractor.module, x[: args.batch_size], args.batch_size)
-        ours, bare = [], []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            extractor.extract(images, batch_size=args.batch_size)
-            ours.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            bare_loop(extractor.module, x, args.batch_size)
-            bare.append(time.perf_counter() - start)
-        ours_rate, bare_rate = args.n / float(np.median(ours)), args.n / float(np.median(bare))
-        print(f"| {name} | {extractor.image_size} | {ours_rate:.0f} | {bare_rate:.0f} | {ours_rate / bare_rate:.2f} |")
+        ours, bare = np.empty((args.repeats, 2)), np.empty((args.repeats, 2))  # columns: wall, process CPU
+        for r in range(args.repeats):
+            ours[r] = _timed(lambda: extractor.extract(images, batch_size=args.batch_size))
+            bare[r] = _timed(lambda: bare_loop(extractor.module, x, args.batch_size))
+        wall_ratio = float(np.median(bare[:, 0]) / np.median(ours[:, 0]))
+        paired = bare[:, 0] / ours[:, 0]
+        cpu_ratio = float(np.median(bare[:, 1]) / np.median(ours[:, 1]))
+        print(f"| {name} | {extractor.image_size} | {args.n / np.median(ours[:, 0]):.0f} | "
+              f"{args.n / np.median(bare[:, 0]):.0f} | {wall_ratio:.2f} | {paired.min():.2f}–{paired.max():.2f} | "
+              f"{cpu_ratio:.2f} |")
+    print(f"\nload average {_load()} at the end")
+
+
+def _timed(run) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _load() -> str:
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from emms.models.backbones import BACKBONES, BackboneSpec, build_backbone, preprocess_images
 from emms.models.extractors import (BuiltinExtractor, BuiltinHeadExtractor, CallableExtractor, FileExtractor, HFTextExtractor,
-                                    HFVisionExtractor, SentenceTransformerExtractor, TorchExtractor, from_callable,
-                                    from_module, load_extractor)
+                                    HFVisionExtractor, SentenceTransformerExtractor, TimmExtractor, TorchExtractor,
+                                    from_callable, from_module, load_extractor)
 from emms.models.specs import KNOWN_SCHEMES, ModelSpec, parse_spec
 
 __all__ = ["BACKBONES", "BackboneSpec", "BuiltinExtractor", "BuiltinHeadExtractor", "CallableExtractor", "FileExtractor", "HFTextExtractor",
-           "HFVisionExtractor", "KNOWN_SCHEMES", "ModelSpec", "SentenceTransformerExtractor", "TorchExtractor",
-           "build_backbone", "from_callable", "from_module", "load_extractor", "parse_spec", "preprocess_images"]
+           "HFVisionExtractor", "KNOWN_SCHEMES", "ModelSpec", "SentenceTransformerExtractor", "TimmExtractor",
+           "TorchExtractor", "build_backbone", "from_callable", "from_module", "load_extractor", "parse_spec", "preprocess_images"]

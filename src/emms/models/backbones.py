@@ -42,7 +42,8 @@ class BackboneSpec:
     source head returned by ``source_probs`` (None: the backbone has no classification head).
     ``fixed_size``: the network only accepts ``native_size`` (a fully connected layer follows the
     convolutions), so any requested image size is replaced by it. ``pooling``: "gap" (global
-    average of the last feature map) or the layer whose output is the feature.
+    average of the last feature map) or the layer whose output is the feature. ``interpolation``:
+    the antialiased resize mode, "bilinear" or "bicubic" (a timm model's data config may ask for it).
     """
 
     name: str
@@ -60,6 +61,7 @@ class BackboneSpec:
     fixed_size: bool = False
     pooling: str = "gap"         # how the (B, feature_dim) vector is formed: global average or a layer
     install: str = ""            # exact pip command when the package is missing
+    interpolation: str = "bilinear"
 
     @property
     def pip_command(self) -> str:
@@ -283,21 +285,27 @@ def as_uint8_images(images: object, name: str) -> np.ndarray | list[np.ndarray]:
     return np.stack(out) if len({a.shape for a in out}) == 1 else out
 
 
-def _to_tensor(batch: np.ndarray, in_channels: int, size: int, device: torch.device | None) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> float (N, in_channels, size, size) in [0, 1], bilinear with antialias."""
+def _to_tensor(batch: np.ndarray, spec: BackboneSpec, size: int, device: torch.device | None) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> normalised float32 (N, spec.in_channels, size, size), contiguous.
+
+    Three passes over the pixels (four for RGB -> luma): uint8 -> float32 in NCHW layout, the
+    antialiased resize of the stored channels only (gray is replicated after it, not before), then
+    one fused ``x * scale + shift`` that applies /255, mean and std and broadcasts gray to RGB.
+    """
     x = torch.from_numpy(np.ascontiguousarray(batch))
     if device is not None and torch.device(device).type == "cuda":
         x = x.pin_memory().to(device, non_blocking=True)  # a pageable copy would wait for the GPU queue
-    x = x.to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    if x.shape[1] == 4:
-        x = x[:, :3]
-    if in_channels == 3 and x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    elif in_channels == 1 and x.shape[1] == 3:  # ITU-R BT.601 luma, as PIL "L" and OpenCV gray
+    x = x.to(device)[..., :3].permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+    if spec.in_channels == 1 and x.shape[1] == 3:  # ITU-R BT.601 luma, as PIL "L" and OpenCV gray
         x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
     if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return x
+        x = F.interpolate(x, size=(size, size), mode=spec.interpolation, align_corners=False, antialias=True)
+    std = np.asarray(spec.std, dtype=np.float64)
+    scale = torch.tensor(1.0 / (255.0 * std), dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    shift = torch.tensor(-np.asarray(spec.mean) / std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    if x.shape[1] == spec.in_channels:
+        return torch.addcmul(shift, x, scale, out=x)
+    return torch.addcmul(shift, x, scale)  # (N, 1, S, S) gray broadcast to (N, 3, S, S)
 
 
 def preprocess_images(images: object, spec: BackboneSpec, size: int,
@@ -305,18 +313,16 @@ def preprocess_images(images: object, spec: BackboneSpec, size: int,
     """Images -> normalised float32 tensor (N, spec.in_channels, size, size).
 
     ``images``: uint8 (N, H, W) gray or (N, H, W, 3) RGB, or a list of PIL images, uint8 arrays or
-    image file paths. Each image is resized (squashed, no crop) with antialiased bilinear
-    interpolation, gray is replicated to 3 channels or RGB turned into luma as the model needs,
-    then x = (pixel / 255 - mean) / std per channel. With ``device`` the uint8 pixels are moved
-    there first and the arithmetic runs on it (the tensor is returned on ``device``).
+    image file paths. Each image is resized (squashed, no crop) with antialiased
+    ``spec.interpolation`` (bilinear for the packaged backbones), gray is replicated to 3 channels
+    or RGB turned into luma as the model needs, then x = (pixel / 255 - mean) / std per channel
+    (one fused multiply-add, equal to that formula up to float32 rounding). With ``device`` the
+    uint8 pixels are moved there first and the arithmetic runs on it (the tensor is returned on
+    ``device``).
     """
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 8:
         raise InputError(f"image_size: expected an integer >= 8, got {size!r}")
     batch = as_uint8_images(images, "images")
     if isinstance(batch, list):
-        x = torch.cat([_to_tensor(img[None], spec.in_channels, int(size), device) for img in batch])
-    else:
-        x = _to_tensor(batch, spec.in_channels, int(size), device)
-    mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    return ((x - mean) / std).contiguous()
+        return torch.cat([_to_tensor(img[None], spec, int(size), device) for img in batch])
+    return _to_tensor(batch, spec, int(size), device)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import pickle
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,7 +34,8 @@ from emms.models.backbones import (BackboneSpec, as_uint8_images, build_backbone
 from emms.models.specs import parse_spec
 
 # Bump when preprocessing or pooling code changes in a way that alters features (invalidates caches).
-EXTRACTOR_VERSION = 1
+# 2: fused normalisation and resize-before-replication (features move by float32 rounding, <= 5e-6 rel.).
+EXTRACTOR_VERSION = 2
 Progress = Callable[[int], None]
 _HF_POOLINGS = ("pooler", "cls", "mean")
 
@@ -134,6 +136,11 @@ def _as_rgb_list(inputs: object) -> list[np.ndarray]:
     return out
 
 
+def _check_image_size(image_size: object) -> None:
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8):
+        raise InputError(f"image_size: expected an integer >= 8, got {image_size!r}")
+
+
 class _Extractor:
     """Shared batching; subclasses implement ``_features(batch) -> (b, D)``."""
 
@@ -163,10 +170,10 @@ class TorchExtractor(_Extractor):
         self.modality = modality
 
     def _forward(self, batch: Sequence) -> torch.Tensor:
-        x = self.preprocess(batch)
-        if not isinstance(x, torch.Tensor):
-            raise InputError(f"preprocess: expected it to return a torch.Tensor, got {type(x).__name__}")
-        with torch.inference_mode():
+        with torch.inference_mode():  # preprocessing too: no autograd bookkeeping on any op of a batch
+            x = self.preprocess(batch)
+            if not isinstance(x, torch.Tensor):
+                raise InputError(f"preprocess: expected it to return a torch.Tensor, got {type(x).__name__}")
             return _pool_output(self.module(x.to(self.device, non_blocking=True)), "module output")
 
     def _features(self, batch: Sequence) -> torch.Tensor:
@@ -182,8 +189,7 @@ class BuiltinExtractor(TorchExtractor):
     def __init__(self, name: str, *, image_size: int | None = None, pretrained: bool = True, seed: int = 0,
                  device: str | torch.device = "cpu") -> None:
         spec = get_backbone_spec(name)
-        if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8):
-            raise InputError(f"image_size: expected an integer >= 8, got {image_size!r}")
+        _check_image_size(image_size)
         size = spec.native_size if image_size is None or spec.fixed_size else image_size
         module = build_backbone(name, pretrained=pretrained, seed=seed)
         weights = f"sha256:{cached_file_sha256(weights_path(spec))[:16]}" if pretrained else f"random-seed{seed}"
@@ -468,29 +474,82 @@ def _load_hf(target: str, options: dict, layer: int | None, pooling: str | None,
                            device=device)
 
 
-def _load_timm(target: str, options: dict, device) -> TorchExtractor:
-    if importlib.util.find_spec("timm") is None:
-        raise ResourceError("timm: models need the optional packages timm and torchvision: "
-                            "pip install timm torchvision")
-    import timm
+class TimmExtractor(TorchExtractor):
+    """A timm model without its classifier (``num_classes=0``: the pooled pre-logits features).
 
-    pretrained = bool(options.get("pretrained", True))
+    Built by ``load_extractor("timm:NAME")``. Weights: timm's pretrained ones (from its Hugging Face
+    hub cache; timm downloads them when the network allows), ``pretrained=false`` (random init
+    drawn from ``seed``) or ``checkpoint=PATH`` (a state dict of the same architecture, ``.pth``,
+    ``.pt``, ``.bin`` or ``.safetensors``; a classifier in it is dropped). Preprocessing follows
+    ``timm.data.resolve_data_config``: input size, mean, std and interpolation (bilinear or
+    bicubic). Images are squashed to the size, not cropped (timm's ``crop_pct`` is not applied), as
+    for every other candidate. Models with a fixed input size (ViTs) keep their native size.
+    """
+
+    def __init__(self, target: str, *, image_size: int | None = None, pretrained: bool | None = None, seed: int = 0,
+                 checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> None:
+        if importlib.util.find_spec("timm") is None:
+            raise ResourceError("timm: models need the optional packages timm and torchvision: "
+                                "pip install timm torchvision")
+        import timm
+        from timm.data import resolve_data_config
+
+        _check_image_size(image_size)
+        if checkpoint is not None and pretrained is not None:
+            raise InputError("spec: give either 'checkpoint' or 'pretrained' for a timm: model, not both")
+        if ":" not in target and not timm.is_model(target):  # hf-hub:ID and local-dir:PATH go to timm as they are
+            raise InputError(f"spec: unknown timm model {target!r} (timm.list_models() lists the known names)")
+        from_hub = checkpoint is None and pretrained is not False
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            try:
+                model = timm.create_model(target, pretrained=from_hub, num_classes=0)
+            except (RuntimeError, OSError, ValueError) as exc:  # offline: huggingface_hub's LocalEntryNotFoundError
+                raise ResourceError(f"spec: cannot create timm model {target!r} with pretrained weights "
+                                    f"({type(exc).__name__}: {exc}); offline, use pretrained=false or "
+                                    "checkpoint=PATH") from exc
+        if checkpoint is not None:
+            _load_timm_checkpoint(model, Path(checkpoint).expanduser(), target)
+        config = resolve_data_config(model=model)
+        channels, native = int(config["input_size"][0]), int(config["input_size"][-1])
+        interpolation = "bicubic" if config.get("interpolation") == "bicubic" else "bilinear"
+        fixed = bool(model.pretrained_cfg.get("fixed_input_size", False))
+        self.spec = BackboneSpec(name=f"timm:{target}", architecture=target, feature_dim=model.num_features,
+                                 native_size=native, in_channels=channels, mean=tuple(config["mean"]),
+                                 std=tuple(config["std"]), source_task=str(model.pretrained_cfg.get("tag", "")),
+                                 package="timm", weights_module="timm", weights_file="", fixed_size=fixed,
+                                 interpolation=interpolation)
+        self.image_size = native if image_size is None or fixed else image_size
+        identity = (f"timm:{target}|weights=sha256:{module_digest(model)[:16]}|size={self.image_size}|ch={channels}"
+                    f"|mean={self.spec.mean}|std={self.spec.std}|resize={interpolation}-antialias|pool=model"
+                    f"|v{EXTRACTOR_VERSION}")
+        dev = as_torch_device(device)
+        super().__init__(model, lambda batch: preprocess_images(batch, self.spec, self.image_size, dev),
+                         identity=identity, modality="image", device=dev)
+
+
+def _load_timm_checkpoint(model: nn.Module, path: Path, target: str) -> None:
+    """Load a state dict file into a timm model built with ``num_classes=0``; every model weight must be in it."""
+    from timm.models import load_state_dict
+
+    if not path.is_file():
+        raise InputError(f"spec: option 'checkpoint': file not found: {path}")
     try:
-        model = timm.create_model(target, pretrained=pretrained, num_classes=0)
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise ResourceError(f"spec: cannot create timm model {target!r} ({exc})") from exc
-    config = getattr(model, "pretrained_cfg", {}) or {}
-    channels, native = config.get("input_size", (3, 224, 224))[0], config.get("input_size", (3, 224, 224))[-1]
-    spec = BackboneSpec(name=f"timm:{target}", architecture=target, feature_dim=model.num_features,
-                        native_size=native, in_channels=channels, mean=tuple(config.get("mean", (0.485, 0.456, 0.406))),
-                        std=tuple(config.get("std", (0.229, 0.224, 0.225))), source_task=str(config.get("tag", "")),
-                        package="timm", weights_module="timm", weights_file="")
-    size = int(options.get("image_size") or native)
-    identity = (f"timm:{target}|weights=sha256:{module_digest(model)[:16]}|size={size}|ch={channels}|mean={spec.mean}"
-                f"|std={spec.std}|resize=bilinear-antialias|pool=model|v{EXTRACTOR_VERSION}")
-    dev = as_torch_device(device)
-    return TorchExtractor(model, lambda batch: preprocess_images(batch, spec, size, dev), identity=identity,
-                          modality="image", device=dev)
+        state = load_state_dict(str(path))  # safetensors or torch (weights_only), EMA / 'state_dict' unwrapped
+    except (OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as exc:
+        raise ResourceError(f"spec: cannot read timm checkpoint {path} ({type(exc).__name__}: {exc})") from exc
+    heads = model.pretrained_cfg.get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    state = {k: v for k, v in state.items() if not any(k.startswith(f"{h}.") for h in heads)}
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ResourceError(f"spec: checkpoint {path.name} does not fit timm model {target!r} ({exc})") from exc
+    if result.missing_keys or result.unexpected_keys:
+        missing, unexpected = result.missing_keys, result.unexpected_keys
+        raise ResourceError(f"spec: checkpoint {path.name} does not fit timm model {target!r}: "
+                            f"{len(missing)} weight(s) missing (e.g. {missing[:2]}), "
+                            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})")
 
 
 def _as_layer(layer: int | str | None) -> int | None:
@@ -509,7 +568,8 @@ def load_extractor(spec: str, *, device: str = "cpu", layer: int | str | None = 
 
     ``layer`` (hf: only) picks ``hidden_states[layer]`` (0 = embeddings, negative from the end);
     ``pooling`` (hf: only) is ``pooler``, ``cls`` or ``mean``. Keyword ``options`` override
-    options written in the spec string, e.g. ``image_size=64`` for builtin: backbones.
+    options written in the spec string, e.g. ``image_size=64`` for builtin: backbones or
+    ``checkpoint=PATH`` (local weights) for timm: models.
     """
     parsed = parse_spec(spec, **options)
     layer_index = _as_layer(layer)
@@ -527,7 +587,8 @@ def load_extractor(spec: str, *, device: str = "cpu", layer: int | str | None = 
     if parsed.scheme == "st":
         return SentenceTransformerExtractor(parsed.target, max_length=opts.get("max_length"), device=device)
     if parsed.scheme == "timm":
-        return _load_timm(parsed.target, opts, device)
+        return TimmExtractor(parsed.target, image_size=opts.get("image_size"), pretrained=opts.get("pretrained"),
+                             seed=int(opts.get("seed", 0)), checkpoint=opts.get("checkpoint"), device=device)
     return FileExtractor(parsed.target, modality=str(opts.get("modality", "any")))
 
 

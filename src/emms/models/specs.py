@@ -3,7 +3,8 @@
 Schemes: ``builtin:NAME`` (packaged backbones), ``hf:ID_OR_PATH`` (Hugging Face transformers),
 ``st:ID_OR_PATH`` (sentence-transformers), ``timm:NAME`` (optional extra) and ``file:PATH.npy``
 (precomputed features). Options after ``?`` are per scheme, e.g.
-``builtin:mnv2_imagenet?image_size=64&pretrained=false`` or ``hf:bert-base-uncased?max_length=128``.
+``builtin:mnv2_imagenet?image_size=64&pretrained=false``, ``hf:bert-base-uncased?max_length=128`` or
+``timm:resnet18?checkpoint=/path/weights.safetensors``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ SCHEME_OPTIONS: dict[str, dict[str, type]] = {
     "builtin": {"image_size": int, "pretrained": bool, "seed": int},
     "hf": {"modality": str, "max_length": int, "revision": str},
     "st": {"max_length": int},
-    "timm": {"image_size": int, "pretrained": bool},
+    "timm": {"image_size": int, "pretrained": bool, "seed": int, "checkpoint": str},
     "file": {"modality": str},
 }
 
