@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import emms
+from _counting import CountingExtractor
 from emms.data import load_dataset
 from emms.errors import ResourceError
 from emms.extract import extract_features, features_key, with_source_probs
@@ -20,6 +21,16 @@ from emms.parallel import ExtractionJob, ExtractorSpec, extract_on_dask
 from emms.store import Store
 
 distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_blas_thread():
+    """Exact equality across schedulers needs the same BLAS summation order in every thread: a
+    multi-threaded BLAS may split a product differently when a worker thread calls it."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 MODELS = ["builtin:mnv2_imagenet", "builtin:ocrvgg_easyocr"]  # with and without a source head
 KWARGS = dict(task="classification", metrics=["emms", "logme", "leep", "knn"], max_samples=80, image_size=32,
@@ -38,17 +49,6 @@ def cluster():
 @pytest.fixture(scope="module")
 def data():
     return load_dataset("builtin:fashion-mnist", task="classification", max_samples=80, seed=0)
-
-
-class CountingExtractor:
-    """A real packaged extractor that counts the rows it extracts."""
-
-    def __init__(self, inner):
-        self.inner, self.identity, self.modality, self.rows = inner, inner.identity, inner.modality, 0
-
-    def extract(self, inputs, batch_size=64, progress=None):
-        self.rows += len(inputs)
-        return self.inner.extract(inputs, batch_size, progress)
 
 
 def _features_entries(store: Store) -> dict[str, np.ndarray]:

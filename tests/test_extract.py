@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from _counting import CountingExtractor
 from _sigkill import sigkill_after_chunks
 from emms.data import TaskData, load_dataset
 from emms.data.taskdata import inputs_fingerprint
@@ -107,17 +108,6 @@ def test_preprocessing_or_data_change_misses(tmp_path, tiny, data):
     assert fresh.calls == [120]
     assert len({features_key(tiny.TinyConvExtractor(size=s), d) for s in (16, 20) for d in (data, other_data)}) == 4
     assert len(store.entries()) == 3
-
-
-class CountingExtractor:
-    """A real packaged extractor that counts its forward passes."""
-
-    def __init__(self, inner):
-        self.inner, self.identity, self.modality, self.rows = inner, inner.identity, inner.modality, 0
-
-    def extract(self, inputs, batch_size=64, progress=None):
-        self.rows += len(inputs)
-        return self.inner.extract(inputs, batch_size, progress)
 
 
 def test_features_are_keyed_on_the_inputs_not_the_labels(tmp_path, data):

@@ -18,6 +18,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import offline_benchmark as ob  # noqa: E402
 import text_benchmark as tb  # noqa: E402
 
+from _counting import CountingExtractor  # noqa: E402
 from emms.data import TaskData  # noqa: E402
 from emms.evaluate import evaluate_scores  # noqa: E402
 from emms.models import load_extractor  # noqa: E402
@@ -41,25 +42,6 @@ def test_truth_covers_every_candidate_on_every_target():
     truth = pd.read_csv(BENCHMARKS / "data" / "finetune_truth.csv")
     for target in ("fm10", "fm4", "fm-tops4"):
         assert set(truth[truth.target == target].model) == set(ob.CANDIDATES)
-
-
-class CountingExtractor:
-    """Wraps a real extractor and counts forward passes."""
-
-    def __init__(self, inner):
-        self.inner, self.calls = inner, 0
-        self.identity, self.modality = inner.identity, inner.modality
-        if hasattr(inner, "extract_with_source_probs"):
-            self.source_classes = inner.source_classes
-            self.extract_with_source_probs = self._with_probs
-
-    def extract(self, images, batch_size=64, progress=None):
-        self.calls += 1
-        return self.inner.extract(images, batch_size, progress)
-
-    def _with_probs(self, images, batch_size=64, progress=None):
-        self.calls += 1
-        return self.inner.extract_with_source_probs(images, batch_size, progress)
 
 
 def _probe_data(n: int, seed: int) -> TaskData:
