@@ -76,7 +76,9 @@ def _distinct_rows(y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     _, first, inverse = np.unique(probe, return_index=True, return_inverse=True)
     if first.size > _GROUPED_MAX_DISTINCT_FRACTION * n:
         return None
-    if not np.array_equal(y[first][inverse], y):
+    distinct, inverse = y[first], inverse.reshape(-1)
+    block = 4096  # compare in row blocks: no second (N, T) copy of y
+    if not all(np.array_equal(distinct[inverse[a:a + block]], y[a:a + block]) for a in range(0, n, block)):
         _, first, inverse = np.unique(y, axis=0, return_index=True, return_inverse=True)
         if first.size > _GROUPED_MAX_DISTINCT_FRACTION * n:
             return None
