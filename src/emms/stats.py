@@ -35,7 +35,7 @@ from scipy import sparse
 from emms._validation import as_f_labels, as_float_matrix, nonconstant_mask
 from emms.errors import EmmsWarning, InputError
 
-#: Use the grouped product of :func:`cross_product` when y has at most this fraction of distinct rows.
+#: :func:`cross_factors` groups the rows of y when at most this fraction of them are distinct ...
 _GROUPED_MAX_DISTINCT_FRACTION = 0.25
 #: ... and at least this many columns (below it the plain product is already cheap).
 _GROUPED_MIN_COLUMNS = 16
