@@ -4,7 +4,9 @@ Same model object, same batch size, same images, same process. The extractor sta
 images (it resizes, converts channels, normalises, runs the model, copies features to a float32
 numpy array). The bare loop gets the already-preprocessed float tensor and only runs
 ``model(x[i:i+b])`` under ``torch.inference_mode`` — a strict baseline that excludes
-preprocessing. Timings alternate between the two and report the median of the repeats.
+preprocessing. It runs under the same glibc allocator settings as extraction
+(``emms._allocator.retain_freed_memory``), so the ratio measures our overhead alone;
+``bench_allocator.py`` measures what those settings gain over glibc's defaults. Timings alternate between the two and report the median of the repeats.
 Prints a markdown table; ratio = our images/s divided by the bare loop's (goal >= 0.9), from the
 medians of wall-clock time, with the range of the per-repeat ratios (each repeat's two runs are
 adjacent in time) and the ratio of process CPU time (on a shared machine CPU time is less
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
+from emms._allocator import retain_freed_memory
 from emms.models import load_extractor
 
 DEFAULT_MODELS = "mnv2_imagenet,efflite0_imagenet,effb0_photo_vs_drawing,ocrvgg_easyocr,onet_mtcnn"
@@ -38,7 +41,7 @@ def make_images(n: int) -> np.ndarray:
 
 
 def bare_loop(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> None:
-    with torch.inference_mode():
+    with retain_freed_memory(), torch.inference_mode():
         for start in range(0, x.shape[0], batch_size):
             model(x[start:start + batch_size])
     if x.is_cuda:

@@ -6,8 +6,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from emms.data.taskdata import TaskData
+from emms._allocator import retain_freed_memory
 from emms._validation import check_positive_int
+from emms.data.taskdata import TaskData
 from emms.errors import InputError
 from emms.store import Store
 
@@ -87,9 +88,10 @@ def extract_features(extractor, task_data: TaskData, store: Store | None = None,
             progress(n - reported[0])
         reported[0] = 0
 
-    return store.get_or_compute(features_key(extractor, task_data), n_rows, compute_chunk,
-                                chunk_rows=chunk_rows_for(batch_size, chunk_rows),
-                                meta=features_meta(extractor, task_data), progress=on_chunk)
+    with retain_freed_memory():  # one setting for all chunks: the heap is not trimmed between them
+        return store.get_or_compute(features_key(extractor, task_data), n_rows, compute_chunk,
+                                    chunk_rows=chunk_rows_for(batch_size, chunk_rows),
+                                    meta=features_meta(extractor, task_data), progress=on_chunk)
 
 
 def extract_features_and_source_probs(extractor, task_data: TaskData, store: Store | None = None,

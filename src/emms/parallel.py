@@ -4,7 +4,7 @@
 
 * ``None`` (default): no Dask; everything runs in this process (:func:`emms.streaming.run_plan`).
 * ``"local"``: a :class:`distributed.LocalCluster` started for the call (one thread per worker,
-  dask's default number of worker processes, glibc's default malloc tuning: see
+  dask's default number of worker processes, emms's malloc settings for extraction: see
   :func:`_fast_malloc_workers`) and closed afterwards.
 * ``"synchronous"`` or ``"threads"``: dask's single-machine schedulers, no cluster.
 * an address (``tcp://host:8786``, ``host:8786``): a running Dask scheduler; a
@@ -83,12 +83,14 @@ def dask_client(scheduler: object) -> Iterator[Any]:
 
 
 def _fast_malloc_workers() -> contextlib.AbstractContextManager:
-    """Worker processes started in this context keep glibc's adaptive malloc thresholds.
+    """Worker processes started in this context get emms's malloc settings during extraction.
 
     distributed sets ``MALLOC_TRIM_THRESHOLD_=65536`` in every worker it spawns (to hand freed memory
-    back to the OS sooner); that also turns off glibc's adaptive mmap threshold, so each large tensor
-    is mmapped and page-faulted afresh: ``emms rank --scheduler local`` extracted 2.4x slower with it
-    (BENCHMARKS.md section 8). The thread limits (``OMP_NUM_THREADS=1``, ...) are kept.
+    back to the OS sooner). That turns off glibc's adaptive mmap threshold, so each large tensor is
+    mmapped and page-faulted afresh (``emms rank --scheduler local`` extracted 2.4x slower with it,
+    BENCHMARKS.md section 8), and :mod:`emms._allocator` leaves an allocator configured through
+    the environment alone. Without the variable, extraction tasks keep freed activations for the next
+    batch. The thread limits (``OMP_NUM_THREADS=1``, ...) are kept.
     """
     import dask
 
