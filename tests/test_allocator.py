@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from emms._allocator import retain_freed_memory
+from emms._allocator import _USER_SETTINGS, retain_freed_memory
 
 pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                                 reason="the allocator settings apply to glibc only")
@@ -66,8 +66,8 @@ print(json.dumps(out))
 
 
 def _run(**env: str) -> dict:
-    environ = {k: v for k, v in os.environ.items()
-               if k not in ("EMMS_TUNE_MALLOC", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")}
+    opt_outs = {"EMMS_TUNE_MALLOC", "GLIBC_TUNABLES", *_USER_SETTINGS}
+    environ = {k: v for k, v in os.environ.items() if k not in opt_outs}
     done = subprocess.run([sys.executable, "-c", SCENARIOS], env={**environ, **env}, capture_output=True,
                           text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
