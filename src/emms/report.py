@@ -1,7 +1,8 @@
 """A self-contained HTML report of a :class:`emms.pipeline.Ranking`.
 
-Plots are drawn with matplotlib's Agg backend and embedded as base64 PNG, so the file has no
-external references and opens anywhere.
+Plots are drawn through matplotlib's object API (``matplotlib.figure.Figure``, no pyplot, so the
+host's backend is never switched) and embedded as base64 PNG, so the file has no external
+references and opens anywhere.
 """
 
 from __future__ import annotations
@@ -10,11 +11,8 @@ import base64
 import html
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -96,7 +94,8 @@ def _scores_figure(ranking):
     metrics = ranking.metrics
     ncols = min(3, len(metrics))
     nrows = int(np.ceil(len(metrics) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 0.35 * _n_models(ranking) * nrows + 1.6), squeeze=False)
+    fig = Figure(figsize=(5.2 * ncols, 0.35 * _n_models(ranking) * nrows + 1.6))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
         # a dot plot over the scores' own range: scores have arbitrary offsets, so bars from 0 mislead
         rows = ranking.table[ranking.table["metric"] == metric].sort_values("score")
@@ -115,7 +114,8 @@ def _scores_figure(ranking):
 def _weights_figure(rows):
     models = list(rows["model"])
     encoders = list(rows.iloc[0]["weights"])
-    fig, ax = plt.subplots(figsize=(8.5, 0.35 * len(models) + 1.4))
+    fig = Figure(figsize=(8.5, 0.35 * len(models) + 1.4))
+    ax = fig.subplots()
     left = np.zeros(len(models))
     for enc in encoders:
         vals = np.array([w.get(enc, 0.0) for w in rows["weights"]])
@@ -133,7 +133,8 @@ def _truth_figure(ranking):
     metrics = ranking.metrics
     ncols = min(3, len(metrics))
     nrows = int(np.ceil(len(metrics) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+    fig = Figure(figsize=(4.6 * ncols, 3.6 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     corr = ranking.correlations.set_index("metric")
     tau_col = next((c for c in corr.columns if c.startswith("weighted_tau")), None)
     for ax, metric in zip(axes.flat, metrics):
@@ -159,7 +160,8 @@ def _timings_figure(ranking):
     scoring = ranking.table.groupby("metric", sort=False)["seconds"].sum()
     labels = list(t["label"]) + [f"score: {m}" for m in scoring.index]
     values = list(t["seconds"]) + list(scoring.values)
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(labels) + 1.2))
+    fig = Figure(figsize=(7, 0.3 * len(labels) + 1.2))
+    ax = fig.subplots()
     ax.barh(labels[::-1], values[::-1], color="#e9c46a")
     ax.set_xlabel("seconds")
     ax.tick_params(axis="y", labelsize=7)
@@ -170,7 +172,6 @@ def _timings_figure(ranking):
 def _img(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
     return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
 
 
