@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from emms.errors import EmmsError, EmmsWarning, InputError, ResourceError
 from emms.metrics import available_metrics, get_metric, score, score_pool
-from emms.metrics.emms import EMMS
 
 __version__ = "0.1.0"
 
@@ -21,7 +20,11 @@ __all__ = ["EMMS", "EmmsError", "EmmsWarning", "InputError", "ResourceError", "a
 
 
 def __getattr__(name: str):
-    # The pipeline pulls in torch-based adapters; import it only when asked for.
+    # Imported when first asked for: the estimator pulls in scipy, the pipeline torch-based adapters.
+    if name == "EMMS":
+        from emms.metrics.emms import EMMS
+
+        return EMMS
     if name == "rank":
         from emms.pipeline import rank
 

@@ -1,25 +1,11 @@
 """Transferability metrics: pure functions over arrays, registered with their capabilities.
 
-Importing this package registers every metric. See :mod:`emms.metrics.registry`.
+Each metric module registers its functions with :func:`emms.metrics.registry.register` when it is
+imported; the registry imports a built-in module the first time one of its metrics is asked for
+(``get_metric``, ``score``, ``available_metrics``), so ``import emms`` stays cheap.
+See :mod:`emms.metrics.registry`.
 """
 
-from emms.metrics import (  # noqa: F401  (imported for registration)
-    emms,
-    etran,
-    gbc,
-    hscore,
-    knn,
-    leep,
-    logme,
-    nce,
-    ncti,
-    nleep,
-    pactran,
-    parc,
-    probe,
-    sfda,
-    transrate,
-)
 from emms.metrics.registry import (
     MetricInfo,
     available_metrics,

@@ -18,6 +18,7 @@ Target kinds a metric may accept:
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +59,27 @@ class MetricInfo:
 
 _REGISTRY: dict[str, MetricInfo] = {}
 
+# Where each built-in metric is registered: its module under emms.metrics, imported on first use.
+# (The capabilities stay beside each function, in its @register; tests check this index against them.)
+BUILTIN_MODULES: dict[str, str] = {
+    "emms": "emms", "etran": "etran", "gbc": "gbc", "hscore": "hscore", "hscore_reg": "hscore", "knn": "knn",
+    "leep": "leep", "logme": "logme", "logme_flabels": "logme", "nce": "nce", "ncti": "ncti", "nleep": "nleep",
+    "pactran_dirichlet": "pactran", "pactran_gamma": "pactran", "pactran_gauss": "pactran", "parc": "parc",
+    "linear_probe": "probe", "sfda": "sfda", "transrate": "transrate",
+}
+
+
+def _load_builtin(name: str) -> None:
+    """Import the module that registers built-in metric ``name`` (no-op for unknown names)."""
+    module = BUILTIN_MODULES.get(name)
+    if module is not None and name not in _REGISTRY:
+        importlib.import_module(f"emms.metrics.{module}")
+
+
+def _load_all_builtins() -> None:
+    for name in BUILTIN_MODULES:
+        _load_builtin(name)
+
 
 def register(name: str, *, targets: tuple[str, ...], needs_source_probs: bool = False,
              pool_relative: bool = False, randomised: bool = False, streamable: bool = False) -> Callable:
@@ -81,14 +103,17 @@ def register(name: str, *, targets: tuple[str, ...], needs_source_probs: bool = 
 
 def get_metric(name: str) -> MetricInfo:
     """Look a metric up by name; unknown names raise an InputError listing the known ones."""
+    _load_builtin(name)
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise InputError(f"metric: unknown metric {name!r}; known metrics: {', '.join(sorted(_REGISTRY))}") from None
+        known = sorted(set(_REGISTRY) | set(BUILTIN_MODULES))
+        raise InputError(f"metric: unknown metric {name!r}; known metrics: {', '.join(known)}") from None
 
 
 def available_metrics() -> list[MetricInfo]:
     """Every registered metric, sorted by name."""
+    _load_all_builtins()
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
