@@ -82,12 +82,23 @@ def _per_class_pick(per_class: int, seed: int) -> np.ndarray:
     return per_class_rows(labels, per_class, seed, len(names))
 
 
+def _brightness(images: np.ndarray) -> np.ndarray:
+    """Mean brightness of each image's item pixels (the non-zero ones): (N, H, W) uint8 -> (N,) float."""
+    items = images > 0
+    return (images * items).sum(axis=(1, 2)) / np.maximum(items.sum(axis=(1, 2)), 1)
+
+
+def _tones(brightness: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """dark / mid-toned / light: ``brightness`` split at the terciles of ``reference`` brightness."""
+    low, high = np.quantile(reference, [1 / 3, 2 / 3])
+    return np.where(brightness <= low, "dark", np.where(brightness <= high, "mid-toned", "light"))
+
+
 def _appearance(images: np.ndarray) -> tuple[list[str], list[str]]:
     """Per image: tone (dark/mid-toned/light, by tercile of mean item brightness) and width (narrow/wide)."""
     items = images > 0
-    brightness = (images * items).sum(axis=(1, 2)) / np.maximum(items.sum(axis=(1, 2)), 1)
-    low, high = np.quantile(brightness, [1 / 3, 2 / 3])
-    tone = np.where(brightness <= low, "dark", np.where(brightness <= high, "mid-toned", "light"))
+    brightness = _brightness(images)
+    tone = _tones(brightness, brightness)
     widths = items.any(axis=1).sum(axis=1)
     shape = np.where(widths <= np.median(widths), "narrow", "wide")
     return tone.tolist(), shape.tolist()
@@ -154,13 +165,16 @@ def fortunes_qa() -> TaskData:
 
 
 def _canvases(n_canvases: int, size: int, n_items: tuple[int, int], distinct_classes: bool,
-              seed: int) -> tuple[np.ndarray, list[list[tuple[int, int, int, int, int]]]]:
+              seed: int, pool: np.ndarray | None = None) -> tuple[np.ndarray, list[list[tuple[int, int, int, int, int]]]]:
     """Black ``size`` x ``size`` canvases with Fashion-MNIST items pasted in non-overlapping grid cells.
 
-    Returns the canvases (n, size, size) uint8 and per canvas the items' tight boxes
-    (x1, y1, x2, y2 in pixel edges, x2/y2 exclusive) and class ids.
+    Items are drawn from the rows ``pool`` of the sample (default: all of it). Returns the
+    canvases (n, size, size) uint8 and per canvas the items' tight boxes (x1, y1, x2, y2 in pixel
+    edges, x2/y2 exclusive) and class ids.
     """
     images, labels, _, _ = _fashion_arrays()
+    if pool is not None:
+        images, labels = images[pool], labels[pool]
     rng = np.random.default_rng(seed)
     cells = size // 32
     canvases = np.zeros((n_canvases, size, size), dtype=np.uint8)
