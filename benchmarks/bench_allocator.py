@@ -3,7 +3,7 @@
 ``emms`` runs its extraction batches inside ``emms._allocator.retain_freed_memory`` (freed
 activations stay in the heap for the next batch). The settings are process-wide and glibc cannot
 return to its adaptive defaults once they are set, so each variant runs in its own fresh child
-process: ``EMMS_TUNE_MALLOC=0`` (glibc defaults) or unset (emms's settings). The two alternate, the
+process: ``EMMS_TUNE_MALLOC=0`` (glibc defaults) or ``=1`` (emms's settings, the command line's default). The two alternate, the
 order flipping every round, and each child loads the model, warms up on one batch, then times
 ``extract`` over the same images ``--passes`` times. Prints a markdown table: images/s from the median
 pass over all rounds, the speed-up (default time / tuned time) and its range over the rounds (each
@@ -49,9 +49,7 @@ def child(model: str, size: int, n: int, batch_size: int, passes: int) -> None:
 
 
 def run_child(args: argparse.Namespace, model: str, size: int, tuned: bool) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "EMMS_TUNE_MALLOC"}
-    if not tuned:
-        env["EMMS_TUNE_MALLOC"] = "0"
+    env = {**os.environ, "EMMS_TUNE_MALLOC": "1" if tuned else "0"}
     command = [sys.executable, __file__, "--child", model, str(size), "--n", str(args.n),
                "--batch-size", str(args.batch_size), "--passes", str(args.passes)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)

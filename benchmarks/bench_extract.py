@@ -5,7 +5,8 @@ images (it resizes, converts channels, normalises, runs the model, copies featur
 numpy array). The bare loop gets the already-preprocessed float tensor and only runs
 ``model(x[i:i+b])`` under ``torch.inference_mode`` — a strict baseline that excludes
 preprocessing. It runs under the same glibc allocator settings as extraction
-(``emms._allocator.retain_freed_memory``), so the ratio measures our overhead alone;
+(``emms._allocator.retain_freed_memory``, switched on here as the ``emms`` command line does), so
+the ratio measures our overhead alone;
 ``bench_allocator.py`` measures what those settings gain over glibc's defaults. Timings alternate between the two and report the median of the repeats.
 Prints a markdown table; ratio = our images/s divided by the bare loop's (goal >= 0.9), from the
 medians of wall-clock time, with the range of the per-repeat ratios (each repeat's two runs are
@@ -29,6 +30,8 @@ import torch
 from sklearn.datasets import load_digits
 
 from emms._allocator import retain_freed_memory
+
+os.environ.setdefault("EMMS_TUNE_MALLOC", "1")  # the command line's setting (emms._allocator is opt-in)
 from emms.models import load_extractor
 
 DEFAULT_MODELS = "mnv2_imagenet,efflite0_imagenet,effb0_photo_vs_drawing,ocrvgg_easyocr,onet_mtcnn"

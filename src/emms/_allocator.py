@@ -14,11 +14,14 @@ to 32 MiB / 64 MiB, the values glibc's own adaptive thresholds grow to once a pr
 large block (glibc offers no way to read the previous values), and calls ``malloc_trim(0)``, which
 returns the free memory to the kernel.
 
-The settings are process-wide. Nested and concurrent uses (threads) are counted: the first entry
-sets them, the last exit restores them. Nothing is changed when the C library is not glibc, when
-``EMMS_TUNE_MALLOC=0``, or when the user configured glibc's allocator through the environment
-(``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_`` or ``malloc`` tunables in
-``GLIBC_TUNABLES``).
+The settings are process-wide and glibc cannot report the previous values, so a library must not
+make them behind its host's back: they are **opt-in**. They apply only when ``EMMS_TUNE_MALLOC=1``;
+the ``emms`` command line sets that for its own process (and the Dask workers it starts inherit it),
+so the CLI gets the measured gain while ``import emms`` in a user's process changes nothing. Even
+when opted in, nothing is changed when the C library is not glibc or when the user configured
+glibc's allocator through the environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
+``MALLOC_TOP_PAD_`` or ``malloc`` tunables in ``GLIBC_TUNABLES``). Nested and concurrent uses
+(threads) are counted: the first entry sets them, the last exit restores them.
 """
 
 from __future__ import annotations
@@ -49,10 +52,10 @@ def _glibc() -> ctypes.CDLL | None:
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
-def _user_configured() -> bool:
-    """Whether the user opted out or set glibc's allocator through the environment."""
-    return (os.environ.get("EMMS_TUNE_MALLOC", "1") == "0" or any(name in os.environ for name in _USER_SETTINGS)
-            or "malloc." in os.environ.get("GLIBC_TUNABLES", ""))
+def _tuning_enabled() -> bool:
+    """Whether the process opted in (``EMMS_TUNE_MALLOC=1``) and left glibc's allocator settings alone."""
+    return (os.environ.get("EMMS_TUNE_MALLOC") == "1" and not any(name in os.environ for name in _USER_SETTINGS)
+            and "malloc." not in os.environ.get("GLIBC_TUNABLES", ""))
 
 
 def _set(libc: ctypes.CDLL, values: dict[int, int]) -> None:
@@ -65,7 +68,7 @@ def retain_freed_memory() -> Iterator[bool]:
     """Keep freed memory in the heap while the block runs; yields whether the settings were applied."""
     global _active
     libc = _glibc()
-    if libc is None or _user_configured():
+    if libc is None or not _tuning_enabled():
         yield False
         return
     with _lock:

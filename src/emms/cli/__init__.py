@@ -5,6 +5,8 @@ Each sub-command lives in its own module and registers on the shared typer app.
 
 from __future__ import annotations
 
+import os
+
 from emms.cli._common import app
 from emms.cli import score as _score  # noqa: F401  (registers commands)
 from emms.cli import extract as _extract  # noqa: F401
@@ -18,4 +20,7 @@ from emms.cli import embed as _embed  # noqa: F401
 
 def main() -> None:
     """Console-script entry point."""
+    # The command line owns its process: keep freed activations between extraction batches
+    # (emms._allocator; opt-in for library users), unless the user set the variable.
+    os.environ.setdefault("EMMS_TUNE_MALLOC", "1")
     app()
