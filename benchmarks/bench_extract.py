@@ -30,9 +30,9 @@ import torch
 from sklearn.datasets import load_digits
 
 from emms._allocator import retain_freed_memory
+from emms.models import load_extractor
 
 os.environ.setdefault("EMMS_TUNE_MALLOC", "1")  # the command line's setting (emms._allocator is opt-in)
-from emms.models import load_extractor
 
 DEFAULT_MODELS = "mnv2_imagenet,efflite0_imagenet,effb0_photo_vs_drawing,ocrvgg_easyocr,onet_mtcnn"
 
