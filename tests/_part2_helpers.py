@@ -1,38 +1,28 @@
 """Shared fixtures-as-functions for the part-2 baseline metric tests (SFDA ... linear probe).
 
-Reference records come from ``shared/reference`` (cases.npz + expected.json), looked up in
-``$EMMS_REFERENCE_DIR``, then ``tests/data/reference``, then ``/work/shared/reference``.
+Reference records (cases.npz + expected.json) live in ``tests/data/reference`` (see its PROVENANCE.md).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-_CANDIDATES = [os.environ.get("EMMS_REFERENCE_DIR", ""), str(Path(__file__).parent / "data" / "reference"),
-               "/work/shared/reference"]
-
-
-def reference_dir() -> Path:
-    for candidate in _CANDIDATES:
-        if candidate and (Path(candidate) / "expected.json").is_file():
-            return Path(candidate)
-    raise FileNotFoundError(f"reference cases not found in any of {_CANDIDATES}")
+REFERENCE_DIR = Path(__file__).parent / "data" / "reference"
 
 
 @lru_cache(maxsize=1)
 def cases() -> dict[str, np.ndarray]:
-    with np.load(reference_dir() / "cases.npz") as data:
+    with np.load(REFERENCE_DIR / "cases.npz") as data:
         return {key: data[key] for key in data.files}
 
 
 @lru_cache(maxsize=1)
 def records() -> dict[str, dict]:
-    data = json.loads((reference_dir() / "expected.json").read_text())
+    data = json.loads((REFERENCE_DIR / "expected.json").read_text())
     return {r["id"]: r for r in data["results"] + data["diagnostics"]}
 
 

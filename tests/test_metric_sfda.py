@@ -35,7 +35,7 @@ def test_power_iteration_is_close_to_but_not_the_exact_top_eigenvalue():
     within = centred.T @ centred / y.size
     approx = power_iteration_top_eigenvalue(within)
     exact = np.linalg.eigvalsh(within)[-1]
-    assert approx == pytest.approx(8.5507, abs=1e-4)  # value quoted in shared/reference/README.md
+    assert approx == pytest.approx(8.5507, abs=1e-4)  # the reference's power iteration (tests/data/reference/PROVENANCE.md)
     assert approx < exact
 
 

@@ -17,7 +17,7 @@ from emms import _io
 from emms._io import cached_file_sha256, file_sha256, path_fingerprint
 from emms._validation import as_torch_device
 from emms.cli._common import split_list
-from emms.data.fashion import FASHION_CLASSES, FASHION_MNIST_DIR, per_class_rows, read_idx
+from emms.data.fashion import FASHION_CLASSES, PACKAGED_LABELS_DIR, per_class_rows, read_idx
 from emms.errors import InputError, ResourceError
 from emms.metrics._common import class_means, one_hot, pool_minmax
 
@@ -125,16 +125,21 @@ def test_per_class_rows_is_seeded_and_balanced():
     assert not np.array_equal(rows, per_class_rows(labels, 7, seed=4, n_classes=5))
 
 
-def test_per_class_rows_rebuilds_the_bundled_sample_from_the_debian_source():
-    source = FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz"
-    if not source.is_file():
-        pytest.skip("Debian dataset-fashion-mnist not installed")
+def test_per_class_rows_rebuilds_the_bundled_sample_from_the_source_labels():
     import emms
+    from emms.evaluate.targets import fashion_mnist_labels
 
     with np.load(Path(emms.__file__).parent / "resources" / "fashion_mnist_sample.npz") as npz:
         index, names = npz["source_index"], [str(n) for n in npz["class_names"]]
     assert names == list(FASHION_CLASSES)
-    np.testing.assert_array_equal(per_class_rows(read_idx(source), 500, seed=0, n_classes=10), index)
+    np.testing.assert_array_equal(per_class_rows(fashion_mnist_labels("test"), 500, seed=0, n_classes=10), index)
+
+
+def test_the_packaged_labels_are_fashion_mnists():
+    """The package's copy of the label files: 60k + 10k labels, 6k / 1k per class, as published."""
+    for name, per_class in (("train-labels-idx1-ubyte.gz", 6000), ("t10k-labels-idx1-ubyte.gz", 1000)):
+        labels = read_idx(PACKAGED_LABELS_DIR / name)
+        assert np.bincount(labels).tolist() == [per_class] * 10
 
 
 # -- benchmarks/_timing.py -----------------------------------------------------------------------

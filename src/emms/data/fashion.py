@@ -4,6 +4,7 @@ the class names, a reader for its gzipped IDX files and the seeded per-class pic
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,17 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 #: Where the Debian package ``dataset-fashion-mnist`` installs the IDX files.
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+#: The package's copy of the two label files (34 kB): enough to build the benchmark splits.
+PACKAGED_LABELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "fashion-mnist-labels"
+#: How to get the full images (70,000, 30 MB), named in every error that needs them.
+GET_FASHION_MNIST = ("install the Debian package dataset-fashion-mnist, or download the four idx.gz files of "
+                     "https://github.com/zalandoresearch/fashion-mnist (data/fashion) into a folder and set "
+                     "EMMS_FASHION_MNIST_DIR to it")
+
+
+def fashion_mnist_dir() -> Path:
+    """The folder of the full Fashion-MNIST IDX files: ``$EMMS_FASHION_MNIST_DIR`` or Debian's."""
+    return Path(os.environ.get("EMMS_FASHION_MNIST_DIR", FASHION_MNIST_DIR))
 
 
 def read_idx(path: Path) -> np.ndarray:

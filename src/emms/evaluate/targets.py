@@ -21,7 +21,6 @@ scoring data.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from emms._validation import check_positive_int
-from emms.data.fashion import FASHION_CLASSES, FASHION_MNIST_DIR, read_idx
+from emms.data.fashion import FASHION_CLASSES, GET_FASHION_MNIST, PACKAGED_LABELS_DIR, fashion_mnist_dir, read_idx
 from emms.data.taskdata import TaskData
 from emms.errors import InputError, ResourceError
 
@@ -119,8 +118,7 @@ def benchmark_targets(names: list[str] | tuple[str, ...] | None = None, *, n_tra
     sizes = {"n_train": n_train, "n_val": n_val, "n_probe": n_probe, "n_test": n_test}
     for key, value in sizes.items():
         check_positive_int(value, key)
-    _, train_labels = fashion_mnist_split("train")
-    _, test_labels = fashion_mnist_split("test")
+    train_labels, test_labels = fashion_mnist_labels("train"), fashion_mnist_labels("test")
     out = {}
     for name in names:
         definition = TARGETS[name]
@@ -137,25 +135,39 @@ def benchmark_targets(names: list[str] | tuple[str, ...] | None = None, *, n_tra
     return out
 
 
+def _idx_prefix(split: str) -> str:
+    if split not in ("train", "test"):
+        raise InputError(f"split: expected 'train' or 'test', got {split!r}")
+    return "train" if split == "train" else "t10k"
+
+
+@lru_cache(maxsize=2)
+def fashion_mnist_labels(split: str) -> np.ndarray:
+    """Labels (n,) int64 of the full Fashion-MNIST ``train`` (60k) or ``test`` (10k) split, read-only.
+
+    From the images' folder (:func:`emms.data.fashion.fashion_mnist_dir`) when it has them, else from
+    the package's copy, so the benchmark splits and their fingerprints need no download.
+    """
+    name = f"{_idx_prefix(split)}-labels-idx1-ubyte.gz"
+    path = fashion_mnist_dir() / name
+    labels = read_idx(path if path.is_file() else PACKAGED_LABELS_DIR / name).astype(np.int64)
+    labels.setflags(write=False)
+    return labels
+
+
 @lru_cache(maxsize=2)
 def fashion_mnist_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     """Full Fashion-MNIST ``train`` (60k) or ``test`` (10k) split: images (n, 28, 28) uint8, labels (n,).
 
-    Read from ``$EMMS_FASHION_MNIST_DIR`` or the Debian package's /usr/share/datasets/fashion-mnist
-    (``dataset-fashion-mnist``). The arrays are read-only (shared by the cache).
+    The images are read from ``$EMMS_FASHION_MNIST_DIR`` or the Debian package's
+    /usr/share/datasets/fashion-mnist (``dataset-fashion-mnist``); a missing file raises a
+    ResourceError that says how to get it. The arrays are read-only (shared by the cache).
     """
-    if split not in ("train", "test"):
-        raise InputError(f"split: expected 'train' or 'test', got {split!r}")
-    folder = Path(os.environ.get("EMMS_FASHION_MNIST_DIR", FASHION_MNIST_DIR))
-    prefix = "train" if split == "train" else "t10k"
-    paths = [folder / f"{prefix}-images-idx3-ubyte.gz", folder / f"{prefix}-labels-idx1-ubyte.gz"]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise ResourceError(f"Fashion-MNIST not found: {', '.join(missing)}; install the Debian package "
-                            "dataset-fashion-mnist or set EMMS_FASHION_MNIST_DIR to a folder with the idx.gz files")
-    images, labels = read_idx(paths[0]), read_idx(paths[1]).astype(np.int64)
+    path = fashion_mnist_dir() / f"{_idx_prefix(split)}-images-idx3-ubyte.gz"
+    if not path.is_file():
+        raise ResourceError(f"Fashion-MNIST images not found: {path}; {GET_FASHION_MNIST}")
+    images, labels = read_idx(path), fashion_mnist_labels(split)
     if images.shape[0] != labels.shape[0]:
         raise ResourceError(f"Fashion-MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels")
     images.setflags(write=False)
-    labels.setflags(write=False)
     return images, labels
