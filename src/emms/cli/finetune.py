@@ -10,8 +10,7 @@ from rich.table import Table
 
 from emms.cli._common import app, console, err_console, errors_as_exit, split_list
 from emms.errors import InputError
-from emms.evaluate.finetune import (FinetuneData, FinetuneProtocol, estimate_steps, plan_grid, run_grid,
-                                    write_csv_atomic)
+from emms.finetune import FinetuneData, FinetuneProtocol, estimate_steps, plan_grid, run_grid, write_csv_atomic
 from emms.evaluate.targets import TARGETS, benchmark_targets
 
 BENCHMARK = "benchmark"
@@ -39,16 +38,17 @@ def finetune(
     data_seed: int = typer.Option(0, "--data-seed", help="Seed of the data splits."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Other datasets: validation fraction."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Other datasets: test fraction."),
+    max_samples: int | None = typer.Option(None, "--max-samples", help="Other datasets: use a stratified sample of this many images."),
 ) -> None:
     """Fine-tune every backbone on every target for each lr and seed; write per-run records,
-    results.csv and the ground-truth CSV (mean test accuracy over seeds at the lr chosen on validation).
+    results.csv and the ground-truth CSV (mean test score over seeds at the lr chosen on validation).
     Finished runs are never redone: re-run the same command to resume."""
     with errors_as_exit():
         from emms.models.backbones import BACKBONES  # imports torch: only when the command runs
 
         protocol = FinetuneProtocol(epochs=epochs, image_size=image_size, batch_size=batch_size)
         targets = _load_targets(data, n_train=n_train, n_val=n_val, n_test=n_test, seed=data_seed,
-                                val_fraction=val_fraction, test_fraction=test_fraction)
+                                val_fraction=val_fraction, test_fraction=test_fraction, max_samples=max_samples)
         model_names = list(BACKBONES) if models.strip() == "all" else split_list(models, "--models")
         lr_values = [_number(v, "lrs", float) for v in split_list(lrs, "--lrs")]
         seed_values = [_number(v, "seeds", int) for v in split_list(seeds, "--seeds")]
@@ -72,7 +72,7 @@ def finetune(
             def on_record(record: dict, reused: bool) -> None:
                 if not reused:
                     progress.console.print(f"{record['target']} {record['model']} lr={record['lr']:g} seed={record['seed']}: "
-                                           f"val {record['val_accuracy']:.3f}  test {record['test_accuracy']:.3f}  "
+                                           f"val {record['val_score']:.3f}  test {record['test_score']:.3f} {record['primary']}  "
                                            f"({record['seconds']:.0f} s)", highlight=False)
 
             result = run_grid(targets, device=device, workers=workers, threads=threads, on_progress=on_progress,
@@ -90,7 +90,7 @@ def finetune(
 
 
 def _load_targets(spec: str, *, n_train: int, n_val: int, n_test: int, seed: int, val_fraction: float,
-                  test_fraction: float) -> list:
+                  test_fraction: float, max_samples: int | None) -> list:
     names = []
     for item in split_list(spec, "--data"):
         names.extend(TARGETS if item == BENCHMARK else [item])
@@ -102,8 +102,9 @@ def _load_targets(spec: str, *, n_train: int, n_val: int, n_test: int, seed: int
         else:
             from emms.data import load_dataset
 
-            out.append(FinetuneData.from_task_data(load_dataset(name, task="classification"), val_fraction=val_fraction,
-                                                   test_fraction=test_fraction, seed=seed))
+            task_data = load_dataset(name, task="classification", max_samples=max_samples, seed=seed)
+            out.append(FinetuneData.from_task_data(task_data, val_fraction=val_fraction, test_fraction=test_fraction,
+                                                   seed=seed))
     return out
 
 
@@ -115,10 +116,10 @@ def _number(text: str, name: str, kind: type) -> float | int:
 
 
 def _truth_table(truth) -> Table:  # noqa: ANN001 - pandas DataFrame
-    table = Table(title="fine-tuned ground truth (mean test accuracy over seeds at the chosen lr)", title_justify="left")
-    for column in ("target", "model", "value", "± std", "lr", "val acc", "seeds"):
+    table = Table(title="fine-tuned ground truth (mean test score over seeds at the chosen lr)", title_justify="left")
+    for column in ("target", "model", "value", "± std", "lr", "val", "seeds"):
         table.add_column(column, justify="left" if column in ("target", "model") else "right")
     for row in truth.itertuples():
         table.add_row(row.target, row.model, f"{row.value:.4f}", f"{row.value_std:.4f}", f"{row.lr:g}",
-                      f"{row.val_accuracy:.4f}", str(row.n_seeds))
+                      f"{row.val_score:.4f}", str(row.n_seeds))
     return table

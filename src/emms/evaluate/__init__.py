@@ -1,11 +1,11 @@
-"""Agreement between transferability scores and fine-tuned ground truth, and the ground-truth builder.
+"""Agreement between transferability scores and fine-tuned ground truth.
 
 * :mod:`emms.evaluate.correlations` — weighted Kendall tau (variant pinned: ``symmetric`` or
   ``truth_weighted``), Kendall, Spearman, Pearson, rel@k, regret@k, top-1 hit, bootstrap over models.
 * :mod:`emms.evaluate.summary` — every statistic for a scores table against a truth table.
 * :mod:`emms.evaluate.published` — published tables shipped as package data.
 * :mod:`emms.evaluate.targets` — the offline benchmark's Fashion-MNIST targets and splits.
-* :mod:`emms.evaluate.finetune` — resumable fine-tuning ground truth (imports torch only when run).
+* fine-tuned ground truth is built by :mod:`emms.finetune` (imports torch only when run).
 """
 
 from emms.evaluate.correlations import (

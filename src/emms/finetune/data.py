@@ -1,0 +1,76 @@
+"""What a fine-tuning run trains on: one target's train / val (/ test) splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from emms._validation import as_class_labels, check_seed
+from emms.errors import InputError
+
+
+@dataclass
+class FinetuneData:
+    """One target: per split ``(inputs, targets)``; ``test`` may be None (e.g. in :func:`emms.select`).
+
+    ``inputs``: what the backbone reads (uint8 images (n, H, W[, 3]) or a list of paths / texts).
+    ``targets``: what the task head reads (:meth:`emms.finetune.heads.TaskHead.targets`); for
+    classification, integer labels 0..C-1 and ``class_names`` their names.
+    ``fingerprint`` identifies the splits: run records made on other splits are refused.
+    """
+
+    name: str
+    class_names: list[str]
+    train: tuple[object, np.ndarray]
+    val: tuple[object, np.ndarray]
+    test: tuple[object, np.ndarray] | None
+    fingerprint: str
+    description: str = ""
+    task: str = "classification"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @classmethod
+    def from_benchmark(cls, target) -> FinetuneData:  # noqa: ANN001 - emms.evaluate.targets.BenchmarkTarget
+        """Train / val / test of a :class:`emms.evaluate.targets.BenchmarkTarget`."""
+        return cls(name=target.name, class_names=list(target.definition.class_names),
+                   train=target.arrays("train"), val=target.arrays("val"), test=target.arrays("test"),
+                   fingerprint=target.fingerprint(("train", "val", "test")), description=target.definition.description)
+
+    @classmethod
+    def from_task_data(cls, data, *, val_fraction: float = 0.1, test_fraction: float = 0.2,
+                       seed: int = 0) -> FinetuneData:  # noqa: ANN001 - emms.data.TaskData
+        """A classification :class:`emms.data.TaskData` split stratified into train / val / test
+        (``test_fraction=0``: no test split)."""
+        from sklearn.model_selection import train_test_split
+
+        if data.task != "classification" or data.modality != "image":
+            raise InputError(f"data: fine-tuning needs an image classification dataset, got {data.modality} {data.task}")
+        for name, value, low in (("val_fraction", val_fraction, 0.0), ("test_fraction", test_fraction, -1e-12)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < 1:
+                raise InputError(f"{name}: expected a fraction {'strictly ' if low == 0 else ''}between 0 and 1, got {value!r}")
+        if val_fraction + test_fraction >= 1:
+            raise InputError("val_fraction + test_fraction: expected less than 1, leaving images to train on")
+        seed = check_seed(seed)
+        codes, classes = as_class_labels(data.labels["label"].to_numpy(), "labels")
+        rows = np.arange(len(codes))
+        try:
+            rest, test = (train_test_split(rows, test_size=test_fraction, stratify=codes, random_state=seed)
+                          if test_fraction > 0 else (rows, None))
+            train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction),
+                                          stratify=codes[rest], random_state=seed)
+        except ValueError as exc:
+            raise InputError(f"data: too few images per class for a stratified split ({exc})") from None
+
+        def part(idx: np.ndarray) -> tuple[object, np.ndarray]:
+            inputs = data.inputs[idx] if isinstance(data.inputs, np.ndarray) else [data.inputs[i] for i in idx]
+            return inputs, codes[idx]
+
+        names = list(data.class_names) if data.class_names and len(data.class_names) == len(classes) else [str(c) for c in classes]
+        return cls(name=data.name, class_names=names, train=part(train), val=part(val),
+                   test=None if test is None else part(test),
+                   fingerprint=f"{data.fingerprint[:16]}-{seed}-{val_fraction}-{test_fraction}",
+                   description=getattr(data, "description", ""))
