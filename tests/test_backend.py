@@ -36,11 +36,12 @@ def test_torch_statistics_equal_numpy_statistics(data):
                                atol=1e-10 * expected.gram.max())
 
 
-@pytest.mark.parametrize("solver,score", [("exact", "gcv"), ("exact", "in_sample"), ("alternating", "gcv")])
-def test_torch_emms_matches_numpy_float64(data, solver, score):
+@pytest.mark.parametrize("solver,score,mixture", [("exact", "gcv", "per_encoder"), ("exact", "in_sample", "per_encoder"),
+                                                   ("exact", "gcv", "columns"), ("alternating", "gcv", "columns")])
+def test_torch_emms_matches_numpy_float64(data, solver, score, mixture):
     x, z = data
-    expected = EMMS(solver=solver, score=score).fit(x, z)
-    got = emms_fit_torch(x, z, chunk_rows=128, solver=solver, score=score)
+    expected = EMMS(solver=solver, score=score, mixture=mixture).fit(x, z)
+    got = emms_fit_torch(x, z, chunk_rows=128, solver=solver, score=score, mixture=mixture)
     assert got.score_ == pytest.approx(expected.score_, rel=1e-10)
     np.testing.assert_allclose(got.weights_, expected.weights_, atol=1e-8)
 

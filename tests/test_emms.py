@@ -78,8 +78,8 @@ def test_sparsemax_is_the_simplex_projection():
 @pytest.mark.parametrize("kind", ["gcv", "in_sample"])
 def test_alternating_converges_to_exact(case, kind):
     c = cases()
-    exact = EMMS(score=kind).fit(c[f"{case}_X"], c[f"{case}_Y"])
-    alternating = EMMS(solver="alternating", score=kind).fit(c[f"{case}_X"], c[f"{case}_Y"])
+    exact = EMMS(score=kind, mixture="columns").fit(c[f"{case}_X"], c[f"{case}_Y"])
+    alternating = EMMS(solver="alternating", score=kind, mixture="columns").fit(c[f"{case}_X"], c[f"{case}_Y"])
     assert alternating.score_ == pytest.approx(exact.score_, rel=1e-6)
     np.testing.assert_allclose(alternating.weights_, exact.weights_, rtol=0, atol=1e-6)
     assert alternating.ridge_ == exact.ridge_
@@ -93,7 +93,7 @@ def test_alternating_converges_to_exact(case, kind):
 
 def test_gcv_score_matches_brute_force_ridge_and_is_a_minimum():
     x, _, z = _synthetic(0, n=120, d_informative=10, d_random=1, width=6, noise=(1.0, 3.0))
-    model = EMMS().fit(x, z)
+    model = EMMS(mixture="columns").fit(x, z)
     xs, zs = _std(x), [_std(b) for b in z]
     n, width = x.shape[0], 6
 
@@ -123,7 +123,7 @@ def test_gcv_score_matches_brute_force_ridge_and_is_a_minimum():
 def test_gcv_agrees_with_exact_leave_one_out():
     """GCV approximates leave-one-out error; on a small well-spread case they agree within 2 %."""
     x, _, z = _synthetic(1, n=150, d_informative=12, d_random=1, width=5, noise=(1.0, 3.0))
-    model = EMMS().fit(x, z)
+    model = EMMS(mixture="columns").fit(x, z)
     xs = _std(x)
     target = sum(w * _std(b) for w, b in zip(model.weights_, z))
     squared_errors = 0.0
@@ -139,7 +139,7 @@ def test_gcv_agrees_with_exact_leave_one_out():
 
 def test_in_sample_score_is_the_plain_least_squares_residual():
     x, _, z = _synthetic(2, n=90, d_informative=7, d_random=1, width=4, noise=(0.5, 2.0))
-    model = EMMS(score="in_sample").fit(x, z)
+    model = EMMS(score="in_sample", mixture="columns").fit(x, z)
     xs, zs = _std(x), [_std(b) for b in z]
 
     def rss(weights):
@@ -155,7 +155,7 @@ def test_in_sample_score_is_the_plain_least_squares_residual():
 def test_encoders_of_different_widths_are_padded_and_rescaled():
     x, _, z = _synthetic(3, n=100, d_informative=6, d_random=1, width=6, noise=(1.0, 2.0))
     z = [z[0], z[1][:, :3]]
-    model = EMMS(score="in_sample").fit(x, z)
+    model = EMMS(score="in_sample", mixture="columns").fit(x, z)
     xs = _std(x)
     blocks = [_std(z[0]), np.pad(_std(z[1]) * np.sqrt(6 / 3), ((0, 0), (0, 3)))]
     target = sum(w * b for w, b in zip(model.weights_, blocks))
@@ -220,8 +220,11 @@ def test_small_n_default_orders_informative_above_random_in_20_of_20_seeds():
 def test_small_n_in_sample_residual_collapses_to_zero():
     informative, random, z = _synthetic(0, n=100, d_informative=300, d_random=300)
     with pytest.warns(EmmsWarning, match="prefer score='gcv'"):
-        scores = [EMMS(score="in_sample").fit(x, z).score_ for x in (informative, random)]
+        scores = [EMMS(score="in_sample", mixture="columns").fit(x, z).score_ for x in (informative, random)]
     assert scores == [0.0, 0.0]  # the plain residual cannot tell them apart
+    with pytest.warns(EmmsWarning, match="small-N regime"):
+        r2 = [EMMS(score="in_sample").fit(x, z).score_ for x in (informative, random)]
+    assert r2 == [1.0, 1.0]  # in-sample R² of an interpolating fit
 
 
 def test_default_is_fair_across_widths_but_in_sample_is_not():
@@ -246,24 +249,27 @@ def _fits(x, z, **kw):
 
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(8, 60), d=st.integers(1, 12), widths=st.lists(st.integers(1, 6), min_size=1, max_size=4),
-       seed=st.integers(0, 10_000), kind=st.sampled_from(["gcv", "in_sample"]))
-def test_properties_over_random_shapes(n, d, widths, seed, kind):
+       seed=st.integers(0, 10_000), kind=st.sampled_from(["gcv", "in_sample"]),
+       mixture=st.sampled_from(["per_encoder", "columns"]))
+def test_properties_over_random_shapes(n, d, widths, seed, kind, mixture):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, d)) * rng.uniform(0.1, 10, size=d)
     z = [x[:, :1] * rng.normal() + rng.normal(size=(n, w)) for w in widths]
-    model = _fits(x, z, score=kind)
-    assert np.isfinite(model.score_) and model.score_ <= 0
+    model = _fits(x, z, score=kind, mixture=mixture)
+    assert np.isfinite(model.score_)
+    assert (0 <= model.score_ <= 1) if mixture == "per_encoder" else model.score_ <= 0
     assert model.weights_.shape == (len(widths),)
     assert model.weights_.min() >= 0 and model.weights_.sum() == pytest.approx(1.0)
     # float32 input: same answer up to float32 rounding of the inputs
-    model32 = _fits(x.astype(np.float32), [b.astype(np.float32) for b in z], score=kind)
+    model32 = _fits(x.astype(np.float32), [b.astype(np.float32) for b in z], score=kind, mixture=mixture)
     assert model32.score_ == pytest.approx(model.score_, rel=1e-3, abs=1e-6)
     # scaling a feature column and permuting the samples change nothing
     scaled = x.copy()
     scaled[:, 0] *= 1000.0
     perm = rng.permutation(n)
-    assert _fits(scaled, z, score=kind).score_ == pytest.approx(model.score_, rel=1e-7, abs=1e-10)
-    assert _fits(x[perm], [b[perm] for b in z], score=kind).score_ == pytest.approx(model.score_, rel=1e-7, abs=1e-10)
+    assert _fits(scaled, z, score=kind, mixture=mixture).score_ == pytest.approx(model.score_, rel=1e-7, abs=1e-10)
+    permuted = _fits(x[perm], [b[perm] for b in z], score=kind, mixture=mixture)
+    assert permuted.score_ == pytest.approx(model.score_, rel=1e-7, abs=1e-10)
 
 
 @settings(max_examples=15, deadline=None)
@@ -276,8 +282,8 @@ def test_alternating_reaches_the_exact_optimum_on_random_shapes(d, extra, widths
     n = 3 * d + extra
     x = rng.normal(size=(n, d)) * rng.uniform(0.1, 10, size=d)
     z = [x[:, :1] * rng.normal() + rng.normal(size=(n, w)) for w in widths]
-    exact = _fits(x, z, score=kind)
-    alternating = _fits(x, z, score=kind, solver="alternating")
+    exact = _fits(x, z, score=kind, mixture="columns")
+    alternating = _fits(x, z, score=kind, solver="alternating", mixture="columns")
     assert alternating.converged_
     assert alternating.score_ == pytest.approx(exact.score_, rel=1e-6, abs=1e-12)
     np.testing.assert_allclose(alternating.weights_, exact.weights_, rtol=0, atol=1e-6)
@@ -339,12 +345,13 @@ def test_bad_input_raises_one_clear_input_error(label, corrupt, message, solver)
     x, z = corrupt(*_good())
     if solver == "official" and label == "constant F-labels":
         message = None  # official zeroes them; checked below
+    mixture = "columns" if solver == "alternating" else "per_encoder"
     if message is None:
         with pytest.warns(EmmsWarning, match="constant"):
-            EMMS(solver=solver).fit(x, z)
+            EMMS(solver=solver, mixture=mixture).fit(x, z)
         return
     with pytest.raises(InputError, match=message):
-        EMMS(solver=solver).fit(x, z)
+        EMMS(solver=solver, mixture=mixture).fit(x, z)
 
 
 def test_constant_columns_are_dropped_with_a_warning():

@@ -85,12 +85,29 @@ def as_class_labels(y: object, name: str = "labels", *, n_samples: int | None = 
     return codes.astype(np.int64).reshape(-1), classes
 
 
+def as_numeric_matrix(x: object, name: str, *, min_rows: int = 2) -> np.ndarray:
+    """``x`` as a 2-D numeric array (N, D), N >= ``min_rows``, **not converted or copied**.
+
+    Float32, integer and memory-mapped arrays keep their dtype and storage; finiteness is left to
+    the caller, which reads the array chunk by chunk (:meth:`emms.stats.SufficientStats.from_arrays`).
+    """
+    arr = _as_numeric(x, name)
+    if arr.ndim != 2:
+        raise InputError(f"{name}: expected a 2-D array of shape (n_samples, n_features), got {arr.ndim}-D shape {arr.shape}")
+    if arr.shape[0] < min_rows:
+        raise InputError(f"{name}: expected at least {min_rows} samples (rows), got {arr.shape[0]}")
+    if arr.shape[1] < 1:
+        raise InputError(f"{name}: expected at least 1 feature column, got shape {arr.shape}")
+    return arr
+
+
 def as_f_labels(z: object, name: str = "f_labels", *, n_samples: int | None = None,
-                min_rows: int = 2, copy: bool = True) -> list[FloatArray]:
+                min_rows: int = 2, copy: bool = True, convert: bool = True) -> list[FloatArray]:
     """Return F-labels as a list of K float64 arrays of shape (N, L_k).
 
     Accepts a sequence of 2-D arrays (widths may differ) or one array of shape (N, L, K).
-    ``min_rows=1`` suits a chunk of a larger data set; ``copy`` as in :func:`as_float_matrix`.
+    ``min_rows=1`` suits a chunk of a larger data set; ``copy`` as in :func:`as_float_matrix`;
+    ``convert=False`` returns the blocks unconverted, as :func:`as_numeric_matrix` (no finiteness check).
     """
     if isinstance(z, np.ndarray) or (not isinstance(z, Sequence) and hasattr(z, "__array__")):
         arr = np.asarray(z)
@@ -108,7 +125,10 @@ def as_f_labels(z: object, name: str = "f_labels", *, n_samples: int | None = No
         raise InputError(f"{name}: expected at least one F-label array, got none")
     out = []
     for k, block in enumerate(blocks):
-        arr = as_float_matrix(block, f"{name}[{k}]", min_rows=min_rows, copy=copy)
+        if convert:
+            arr = as_float_matrix(block, f"{name}[{k}]", min_rows=min_rows, copy=copy)
+        else:
+            arr = as_numeric_matrix(block, f"{name}[{k}]", min_rows=min_rows)
         if n_samples is not None and arr.shape[0] != n_samples:
             raise InputError(f"{name}[{k}]: expected {n_samples} rows (one per feature row), got {arr.shape[0]}")
         out.append(arr)

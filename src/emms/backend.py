@@ -99,5 +99,7 @@ def rotate_to_eigenbasis(stats: StandardStats, *, device: str = "cpu") -> Standa
 def emms_fit_torch(features: object, f_labels: object, *, device: str = "cpu", dtype: str = "float64",
                    chunk_rows: int | Sequence[int] = DEFAULT_CHUNK_ROWS, **emms_options) -> EMMS:
     """Fit :class:`EMMS` (exact or alternating solver) with statistics and eigen-solve on ``device``."""
+    estimator = EMMS(**emms_options)
     stats = torch_sufficient_stats(features, f_labels, device=device, dtype=dtype, chunk_rows=chunk_rows)
-    return EMMS(**emms_options).fit_stats(rotate_to_eigenbasis(stats.standardised(), device=device))
+    labels = "blocks" if estimator.mixture == "per_encoder" else "columns"
+    return estimator.fit_stats(rotate_to_eigenbasis(stats.standardised(labels=labels), device=device))

@@ -32,13 +32,30 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from emms._validation import as_f_labels, as_float_matrix, nonconstant_mask
+from emms._validation import as_f_labels, as_numeric_matrix, nonconstant_mask
 from emms.errors import EmmsWarning, InputError
 
 #: :func:`cross_factors` groups the rows of y when at most this fraction of them are distinct ...
 _GROUPED_MAX_DISTINCT_FRACTION = 0.25
 #: ... and at least this many columns (below it the plain product is already cheap).
 _GROUPED_MIN_COLUMNS = 16
+
+
+#: :meth:`SufficientStats.from_arrays` reads about this many bytes of float64 per chunk.
+_CHUNK_BYTES = 32 * 2**20
+
+
+def chunk_rows_for(n_columns: int) -> int:
+    """Rows per chunk so that one float64 chunk of ``n_columns`` columns takes about 32 MB (>= 256 rows)."""
+    return max(256, _CHUNK_BYTES // (8 * max(int(n_columns), 1)))
+
+
+def _column_summary(a: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Column means, minima and maxima (float64) of a chunk (n, m); InputError if it holds NaN/Inf."""
+    a_min, a_max = a.min(axis=0).astype(np.float64), a.max(axis=0).astype(np.float64)
+    if not (np.isfinite(a_min).all() and np.isfinite(a_max).all()):
+        raise InputError(f"{name}: contains NaN or Inf value(s); expected finite numbers")
+    return a.mean(axis=0, dtype=np.float64), a_min, a_max
 
 
 def cross_factors(x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
@@ -91,7 +108,8 @@ class StandardStats:
 
     Attributes: ``gram`` G (D', D'), ``cross`` C (K, D', L) with blocks rescaled and zero-padded,
     ``label_inner`` A (K, K), ``n_samples`` N, ``label_width`` L, ``feature_mask`` (D,) the kept
-    feature columns, ``label_masks`` the kept columns of each encoder.
+    feature columns, ``label_masks`` the kept columns of each encoder, ``labels`` how the F-labels
+    were scaled ("columns" or "blocks", see :meth:`SufficientStats.standardised`).
     """
 
     gram: np.ndarray
@@ -101,6 +119,7 @@ class StandardStats:
     label_width: int
     feature_mask: np.ndarray
     label_masks: tuple[np.ndarray, ...]
+    labels: str = "columns"
 
     @property
     def n_features(self) -> int:
@@ -122,12 +141,22 @@ class SufficientStats:
         self._n_features: int | None = None
 
     @classmethod
-    def from_arrays(cls, features: object, f_labels: object) -> SufficientStats:
-        """Statistics of whole in-memory arrays: features (N, D), f_labels as in :meth:`update`."""
-        x = as_float_matrix(features, "features")
-        z = as_f_labels(f_labels, "f_labels", n_samples=x.shape[0])
+    def from_arrays(cls, features: object, f_labels: object, *, chunk_rows: int | None = None) -> SufficientStats:
+        """Statistics of whole arrays: features (N, D), f_labels as in :meth:`update`.
+
+        Any array-like (float32, float64, integer, ``numpy.memmap``) is read ``chunk_rows`` rows at
+        a time (default: :func:`chunk_rows_for`, about 32 MB of float64 per chunk): peak memory is
+        one float64 chunk plus O(D² + D·ΣL_k), never a whole-array copy. Chunks merge exactly as in
+        :meth:`merge`, so the result equals streaming the same rows (:mod:`emms.streaming`).
+        """
+        x = as_numeric_matrix(features, "features")
+        z = as_f_labels(f_labels, "f_labels", n_samples=x.shape[0], convert=False)
+        names = ["features"] + [f"f_labels[{k}]" for k in range(len(z))]
+        rows = chunk_rows_for(x.shape[1] + sum(b.shape[1] for b in z)) if chunk_rows is None else int(chunk_rows)
         stats = cls()
-        stats._init_from_chunk(x, z)
+        for start in range(0, x.shape[0], rows):
+            stop = min(start + rows, x.shape[0])
+            stats._absorb(cls._of_chunk(x[start:stop], [b[start:stop] for b in z], names))
         return stats
 
     @classmethod
@@ -153,11 +182,9 @@ class SufficientStats:
 
         Returns self. Inputs are not modified.
         """
-        x = as_float_matrix(x_chunk, "x_chunk", min_rows=1)
-        z = as_f_labels(z_chunks, "z_chunks", n_samples=x.shape[0], min_rows=1)
-        chunk = SufficientStats()
-        chunk._init_from_chunk(x, z)
-        return self._absorb(chunk)
+        x = as_numeric_matrix(x_chunk, "x_chunk", min_rows=1)
+        z = as_f_labels(z_chunks, "z_chunks", n_samples=x.shape[0], min_rows=1, convert=False)
+        return self._absorb(self._of_chunk(x, z, ["x_chunk"] + [f"z_chunks[{k}]" for k in range(len(z))]))
 
     def merge(self, other: SufficientStats) -> SufficientStats:
         """Add the rows summarised by ``other`` into self (Chan's pairwise update); returns self."""
@@ -165,8 +192,16 @@ class SufficientStats:
             raise InputError(f"other: expected a SufficientStats, got {type(other).__name__}")
         return self._absorb(other)
 
-    def standardised(self) -> StandardStats:
-        """Standardise, reconcile encoder widths and drop constant columns (see the module doc)."""
+    def standardised(self, labels: str = "columns") -> StandardStats:
+        """Standardise, reconcile encoder widths and drop constant columns (see the module doc).
+
+        ``labels="columns"``: every F-label column standardised and blocks rescaled to N·L (the
+        paper's column-wise mixture). ``labels="blocks"``: F-labels only centred (constant columns
+        zeroed), so each block keeps its geometry: C_k = X̃ᵀ(Z_k − z̄_k) and A_kk = ‖Z_k − z̄_k‖²_F
+        are invariant to an orthogonal transform of Z_k (EMMS's per-encoder score).
+        """
+        if labels not in ("columns", "blocks"):
+            raise InputError(f"labels: expected 'columns' or 'blocks', got {labels!r}")
         n = self.n_samples
         if n < 2:
             raise InputError(f"features: expected at least 2 samples, got {n}")
@@ -192,12 +227,12 @@ class SufficientStats:
                 warnings.warn(f"f_labels[{k}]: ignored {int((~keep).sum())} constant column(s) of {keep.size}",
                               EmmsWarning, stacklevel=3)
             sd = np.sqrt(self._zz[k, k, : stop - start] / n)
-            z_scale[k, : stop - start][keep] = np.sqrt(width / keep.sum()) / sd[keep]
+            z_scale[k, : stop - start][keep] = np.sqrt(width / keep.sum()) / sd[keep] if labels == "columns" else 1.0
             cross[k, :, : stop - start] = self._xz[keep_x, start:stop] / sd_x[:, None] * z_scale[k, : stop - start]
             label_masks.append(keep)
         label_inner = np.einsum("kjl,kl,jl->kj", self._zz, z_scale, z_scale)
         return StandardStats(gram=gram, cross=cross, label_inner=label_inner, n_samples=n,
-                             label_width=width, feature_mask=keep_x, label_masks=tuple(label_masks))
+                             label_width=width, feature_mask=keep_x, label_masks=tuple(label_masks), labels=labels)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -205,31 +240,36 @@ class SufficientStats:
         ends = np.cumsum(self._widths)
         return [(int(e - w), int(e)) for e, w in zip(ends, self._widths)]
 
-    def _init_from_chunk(self, x: np.ndarray, z: Sequence[np.ndarray]) -> None:
-        """Set every statistic from one validated chunk (two-pass centring within the chunk).
+    @classmethod
+    def _of_chunk(cls, x: np.ndarray, z: Sequence[np.ndarray], names: Sequence[str]) -> SufficientStats:
+        """Statistics of one chunk: the one computation behind :meth:`from_arrays` and :meth:`update`.
 
-        ``x`` and the blocks of ``z`` must be private copies: they are centred in place.
+        ``x`` (n, D) and the blocks of ``z`` (n, L_k) are numeric arrays of any dtype (read, never
+        written). Each is centred on its chunk mean into one float64 buffer, [X − x̄] (n, D) and
+        [Z_1 − z̄_1, …, Z_K − z̄_K] (n, ΣL_k); then XᵀX, XᵀZ and the paired co-moments. NaN/Inf
+        show up in the chunk's minima/maxima, which are checked (InputError naming ``names[i]``).
         """
-        self.n_samples = x.shape[0]
-        self._n_features = x.shape[1]
-        self._widths = tuple(block.shape[1] for block in z)
-        self._x_mean = x.mean(axis=0)
-        self._x_min, self._x_max = x.min(axis=0), x.max(axis=0)
-        self._z_mean = np.concatenate([block.mean(axis=0) for block in z])
-        self._z_min = np.concatenate([block.min(axis=0) for block in z])
-        self._z_max = np.concatenate([block.max(axis=0) for block in z])
-        x -= self._x_mean
-        self._xx = x.T @ x
-        self._xz = np.empty((x.shape[1], sum(self._widths)))
-        for (start, stop), block in zip(self._offsets(), z):
-            block -= self._z_mean[start:stop]
-            self._xz[:, start:stop] = cross_product(x, block)
+        stats = cls()
+        stats.n_samples = n = x.shape[0]
+        stats._n_features = x.shape[1]
+        stats._widths = widths = tuple(block.shape[1] for block in z)
+        stats._x_mean, stats._x_min, stats._x_max = _column_summary(x, names[0])
+        summaries = [_column_summary(block, name) for block, name in zip(z, names[1:])]
+        stats._z_mean, stats._z_min, stats._z_max = (np.concatenate(parts) for parts in zip(*summaries))
+        xc = np.subtract(x, stats._x_mean, dtype=np.float64)
+        zc = np.empty((n, sum(widths)))
+        offsets = stats._offsets()
+        for (start, stop), block in zip(offsets, z):
+            np.subtract(block, stats._z_mean[start:stop], out=zc[:, start:stop], dtype=np.float64)
+        stats._xx = xc.T @ xc
+        stats._xz = cross_product(xc, zc)
         # Paired co-moments: _zz[k, j, l] = Σ_i zc_k[i, l] zc_j[i, l] for l < min(L_k, L_j).
-        self._zz = np.zeros((len(z), len(z), max(self._widths)))
-        for k, zk in enumerate(z):
+        stats._zz = np.zeros((len(z), len(z), max(widths)))
+        for k, (a, _) in enumerate(offsets):
             for j in range(k, len(z)):
-                m = min(zk.shape[1], z[j].shape[1])
-                self._zz[k, j, :m] = self._zz[j, k, :m] = np.einsum("nl,nl->l", zk[:, :m], z[j][:, :m])
+                m, b = min(widths[k], widths[j]), offsets[j][0]
+                stats._zz[k, j, :m] = stats._zz[j, k, :m] = np.einsum("nl,nl->l", zc[:, a:a + m], zc[:, b:b + m])
+        return stats
 
     def _absorb(self, other: SufficientStats) -> SufficientStats:
         if other.n_samples == 0:

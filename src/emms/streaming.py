@@ -400,7 +400,7 @@ class StreamPlan:
     def chunk(self, pass_index: int, state: object, start: int, stop: int) -> object:
         m = self.metric
         if m == "emms":
-            return SufficientStats().update(self.read_features(start, stop),
+            return SufficientStats().update(self.features.read(start, stop),  # validated chunk by chunk there
                                             [src.read(start, stop) for src in self.flabels])
         if m in ("logme", "logme_flabels"):
             x = self.read_features(start, stop)

@@ -40,6 +40,7 @@ import math
 import warnings
 import numpy as np
 from scipy.optimize import minimize_scalar
+from sklearn.base import BaseEstimator
 
 from emms._validation import as_f_labels, as_float_matrix, drop_constant_columns, nonconstant_mask
 from emms.errors import EmmsWarning, InputError
@@ -48,28 +49,42 @@ from emms.stats import StandardStats, SufficientStats
 
 SOLVERS = ("exact", "alternating", "official")
 SCORES = ("gcv", "in_sample")
+MIXTURES = ("per_encoder", "columns")
 # log(λ / N) search range for GCV: from almost no shrinkage to almost full shrinkage.
 _LOG_RIDGE_RANGE = (math.log(1e-8), math.log(1e4))
 _GRID_POINTS = 25
 _OFFICIAL_EPS = 1e-8
 
 
-class EMMS:
+class EMMS(BaseEstimator):
     """EMMS transferability score of one model's features against K F-label embeddings.
+
+    A scikit-learn estimator (``get_params``, ``set_params``, ``clone``, ``repr``).
 
     Parameters
     ----------
     solver : "exact" (default) | "alternating" | "official"
-    score : "gcv" (default, out-of-sample, fair across widths) | "in_sample" (the paper's residual).
-        Ignored by ``solver="official"``, which always reproduces the released code.
+        ``alternating`` (the paper's alternating minimisation) needs ``mixture="columns"``;
+        ``official`` reproduces the released code and ignores ``score`` and ``mixture``.
+    score : "gcv" (default, out-of-sample) | "in_sample" (the residual of the least-squares fit).
+    mixture : "per_encoder" (default) | "columns"
+        ``per_encoder``: score = max over encoders of the out-of-sample R² of X predicting Z_k,
+        t = the encoder(s) reaching it; scale-free, invariant to c·Z_k·Q + b (Q orthogonal).
+        ``columns``: the paper's column-wise mixture Σ t_k Z_k of standardised blocks (score −GCV/L
+        or −RSS/(N·L); the scores of EMMS before issue 19).
     tol, max_iter : stopping rule of the alternating solver (max change of t between iterations).
+    chunk_rows : rows read at a time by ``fit`` (default: about 32 MB of float64 per chunk).
 
     Attributes (after ``fit``)
     --------------------------
     score_ : float, higher = better (see the module docstring for its scale).
     weights_ : (K,) simplex weight t of each encoder.
-    objective_ : the minimised objective ‖XW − Zt‖² + λ‖W‖² (official: its stale SSE).
+    encoder_scores_ : (K,) R² of each encoder (per_encoder mixture only).
+    objective_ : columns: the minimised ‖XW − Zt‖² + λ‖W‖² (official: its stale SSE);
+        per_encoder: Σ_k t_k ‖XW_k − Z_k‖² / ‖Z_k‖², the in-sample unexplained fraction of the chosen encoder.
     ridge_ : λ used (0 for in_sample and official); in units of G = X̃ᵀX̃ (eigenvalues average N).
+        per_encoder: the chosen encoder's λ (the top of the search range, 1e4·N, when no λ beats
+        predicting the mean).
     n_iter_ : GCV evaluations (exact), alternations (alternating) or 1 (official, in_sample exact).
     regime_ : "small_n" when N <= D or the effective rank of X̃ is >= N/2, else "large_n".
     effective_rank_, n_samples_, n_features_ (kept columns), label_width_ (L).
@@ -77,32 +92,48 @@ class EMMS:
         reached (alternating solver only).
     """
 
-    def __init__(self, solver: str = "exact", score: str = "gcv", *, tol: float = 1e-10,
-                 max_iter: int = 100_000) -> None:
+    def __init__(self, solver: str = "exact", score: str = "gcv", mixture: str = "per_encoder", *,
+                 tol: float = 1e-10, max_iter: int = 100_000, chunk_rows: int | None = None) -> None:
         self.solver = solver
         self.score = score
+        self.mixture = mixture
         self.tol = tol
         self.max_iter = max_iter
+        self.chunk_rows = chunk_rows
 
     def fit(self, features: object, f_labels: object) -> EMMS:
-        """Fit on features (N, D) and f_labels (K arrays (N, L_k) or one (N, L, K)); returns self."""
+        """Fit on features (N, D) and f_labels (K arrays (N, L_k) or one (N, L, K)); returns self.
+
+        Any array-like (float32/64, integer, ``numpy.memmap``) is read in chunks of ``chunk_rows``
+        rows (:meth:`emms.stats.SufficientStats.from_arrays`): no whole-array float64 copy.
+        """
         self._check_params()
         if self.solver == "official":
             return self._fit_official(features, f_labels)
-        return self.fit_stats(SufficientStats.from_arrays(features, f_labels))
+        return self.fit_stats(SufficientStats.from_arrays(features, f_labels, chunk_rows=self.chunk_rows))
 
     def fit_stats(self, stats: SufficientStats | StandardStats) -> EMMS:
-        """Fit from sufficient statistics alone (exact or alternating solver); returns self."""
+        """Fit from sufficient statistics alone (exact or alternating solver); returns self.
+
+        ``stats``: a :class:`SufficientStats`, or a :class:`StandardStats` standardised for this
+        ``mixture`` (``stats.standardised(labels="blocks")`` for per_encoder, ``"columns"`` for columns).
+        """
         self._check_params()
         if self.solver == "official":
             raise InputError("solver: 'official' needs the raw arrays (use fit); fit_stats supports 'exact' and 'alternating'")
+        labels = "blocks" if self.mixture == "per_encoder" else "columns"
         if isinstance(stats, SufficientStats):
-            stats = stats.standardised()
+            stats = stats.standardised(labels=labels)
         elif not isinstance(stats, StandardStats):
             raise InputError(f"stats: expected SufficientStats or StandardStats, got {type(stats).__name__}")
+        elif stats.labels != labels:
+            raise InputError(f"stats: mixture={self.mixture!r} needs statistics standardised with labels={labels!r}, "
+                             f"got labels={stats.labels!r}")
         spectrum = _Spectrum(stats)
         n, width = stats.n_samples, stats.label_width
         self._set_shape(n, stats.n_features, width, spectrum.rank)
+        if self.mixture == "per_encoder":
+            return self._fit_per_encoder(spectrum)
         if self.score == "gcv":
             ridge, weights, n_evals = _gcv_search(spectrum)
         else:
@@ -126,11 +157,32 @@ class EMMS:
 
     # -- internals -------------------------------------------------------------------------------
 
+    def _fit_per_encoder(self, spectrum: _Spectrum) -> EMMS:
+        """score_ = max_k R²_k, t = the encoders reaching it (formulas in the module docstring)."""
+        scores, ridges, self.n_iter_ = _encoder_r2(spectrum, gcv=self.score == "gcv")
+        best = scores >= scores.max() - 1e-12
+        self.weights_ = best / best.sum()
+        self.encoder_scores_ = scores
+        self.ridges_ = ridges
+        self.ridge_ = float(ridges[np.argmax(best)])
+        self.score_ = float(scores.max())
+        total = np.diag(spectrum.label_inner)
+        self.objective_ = float(self.weights_ @ (np.diag(spectrum.base) / total))
+        return self
+
     def _check_params(self) -> None:
         if self.solver not in SOLVERS:
             raise InputError(f"solver: expected one of {', '.join(SOLVERS)}, got {self.solver!r}")
         if self.score not in SCORES:
             raise InputError(f"score: expected one of {', '.join(SCORES)}, got {self.score!r}")
+        if self.mixture not in MIXTURES:
+            raise InputError(f"mixture: expected one of {', '.join(MIXTURES)}, got {self.mixture!r}")
+        if self.solver == "alternating" and self.mixture != "columns":
+            raise InputError("solver: 'alternating' minimises the paper's column-wise mixture; pass mixture='columns' "
+                             "(the per_encoder score has no alternation)")
+        if self.chunk_rows is not None and (isinstance(self.chunk_rows, bool) or not isinstance(
+                self.chunk_rows, (int, np.integer)) or self.chunk_rows < 1):
+            raise InputError(f"chunk_rows: expected a positive integer or None, got {self.chunk_rows!r}")
         if not (isinstance(self.tol, (int, float)) and self.tol > 0):
             raise InputError(f"tol: expected a positive number, got {self.tol!r}")
         if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
@@ -184,12 +236,12 @@ class EMMS:
 
 @register("emms", targets=("flabels",), streamable=True)
 def emms_score(features: object, f_labels: object, *, solver: str = "exact", score: str = "gcv",
-               tol: float = 1e-10, max_iter: int = 100_000) -> float:
-    """EMMS: weighted regression of F-label embeddings on the features (GCV ridge by default).
+               mixture: str = "per_encoder", tol: float = 1e-10, max_iter: int = 100_000) -> float:
+    """EMMS: out-of-sample R² of the best-predicted F-label encoder (GCV ridge; the paper's mixture as an option).
 
     features (N, D); f_labels K arrays (N, L_k) or one (N, L, K). See :class:`EMMS`.
     """
-    return EMMS(solver=solver, score=score, tol=tol, max_iter=max_iter).fit(features, f_labels).score_
+    return EMMS(solver=solver, score=score, mixture=mixture, tol=tol, max_iter=max_iter).fit(features, f_labels).score_
 
 
 class _Spectrum:
@@ -238,6 +290,51 @@ def _gcv_value(rss: float, dof: float, n: int) -> float:
     """GCV = RSS / N / (1 − (df + 1)/N)², +inf when the fit (with intercept) interpolates."""
     slack = 1.0 - (dof + 1.0) / n
     return math.inf if slack <= 0 else rss / n / slack**2
+
+
+def _encoder_r2(spectrum: _Spectrum, *, gcv: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """R²_k of every encoder (K,), its λ_k (K,) and the number of λ evaluations.
+
+    With T_k = A_kk = ‖Z_k − z̄_k‖², q_{k,i} = ‖ĉ_{k,i}‖²/s_i, RSS_k(λ) = R(λ)_kk = R(0)_kk + Σ_i (λ/(s_i+λ))² q_{k,i}::
+
+        in_sample:  R²_k = 1 − RSS_k(0) / T_k
+        gcv:        R²_k = 1 − min(min_λ GCV_k(λ), GCV_null,k) / GCV_null,k,
+                    GCV_k(λ) = RSS_k(λ)/N / (1 − (df(λ)+1)/N)²,   GCV_null,k = T_k·N/(N−1)²
+
+    GCV_null,k is GCV at λ → ∞ (df → 0, RSS → T_k): exactly the leave-one-out error of predicting
+    each row by the mean of the others, so R²_k ∈ [0, 1] and features that predict nothing score 0.
+    """
+    n = spectrum.n_samples
+    total = np.diag(spectrum.label_inner).copy()
+    base = np.maximum(np.diag(spectrum.base), 0.0)
+    if not gcv:
+        return 1.0 - base / total, np.zeros_like(total), 1
+    fit = np.diagonal(spectrum.scaled_products, axis1=1, axis2=2)  # q (r, K)
+    s = spectrum.eigenvalues
+    null = total * n / (n - 1) ** 2
+
+    def gcv_values(log_ridges: np.ndarray) -> np.ndarray:  # (G,) -> (G, K)
+        ridge = np.exp(log_ridges)[:, None]
+        shrink = ridge / (s + ridge)
+        slack = 1.0 - ((s / (s + ridge)).sum(axis=1) + 1.0) / n
+        rss = base + (shrink**2) @ fit
+        with np.errstate(divide="ignore"):
+            return np.where(slack[:, None] > 0, rss / n / np.maximum(slack, 0.0)[:, None] ** 2, np.inf)
+
+    grid = math.log(n) + np.linspace(*_LOG_RIDGE_RANGE, _GRID_POINTS)
+    values = gcv_values(grid)
+    n_evals = grid.size
+    best_gcv, best_log = null.copy(), np.full(total.size, grid[-1])
+    for k in range(total.size):
+        i = int(np.argmin(values[:, k]))
+        lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
+        refined = minimize_scalar(lambda u: float(gcv_values(np.array([u]))[0, k]), bounds=(lo, hi),
+                                  method="bounded", options={"xatol": 1e-6})
+        n_evals += refined.nfev
+        value, log_ridge = (refined.fun, refined.x) if refined.fun <= values[i, k] else (values[i, k], grid[i])
+        if value < best_gcv[k]:
+            best_gcv[k], best_log[k] = value, log_ridge
+    return 1.0 - best_gcv / null, np.exp(best_log), n_evals
 
 
 def _gcv_search(spectrum: _Spectrum) -> tuple[float, np.ndarray, int]:
