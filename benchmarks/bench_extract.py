@@ -7,7 +7,8 @@ numpy array). The bare loop gets the already-preprocessed float tensor and only 
 preprocessing. It runs under the same glibc allocator settings as extraction
 (``emms._allocator.retain_freed_memory``, switched on here as the ``emms`` command line does), so
 the ratio measures our overhead alone;
-``bench_allocator.py`` measures what those settings gain over glibc's defaults. Timings alternate between the two and report the median of the repeats.
+``bench_allocator.py`` measures what those settings gain over glibc's defaults. Timings alternate
+between the two and report the median of the repeats.
 Prints a markdown table; ratio = our images/s divided by the bare loop's (goal >= 0.9), from the
 medians of wall-clock time, with the range of the per-repeat ratios (each repeat's two runs are
 adjacent in time) and the ratio of process CPU time (on a shared machine CPU time is less

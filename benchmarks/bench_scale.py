@@ -50,7 +50,8 @@ elif args["mode"] == "stream":
                          chunk_rows=args["chunk_rows"], scheduler=args.get("scheduler"))
 elif args["mode"] == "dask_local":
     from distributed import Client, LocalCluster
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with cluster, Client(cluster) as client:
         client.run(lambda: __import__("emms.streaming"))  # workers up and imports done before timing
         t0 = time.perf_counter()
         value = stream_score(args["path"], [IndexedRows(t, labels) for t in tables], "emms",
@@ -118,20 +119,22 @@ def main() -> None:
                                  (f"streamed from .npy ({path.stat().st_size / 1e9:.2f} GB)", big, big_n, "big")):
             print(f"| {label} | {n:,} | {r['seconds']:.1f} | {rate[key]:.2f} | {rate[key] / rate['mem']:.2f}x | "
                   f"{r['peak_rss_mb']:.0f} | {r['score']:.6f} |")
-        print(f"\n(interpreter + imports alone: {big['import_rss_mb']:.0f} MB RSS; the streamed and in-memory scores at "
-              f"N = {fit_n:,} differ by {abs(small_stream['score'] - in_memory['score']) / abs(in_memory['score']):.1e} relative)\n")
+        gap = abs(small_stream["score"] - in_memory["score"]) / abs(in_memory["score"])
+        print(f"\n(interpreter + imports alone: {big['import_rss_mb']:.0f} MB RSS; the streamed and in-memory "
+              f"scores at N = {fit_n:,} differ by {gap:.1e} relative)\n")
 
         dask_n = min(big_n, 400_000)
         _copy_head(path, folder / "dask.npy", dask_n)
-        single = median_of(opts.repeats, mode="stream", path=str(folder / "dask.npy"), n=dask_n, chunk_rows=chunk, **common)
-        on_dask = median_of(opts.repeats, mode="dask_local", path=str(folder / "dask.npy"), n=dask_n, chunk_rows=chunk, **common)
-        print(f"### Dask: 2 worker processes vs one process (N = {dask_n:,}, D = 256, same chunks; {os.cpu_count()} CPU cores, "
-              f"load average {os.getloadavg()[0]:.1f} when measured)\n")
+        dask_path = str(folder / "dask.npy")
+        single = median_of(opts.repeats, mode="stream", path=dask_path, n=dask_n, chunk_rows=chunk, **common)
+        on_dask = median_of(opts.repeats, mode="dask_local", path=dask_path, n=dask_n, chunk_rows=chunk, **common)
+        print(f"### Dask: 2 worker processes vs one process (N = {dask_n:,}, D = 256, same chunks; "
+              f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} when measured)\n")
         print("| run | time (s) | speed-up | score |")
         print("|---|---:|---:|---:|")
         print(f"| one process (scheduler=None) | {single['seconds']:.1f} | 1.00x | {single['score']:.12f} |")
-        print(f"| LocalCluster, 2 workers x 1 thread | {on_dask['seconds']:.1f} | {single['seconds'] / on_dask['seconds']:.2f}x | "
-              f"{on_dask['score']:.12f} |")
+        speed_up = single["seconds"] / on_dask["seconds"]
+        print(f"| LocalCluster, 2 workers x 1 thread | {on_dask['seconds']:.1f} | {speed_up:.2f}x | {on_dask['score']:.12f} |")
         print(f"\n(scores bit-identical: {single['score'] == on_dask['score']})\n")
 
         print("### Streamed EMMS time (s) by N and D (K = 3, L = 128, float32 .npy source, 1 thread)\n")

@@ -47,7 +47,8 @@ from emms.pipeline import Ranking
 table = pd.DataFrame({{"model": ["a", "b"], "metric": ["logme", "logme"], "score": [1.0, 2.0], "rank": [2, 1],
                       "seconds": [0.1, 0.1], "weights": [None, None]}})
 timings = pd.DataFrame({{"stage": ["load data"], "model": [""], "seconds": [0.1]}})
-Ranking(table=table, timings=timings, meta={{"data": "x", "task": "classification", "n_samples": 2}}).to_html(r"{tmp_path / 'r.html'}")
+meta = {{"data": "x", "task": "classification", "n_samples": 2}}
+Ranking(table=table, timings=timings, meta=meta).to_html(r"{tmp_path / 'r.html'}")
 print(matplotlib.get_backend())
 """
     assert _run(code) == "svg"

@@ -120,7 +120,8 @@ def test_per_model_tables_rank_models_beside_the_truth():
     assert sum(line.startswith("Scores on") for line in lines) == 2
 
 
-@pytest.mark.skipif(not tb.FORTUNES_DIR.is_dir(), reason="benchmark-only data: the Debian fortunes package (apt-get install fortunes) is not installed")
+@pytest.mark.skipif(not tb.FORTUNES_DIR.is_dir(),
+                    reason="benchmark-only data: the Debian fortunes package (apt-get install fortunes) is not installed")
 def test_fortune_splits_are_balanced_disjoint_and_exclude_the_bundled_sample():
     splits = tb.fortune_splits(tb.FORTUNES_DIR, seed=0)
     bundled = resources.files("emms").joinpath("resources/text_topics.jsonl.gz").read_bytes()
