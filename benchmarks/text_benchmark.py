@@ -1,6 +1,6 @@
 """The offline text benchmark: packaged text encoders on topic classification of Debian fortunes.
 
-Task: 6 topics of the Debian ``fortunes`` package (``emms.data.build_samples.TOPICS``), entries of
+Task: 6 topics of the Debian ``fortunes`` package (``build_samples.TOPICS``), entries of
 20-300 characters, excluding every text of the package's bundled ``text-topics`` sample (the
 development data) and every text that occurs more than once in the corpus. Per topic, with
 ``numpy.random.default_rng(seed)``: 200 ``truth`` entries for the ground truth and 100 disjoint
@@ -49,7 +49,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import emms
-from emms.data.build_samples import TOPICS, fortune_entries
+from build_samples import TOPICS, fortune_entries
 from emms.data.taskdata import TaskData
 from emms.embedders import embed_f_labels, load_encoder
 from emms.embedders.sentence import packaged_minilm_path

@@ -2,7 +2,7 @@
 
 Real: ``fashion-mnist`` (5,000 Fashion-MNIST test images, 500 per class), ``digits`` (sklearn's
 1,797 8x8 digits, loaded from scikit-learn), ``text-topics`` (1,200 Debian fortunes, 200 in each of
-six categories). See ``build_samples.py`` and docs/data.md for sources and licences.
+six categories). See ``benchmarks/build_samples.py`` and docs/data.md for sources and licences.
 
 GENERATED (deterministic, seed 0, built at load time from the Fashion-MNIST and fortunes samples;
 templated labels, not human annotations — good for exercising every task kind, not for claims

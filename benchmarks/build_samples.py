@@ -1,8 +1,9 @@
 """Build the bundled sample files in ``emms/resources/`` from their Debian sources.
 
-Run once by a maintainer (the outputs are committed as package data)::
+A maintainer script, not part of the installed package: run once (the outputs are committed as
+package data)::
 
-    python -m emms.data.build_samples --fashion-dir /usr/share/datasets/fashion-mnist \
+    python benchmarks/build_samples.py --fashion-dir /usr/share/datasets/fashion-mnist \
         --fortunes-dir /usr/share/games/fortunes --out src/emms/resources
 
 * ``fashion_mnist_sample.npz``: 500 images per class (5,000 of 28x28 uint8) drawn with seed 0 from
