@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out / "fashion_mnist_sample.npz", **fashion_sample(args.fashion_dir, args.per_class, args.seed))
-    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in topic_sample(args.fortunes_dir, args.per_topic, args.seed))
+    rows = topic_sample(args.fortunes_dir, args.per_topic, args.seed)
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as handle:  # mtime=0: byte-identical rebuilds
         handle.write(lines.encode("utf-8"))
