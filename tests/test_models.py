@@ -99,8 +99,8 @@ def test_source_probs_one_pass_and_which_backbones_have_them(mnv2):
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    ({"layer": 3}, InputError, "only hf: models"),
-    ({"pooling": "cls"}, InputError, "only hf: models"),
+    ({"layer": 5}, InputError, "onet_mtcnn has 5 layer"),
+    ({"pooling": "cls"}, InputError, "pooling choices are for token models"),
     ({"device": "tpu"}, InputError, "device"),
 ])
 def test_builtin_rejects_bad_arguments(kwargs, error, match):

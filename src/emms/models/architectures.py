@@ -1,7 +1,8 @@
 """Small CNN definitions for the packaged offline backbones (no torchvision/timm needed).
 
 Every class maps a normalised image batch (B, C, H, W) to globally pooled features (B, D) in
-``forward``; those with a source classification head also implement ``source_probs(features)``
+``forward`` and names the modules that end its stages in ``STAGE_OUTPUTS`` (layer-wise features,
+:mod:`emms.models.layers`); those with a source classification head also implement ``source_probs(features)``
 -> (B, C_source). Parameter names follow the checkpoints they load, so each state dict loads
 strictly:
 
@@ -84,6 +85,9 @@ class _InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     """MobileNetV2 (width 1.0): (B, 3, H, W) -> (B, 1280) global-average-pooled features."""
 
+    # the last block of each stage (after the stem), then the pooled output; see emms.models.layers
+    STAGE_OUTPUTS = ("features.1", "features.3", "features.6", "features.10", "features.13", "features.16", "features.17")
+
     # expansion t, output channels c, repeats n, first stride s
     SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
@@ -137,6 +141,8 @@ class _MBConv(nn.Module):
 class EfficientNetB0(nn.Module):
     """EfficientNet-B0: (B, 3, H, W) -> (B, 1280) pooled features; ``num_classes=1`` is a binary logit."""
 
+    STAGE_OUTPUTS = tuple(f"features.{i}" for i in range(1, 8))
+
     # expansion, kernel, stride, in, out, repeats
     STAGES = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
               (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1))
@@ -165,6 +171,8 @@ class EfficientNetB0(nn.Module):
 class VGG16BNTrunk(nn.Module):
     """VGG16-BN ``features[0:40]`` (conv1_1 ... conv5_2, BN, ReLU): (B, 3, H, W) -> (B, 512)."""
 
+    STAGE_OUTPUTS = ("features.5", "features.12", "features.22", "features.32")  # ReLU before each max-pool
+
     CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512)
 
     def __init__(self) -> None:
@@ -185,6 +193,8 @@ class VGG16BNTrunk(nn.Module):
 
 class OCRVGG(nn.Module):
     """EasyOCR's recogniser CNN (``FeatureExtraction.ConvNet``): (B, 1, H, W) -> (B, 256)."""
+
+    STAGE_OUTPUTS = ("features.1", "features.4", "features.9", "features.16")  # ReLU before each max-pool
 
     def __init__(self) -> None:
         super().__init__()
@@ -212,6 +222,8 @@ class _CaffeFlatten(nn.Module):
 
 class ONet(nn.Module):
     """MTCNN O-Net: (B, 3, 48, 48) -> (B, 256); ``source_probs`` = [p(non-face), p(face)]."""
+
+    STAGE_OUTPUTS = ("features.prelu1", "features.prelu2", "features.prelu3", "features.prelu4")
 
     def __init__(self) -> None:
         super().__init__()
@@ -246,6 +258,10 @@ class EfficientNetLite(nn.Module):
 
         # image_size=None selects padding computed per input, so any resolution is padded as TF does.
         self.net = EfficientNet.from_name(f"efficientnet-{variant}", image_size=None)
+        blocks = [b._block_args for b in self.net._blocks]
+        # a stage ends where the next block changes the width (its first block) or there is none
+        self.STAGE_OUTPUTS = tuple(f"net._blocks.{i}" for i in range(len(blocks))
+                                   if i + 1 == len(blocks) or blocks[i + 1].input_filters != blocks[i + 1].output_filters)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(x).mean((2, 3))

@@ -32,13 +32,15 @@ from emms._validation import as_torch_device, check_positive_int
 from emms.errors import EmmsWarning, InputError, ResourceError
 from emms.models.backbones import (BackboneSpec, as_uint8_images, build_backbone, get_backbone_spec,
                                    preprocess_images, weights_path)
+from emms.models.layers import captured_outputs, layer_index
 from emms.models.specs import parse_spec
 
 # Bump when preprocessing or pooling code changes in a way that alters features (invalidates caches).
 # 2: fused normalisation and resize-before-replication (features move by float32 rounding, <= 5e-6 rel.).
 EXTRACTOR_VERSION = 2
 Progress = Callable[[int], None]
-_HF_POOLINGS = ("pooler", "cls", "mean")
+TOKEN_POOLINGS = ("mean", "cls", "mean_nospecial")
+_HF_POOLINGS = ("pooler", *TOKEN_POOLINGS)
 
 
 def module_digest(module: nn.Module) -> str:
@@ -162,6 +164,26 @@ class _Extractor:
         return f"{type(self).__name__}({self.identity!r})"
 
 
+class _LayeredExtractor(_Extractor):
+    """An extractor that sees inside its model: ``layer_names`` and ``extract_layers`` (one pass, many layers).
+
+    Subclasses implement ``_layers(batch, indices) -> tuple`` of pooled (B, D_k) features, one per index.
+    """
+
+    layer_names: tuple[str, ...]
+
+    def extract_layers(self, inputs: Sequence, layers: Sequence[int], batch_size: int = 64,
+                       progress: Progress | None = None) -> tuple[np.ndarray, ...]:
+        """Pooled features (n, D_k) float32 of each of ``layers`` (indices into ``layer_names``), from one pass per batch."""
+        index = tuple(layer_index(int(k), len(self.layer_names), self.identity) for k in layers)
+        if not index:
+            raise InputError("layers: expected at least one layer index")
+        return _run_batches(inputs, batch_size, progress, lambda batch: self._layers(batch, index))
+
+    def _layers(self, batch: Sequence, indices: tuple[int, ...]) -> tuple[torch.Tensor, ...]:  # pragma: no cover
+        raise NotImplementedError
+
+
 class TorchExtractor(_Extractor):
     """A torch module plus a preprocessing function: batch of inputs -> tensor -> (B, D)."""
 
@@ -184,27 +206,62 @@ class TorchExtractor(_Extractor):
         return self._forward(batch)
 
 
-class BuiltinExtractor(TorchExtractor):
+class _HookedExtractor(TorchExtractor, _LayeredExtractor):
+    """A torch module whose layers are submodules (``layer_names``, "output" = the module's own
+    pooled output), read by forward hooks during one forward pass."""
+
+    layer_names: tuple[str, ...]
+
+    def _outputs(self, batch: Sequence, paths: Sequence[str], probs: bool = False) -> tuple[torch.Tensor, ...]:
+        """One forward pass: the pooled output of each module in ``paths`` ("output": the model's), then
+        the source-head probabilities of the model's output when ``probs``."""
+        with torch.inference_mode():
+            x = self.preprocess(batch).to(self.device, non_blocking=True)
+            with captured_outputs(self.module, [p for p in paths if p != "output"], _pool_output) as inside:
+                output = self.module(x)
+            found = tuple(output if p == "output" else inside[p] for p in paths)
+            return (*found, self.module.source_probs(output)) if probs else found
+
+    def _forward(self, batch: Sequence) -> torch.Tensor:
+        return self._outputs(batch, self.layer_names[-1:])[0]
+
+    def _layers(self, batch: Sequence, indices: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        return self._outputs(batch, [self.layer_names[k] for k in indices])
+
+
+def _chosen_layers(names: tuple[str, ...], layer: int | None, model: str) -> tuple[tuple[str, ...], str]:
+    """``names`` up to ``layer`` (all without one) and the identity part naming the chosen layer."""
+    if layer is not None:
+        names = names[:layer_index(layer, len(names), model) + 1]
+    return names, ("" if names[-1] == "output" else f"|layer={names[-1]}")
+
+
+class BuiltinExtractor(_HookedExtractor):
     """A packaged backbone (``builtin:NAME``); images are resized to ``image_size`` (default native).
 
-    Backbones with a source head are loaded as :class:`BuiltinHeadExtractor`.
+    ``layer_names``: the module ending each stage (``STAGE_OUTPUTS`` of its architecture, globally
+    average-pooled) and ``"output"`` (the model's own pooled feature). ``layer=k`` makes layer k the
+    feature (the layers after it are dropped from ``layer_names``). Backbones with a source head are
+    loaded as :class:`BuiltinHeadExtractor`.
     """
 
     def __init__(self, name: str, *, image_size: int | None = None, pretrained: bool = True, seed: int = 0,
-                 device: str | torch.device = "cpu") -> None:
+                 layer: int | None = None, device: str | torch.device = "cpu") -> None:
         spec = get_backbone_spec(name)
         _check_image_size(image_size)
         size = spec.native_size if image_size is None or spec.fixed_size else image_size
         module = build_backbone(name, pretrained=pretrained, seed=seed)
+        names, chosen = _chosen_layers((*module.STAGE_OUTPUTS, "output"), layer, f"builtin:{name}")
         weights = f"sha256:{cached_file_sha256(weights_path(spec))[:16]}" if pretrained else f"random-seed{seed}"
         identity = (f"builtin:{name}|weights={weights}|size={size}|ch={spec.in_channels}|mean={spec.mean}"
-                    f"|std={spec.std}|resize=bilinear-antialias|pool={spec.pooling}|v{EXTRACTOR_VERSION}")
+                    f"|std={spec.std}|resize=bilinear-antialias|pool={spec.pooling}{chosen}|v{EXTRACTOR_VERSION}")
         dev = as_torch_device(device)
         super().__init__(module, lambda batch: preprocess_images(batch, spec, size, dev), identity=identity,
                          modality="image", device=dev)
         self.spec = spec
         self.image_size = size
         self.pretrained = pretrained
+        self.layer_names = names
 
 
 class BuiltinHeadExtractor(BuiltinExtractor):
@@ -220,9 +277,14 @@ class BuiltinHeadExtractor(BuiltinExtractor):
         return int(self.spec.source_classes)
 
     def _both(self, batch: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.inference_mode():
-            feats = self._forward(batch)
-            return feats, self.module.source_probs(feats)
+        return self._outputs(batch, self.layer_names[-1:], probs=True)
+
+    def extract_layers_with_source_probs(self, inputs: Sequence, layers: Sequence[int], batch_size: int = 64,
+                                         progress: Progress | None = None) -> tuple[np.ndarray, ...]:
+        """:meth:`extract_layers` plus the source probabilities (n, source_classes) last, from one pass per batch."""
+        index = [layer_index(int(k), len(self.layer_names), self.identity) for k in layers]
+        paths = [self.layer_names[k] for k in index]
+        return _run_batches(inputs, batch_size, progress, lambda batch: self._outputs(batch, paths, probs=True))
 
     def source_probs(self, inputs: Sequence, batch_size: int = 64, progress: Progress | None = None) -> np.ndarray:
         """Source-head probabilities (n, source_classes) float32; rows sum to 1."""
@@ -298,7 +360,40 @@ class FileExtractor(_Extractor):
         return out
 
 
-class HFVisionExtractor(TorchExtractor):
+class _HFExtractor(TorchExtractor, _LayeredExtractor):
+    """Shared by the Hugging Face extractors: hidden states as layers (``hidden_states.0`` = embeddings).
+
+    Layer features pool each hidden state with ``pooling`` when it is a token pooling, else with
+    ``mean`` (a model's pooler/projection output exists for its last layer only). With ``layer=k`` the
+    layers after k are dropped from ``layer_names``.
+    """
+
+    layer: int | None
+    pooling: str
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        if self._n_hidden is None:  # counted once, from one tiny input
+            self._n_hidden = len(self._hidden(self._probe_input)[0])
+        names = tuple(f"hidden_states.{k}" for k in range(self._n_hidden))
+        return names if self.layer is None else names[:layer_index(self.layer, len(names), self.identity) + 1]
+
+    @property
+    def layer_pooling(self) -> str:
+        """How each hidden state is pooled into layer features."""
+        return self.pooling if self.pooling in TOKEN_POOLINGS else "mean"
+
+    def _hidden(self, batch: Sequence) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None, torch.Tensor | None]:
+        """(hidden states, attention mask or None, special-token mask or None) of one forward pass."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _layers(self, batch: Sequence, indices: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        with torch.inference_mode():
+            hidden, mask, special = self._hidden(batch)
+            return tuple(_pool_tokens(hidden[k], mask, self.layer_pooling, None, special) for k in indices)
+
+
+class HFVisionExtractor(_HFExtractor):
     """A Hugging Face vision model; preprocessing from its own image processor config.
 
     Features: the model's ``pooler_output`` (default when its pooler weights were loaded), the
@@ -307,16 +402,24 @@ class HFVisionExtractor(TorchExtractor):
     Models with ``get_image_features`` (CLIP, SigLIP) give the projected image embedding.
     """
 
+    _probe_input = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+
     def __init__(self, model: nn.Module, processor, *, identity: str, layer: int | None, pooling: str,
                  device: str | torch.device) -> None:
         self.processor = processor
         self.layer = layer
         self.pooling = pooling
         self.joint = hasattr(model, "get_image_features")
+        self._n_hidden: int | None = None
         super().__init__(model, self._pixels, identity=identity, modality="image", device=device)
 
     def _pixels(self, batch: Sequence) -> torch.Tensor:
         return self.processor(images=_as_rgb_list(batch), return_tensors="pt")["pixel_values"]
+
+    def _hidden(self, batch: Sequence) -> tuple[tuple[torch.Tensor, ...], None, None]:
+        tower = self.module.vision_model if self.joint else self.module
+        with torch.inference_mode():
+            return tower(pixel_values=self._pixels(batch).to(self.device), output_hidden_states=True).hidden_states, None, None
 
     def _forward(self, batch: Sequence) -> torch.Tensor:
         pixels = self._pixels(batch).to(self.device)
@@ -330,8 +433,11 @@ class HFVisionExtractor(TorchExtractor):
             return _pool_tokens(hidden, None, self.pooling, getattr(out, "pooler_output", None))
 
 
-class HFTextExtractor(TorchExtractor):
-    """A Hugging Face text encoder: masked mean of token states (or CLS / pooler output)."""
+class HFTextExtractor(_HFExtractor):
+    """A Hugging Face text encoder: masked mean of token states (or CLS / pooler output, or the mean
+    without special tokens, ``mean_nospecial``)."""
+
+    _probe_input = ["a"]
 
     def __init__(self, model: nn.Module, tokenizer, *, identity: str, layer: int | None, pooling: str,
                  max_length: int, device: str | torch.device) -> None:
@@ -340,6 +446,7 @@ class HFTextExtractor(TorchExtractor):
         self.pooling = pooling
         self.max_length = max_length
         self.joint = hasattr(model, "get_text_features")
+        self._n_hidden: int | None = None
         if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
             model = model.get_encoder()
         super().__init__(model, self._tokens, identity=identity, modality="text", device=device)
@@ -348,61 +455,136 @@ class HFTextExtractor(TorchExtractor):
         return self.tokenizer(_as_texts(batch), padding=True, truncation=True, max_length=self.max_length,
                               return_tensors="pt")
 
-    def _forward(self, batch: Sequence) -> torch.Tensor:
+    def _run(self, batch: Sequence, hidden_states: bool):
+        """(model output, token dict, special-token mask) of one forward pass."""
         tokens = {k: v.to(self.device) for k, v in self._tokens(batch).items()}
+        special = _special_tokens(tokens["input_ids"], self.tokenizer)
+        tower = self.module.text_model if self.joint else self.module
+        return tower(**tokens, output_hidden_states=hidden_states), tokens, special
+
+    def _hidden(self, batch: Sequence) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None, torch.Tensor]:
+        with torch.inference_mode():
+            out, tokens, special = self._run(batch, True)
+            return out.hidden_states, tokens.get("attention_mask"), special
+
+    def _forward(self, batch: Sequence) -> torch.Tensor:
         with torch.inference_mode():
             if self.joint and self.layer is None:
+                tokens = {k: v.to(self.device) for k, v in self._tokens(batch).items()}
                 out = self.module.get_text_features(input_ids=tokens["input_ids"],
                                                     attention_mask=tokens.get("attention_mask"))
                 return out if isinstance(out, torch.Tensor) else out.pooler_output
-            tower = self.module.text_model if self.joint else self.module
-            out = tower(**tokens, output_hidden_states=self.layer is not None)
+            out, tokens, special = self._run(batch, self.layer is not None)
             hidden = out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]
-            return _pool_tokens(hidden, tokens.get("attention_mask"), self.pooling, getattr(out, "pooler_output", None))
+            return _pool_tokens(hidden, tokens.get("attention_mask"), self.pooling,
+                                getattr(out, "pooler_output", None), special)
+
+
+def _special_tokens(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
+    """True where ``input_ids`` holds one of the tokenizer's special tokens ([CLS], [SEP], <s>, padding, ...)."""
+    ids = torch.tensor(sorted(set(getattr(tokenizer, "all_special_ids", []) or [])), dtype=input_ids.dtype,
+                       device=input_ids.device)
+    return torch.isin(input_ids, ids)
 
 
 def _pool_tokens(hidden: torch.Tensor, mask: torch.Tensor | None, pooling: str,
-                 pooler_output: torch.Tensor | None) -> torch.Tensor:
-    """(B, T, D) tokens or (B, C, H, W) maps -> (B, D) by ``pooler``, ``cls`` or (masked) ``mean``."""
+                 pooler_output: torch.Tensor | None, special: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T, D) tokens or (B, C, H, W) maps -> (B, D) by ``pooler``, ``cls``, (masked) ``mean`` or
+    ``mean_nospecial`` (masked mean without the ``special`` tokens, as transformer-ranker pools)."""
     if pooling == "pooler":
         return pooler_output.flatten(1)
     if hidden.ndim == 4:  # convolutional maps: CLS is meaningless, average over positions
         return hidden.mean((2, 3))
     if pooling == "cls":
         return hidden[:, 0]
+    if pooling == "mean_nospecial" and special is not None:
+        mask = ~special if mask is None else mask.bool() & ~special
     if mask is None:
         return hidden.mean(1)
     weights = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
-class SentenceTransformerExtractor(_Extractor):
-    """A sentence-transformers model (its own pooling and normalisation)."""
+class SentenceTransformerExtractor(_LayeredExtractor):
+    """A sentence-transformers model (its own pooling and normalisation).
+
+    Layers: the hidden states of its transformer module (``hidden_states.0`` = embeddings), each
+    passed through the model's own modules after the transformer (pooling, dense, normalisation),
+    so the last layer equals ``encode``. ``pooling`` (``mean``, ``cls``, ``mean_nospecial``) replaces
+    the model's pooling module; ``layer=k`` makes hidden state k the feature.
+    """
 
     modality = "text"
 
-    def __init__(self, target: str, *, max_length: int | None, device: str | torch.device) -> None:
+    def __init__(self, target: str, *, max_length: int | None, layer: int | None = None, pooling: str | None = None,
+                 device: str | torch.device) -> None:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise ResourceError("st: models need sentence-transformers: pip install sentence-transformers") from None
-        dev = as_torch_device(device)
+        if pooling not in (None, *TOKEN_POOLINGS):
+            raise InputError(f"pooling: expected one of {', '.join(TOKEN_POOLINGS)} for st: models, got {pooling!r}")
+        self.device = as_torch_device(device)
         try:
-            self.model = SentenceTransformer(target, device=str(dev))
+            self.model = SentenceTransformer(target, device=str(self.device))
         except (OSError, ValueError) as exc:
             raise ResourceError(f"spec: cannot load sentence-transformers model {target!r} ({exc})") from exc
         self.model.eval()
         if max_length is not None:
             self.model.max_seq_length = max_length
+        self.layer, self.pooling = layer, pooling
         tokenizer = getattr(self.model, "tokenizer", None)
+        chosen = "" if layer is None and pooling is None else f"|layer={layer}|pool={pooling or 'model'}"
         self.identity = (f"st:{_display_name(target)}|weights=sha256:{module_digest(self.model)[:16]}"
                          f"|modules={_text_digest(repr(self.model))}|tokenizer={_tokenizer_digest(tokenizer)}"
-                         f"|v{EXTRACTOR_VERSION}")
+                         f"{chosen}|v{EXTRACTOR_VERSION}")
+        modules = list(self.model)
+        transformer = modules[0]
+        if not hasattr(transformer, "auto_model"):
+            self._layered = False
+            names = ("output",)
+        else:
+            self._layered = True
+            names = tuple(f"hidden_states.{k}" for k in range(transformer.auto_model.config.num_hidden_layers + 1))
+        if not self._layered and (layer is not None or pooling is not None):
+            raise InputError(f"layer/pooling: {target!r} has no Hugging Face transformer module to take them from")
+        if layer is not None:
+            names = names[:layer_index(layer, len(names), self.identity) + 1]
+        self.layer_names = names
+        # after the transformer: the model's pooling and what follows it, or ours and what follows the pooling
+        after = modules[1:]
+        if pooling is not None:
+            after = after[next((i + 1 for i, m in enumerate(after) if type(m).__name__ == "Pooling"), 0):]
+        self._after = after
 
-    def _features(self, batch: Sequence) -> np.ndarray:
+    def _features(self, batch: Sequence) -> np.ndarray | torch.Tensor:
+        if self.layer is None and self.pooling is None:
+            texts = _as_texts(batch)
+            out = self.model.encode(texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False)
+            return np.asarray(out, dtype=np.float32)
+        return self._layers(batch, (len(self.layer_names) - 1,))[0]
+
+    def _layers(self, batch: Sequence, indices: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        if not self._layered:
+            return (torch.from_numpy(self._features(batch)),)
         texts = _as_texts(batch)
-        out = self.model.encode(texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False)
-        return np.asarray(out, dtype=np.float32)
+        tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize
+        features = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in tokenize(texts).items()}
+        tokenizer = self.model.tokenizer
+        with torch.inference_mode():
+            inputs = {k: features[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in features}
+            hidden = self.model[0].auto_model(**inputs, output_hidden_states=True, return_dict=True).hidden_states
+            special = _special_tokens(features["input_ids"], tokenizer)
+            out = []
+            for k in indices:
+                step = {**features, "token_embeddings": hidden[k]}
+                if self.pooling is not None:
+                    step["sentence_embedding"] = _pool_tokens(hidden[k], features["attention_mask"], self.pooling,
+                                                              None, special)
+                for module in self._after:
+                    step = module(step)
+                out.append(step["sentence_embedding"])
+            return tuple(out)
 
 
 def _display_name(target: str) -> str:
@@ -459,6 +641,8 @@ def _load_hf(target: str, options: dict, layer: int | None, pooling: str | None,
     pooling = pooling or default_pooling
     if pooling not in _HF_POOLINGS:
         raise InputError(f"pooling: expected one of {', '.join(_HF_POOLINGS)} for hf: models, got {pooling!r}")
+    if pooling == "mean_nospecial" and modality == "image":
+        raise InputError("pooling: 'mean_nospecial' leaves out a tokenizer's special tokens; it is for text models")
     if pooling == "pooler" and layer is not None:
         raise InputError("pooling: 'pooler' uses the model's final pooled output; with a layer use 'mean' or 'cls'")
     weights = f"sha256:{module_digest(model)[:16]}"
@@ -478,7 +662,7 @@ def _load_hf(target: str, options: dict, layer: int | None, pooling: str | None,
                            device=device)
 
 
-class TimmExtractor(TorchExtractor):
+class TimmExtractor(_HookedExtractor):
     """A timm model without its classifier (``num_classes=0``: the pooled pre-logits features).
 
     Built by ``load_extractor("timm:NAME")``. Weights: timm's pretrained ones (from its Hugging Face
@@ -488,10 +672,14 @@ class TimmExtractor(TorchExtractor):
     ``timm.data.resolve_data_config``: input size, mean, std and interpolation (bilinear or
     bicubic). Images are squashed to the size, not cropped (timm's ``crop_pct`` is not applied), as
     for every other candidate. Models with a fixed input size (ViTs) keep their native size.
+    ``layer_names``: the modules timm lists in the model's ``feature_info`` (stages or blocks; token
+    outputs are averaged over tokens, maps over positions), then ``"output"``; ``layer=k`` makes
+    layer k the feature.
     """
 
     def __init__(self, target: str, *, image_size: int | None = None, pretrained: bool | None = None, seed: int = 0,
-                 checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> None:
+                 checkpoint: str | Path | None = None, layer: int | None = None,
+                 device: str | torch.device = "cpu") -> None:
         if importlib.util.find_spec("timm") is None:
             raise ResourceError("timm: models need the optional packages timm and torchvision: "
                                 "pip install timm torchvision")
@@ -524,8 +712,11 @@ class TimmExtractor(TorchExtractor):
                                  package="timm", weights_module="timm", weights_file="", fixed_size=fixed,
                                  interpolation=interpolation)
         self.image_size = native if image_size is None or fixed else image_size
+        stages = tuple(info["module"] for info in getattr(model, "feature_info", None) or ()
+                       if isinstance(info, dict) and info.get("module"))
+        self.layer_names, chosen = _chosen_layers((*stages, "output"), layer, f"timm:{target}")
         identity = (f"timm:{target}|weights=sha256:{module_digest(model)[:16]}|size={self.image_size}|ch={channels}"
-                    f"|mean={self.spec.mean}|std={self.spec.std}|resize={interpolation}-antialias|pool=model"
+                    f"|mean={self.spec.mean}|std={self.spec.std}|resize={interpolation}-antialias|pool=model{chosen}"
                     f"|v{EXTRACTOR_VERSION}")
         dev = as_torch_device(device)
         super().__init__(model, lambda batch: preprocess_images(batch, self.spec, self.image_size, dev),
@@ -570,29 +761,35 @@ def load_extractor(spec: str, *, device: str = "cpu", layer: int | str | None = 
                    **options: object):
     """Load the feature extractor named by ``spec`` (see :mod:`emms.models.specs`).
 
-    ``layer`` (hf: only) picks ``hidden_states[layer]`` (0 = embeddings, negative from the end);
-    ``pooling`` (hf: only) is ``pooler``, ``cls`` or ``mean``. Keyword ``options`` override
-    options written in the spec string, e.g. ``image_size=64`` for builtin: backbones or
-    ``checkpoint=PATH`` (local weights) for timm: models.
+    ``layer`` (builtin:, hf:, st:, timm:; also ``?layer=`` in the spec) makes layer ``layer`` of
+    the extractor's ``layer_names`` the feature (hf:/st:: ``hidden_states[layer]``, 0 = embeddings;
+    negative from the end). ``pooling`` (also ``?pooling=``) is ``mean``, ``cls``, ``mean_nospecial``
+    (token models: hf:, st:) or ``pooler`` (hf:). Keyword ``options`` override options written in the
+    spec string, e.g. ``image_size=64`` for builtin: backbones or ``checkpoint=PATH`` (local weights)
+    for timm: models.
     """
     parsed = parse_spec(spec, **options)
-    layer_index = _as_layer(layer)
-    own_pooling = pooling is None or (pooling == "mean" and parsed.scheme in ("builtin", "timm"))
-    if parsed.scheme != "hf" and (layer_index is not None or not own_pooling):
-        raise InputError(f"layer/pooling: only hf: models take a layer or pooling choice; {parsed.scheme}: models "
-                         "give their own pooled features")
     opts = parsed.options
+    layer_index = _as_layer(layer) if layer is not None else opts.get("layer")
+    pooling = pooling if pooling is not None else opts.get("pooling")
+    if parsed.scheme == "file" and layer_index is not None:
+        raise InputError("layer: file: features are precomputed; they have no layers to choose from")
+    if parsed.scheme in ("builtin", "timm", "file") and pooling not in (None, "mean"):
+        raise InputError(f"pooling: {parsed.scheme}: models give their own pooled features (spatial mean); "
+                         f"pooling choices are for token models (hf:, st:), got {pooling!r}")
     if parsed.scheme == "builtin":
         kind = BuiltinHeadExtractor if get_backbone_spec(parsed.target).source_classes else BuiltinExtractor
         return kind(parsed.target, image_size=opts.get("image_size"), pretrained=bool(opts.get("pretrained", True)),
-                    seed=int(opts.get("seed", 0)), device=device)
+                    seed=int(opts.get("seed", 0)), layer=layer_index, device=device)
     if parsed.scheme == "hf":
         return _load_hf(parsed.target, opts, layer_index, pooling, device)
     if parsed.scheme == "st":
-        return SentenceTransformerExtractor(parsed.target, max_length=opts.get("max_length"), device=device)
+        return SentenceTransformerExtractor(parsed.target, max_length=opts.get("max_length"), layer=layer_index,
+                                            pooling=pooling, device=device)
     if parsed.scheme == "timm":
         return TimmExtractor(parsed.target, image_size=opts.get("image_size"), pretrained=opts.get("pretrained"),
-                             seed=int(opts.get("seed", 0)), checkpoint=opts.get("checkpoint"), device=device)
+                             seed=int(opts.get("seed", 0)), checkpoint=opts.get("checkpoint"), layer=layer_index,
+                             device=device)
     return FileExtractor(parsed.target, modality=str(opts.get("modality", "any")))
 
 

@@ -3,8 +3,9 @@
 Schemes: ``builtin:NAME`` (packaged backbones), ``hf:ID_OR_PATH`` (Hugging Face transformers),
 ``st:ID_OR_PATH`` (sentence-transformers), ``timm:NAME`` (optional extra) and ``file:PATH.npy``
 (precomputed features). Options after ``?`` are per scheme, e.g.
-``builtin:mnv2_imagenet?image_size=64&pretrained=false``, ``hf:bert-base-uncased?max_length=128`` or
-``timm:resnet18?checkpoint=/path/weights.safetensors``.
+``builtin:mnv2_imagenet?image_size=64&pretrained=false``, ``hf:bert-base-uncased?max_length=128&layer=-2``,
+``st:all-MiniLM-L6-v2?pooling=mean_nospecial`` or ``timm:resnet18?checkpoint=/path/weights.safetensors``.
+``layer`` (an index into the extractor's ``layer_names``) and ``pooling`` are checked by the loader.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ KNOWN_SCHEMES = {
 
 # option name -> type, per scheme
 SCHEME_OPTIONS: dict[str, dict[str, type]] = {
-    "builtin": {"image_size": int, "pretrained": bool, "seed": int},
-    "hf": {"modality": str, "max_length": int, "revision": str},
-    "st": {"max_length": int},
-    "timm": {"image_size": int, "pretrained": bool, "seed": int, "checkpoint": str},
+    "builtin": {"image_size": int, "pretrained": bool, "seed": int, "layer": int, "pooling": str},
+    "hf": {"modality": str, "max_length": int, "revision": str, "layer": int, "pooling": str},
+    "st": {"max_length": int, "layer": int, "pooling": str},
+    "timm": {"image_size": int, "pretrained": bool, "seed": int, "checkpoint": str, "layer": int, "pooling": str},
     "file": {"modality": str},
 }
 
