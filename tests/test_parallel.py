@@ -88,7 +88,7 @@ def test_rank_and_cli_on_a_cluster_match_the_default(tmp_path, cluster):
     assert result.exit_code == 0, result.output
     import json
 
-    records = {r["model"]: r["score"] for r in json.loads(result.stdout)}
+    records = {r["model"]: r["score"] for r in json.loads(result.stdout)["results"]}
     expected = a.loc["emms", "score"].to_dict()
     assert records.keys() == expected.keys()
     assert all(records[m] == pytest.approx(expected[m], rel=1e-9) for m in records)

@@ -80,6 +80,10 @@ def test_truth_correlations_match_scipy(ranking):
     for metric, rows in ranking.table.groupby("metric"):
         s = rows["score"].to_numpy(float)
         t = np.array([truth[m] for m in rows["model"]])
+        assert corr.loc[metric, "n_models"] == len(rows)
+        if len(rows) < 3:  # LEEP scored 2 models: too few for a rank correlation
+            assert np.isnan(corr.loc[metric, ["weighted_tau", "kendall_tau", "pearson"]].astype(float)).all()
+            continue
         assert corr.loc[metric, "weighted_tau"] == pytest.approx(stats.weightedtau(s, t).statistic)
         assert corr.loc[metric, "weighted_tau_truth"] == pytest.approx(stats.weightedtau(t, s, rank=None).statistic)
         assert corr.loc[metric, "kendall_tau"] == pytest.approx(stats.kendalltau(s, t).statistic)
@@ -92,6 +96,10 @@ def test_unknown_metric_and_bad_truth_are_input_errors(cache):
         emms.rank(DATA, MODELS[:1], metrics=["no-such-metric"], cache=cache)
     with pytest.raises(InputError, match="truth"):
         emms.rank(DATA, MODELS[:2], metrics=["logme"], max_samples=150, cache=cache, truth={MODELS[0]: 1.0})
+    with pytest.raises(InputError, match="metric_options: knn does not take kk"):
+        emms.rank(DATA, MODELS[:1], metrics=["knn"], metric_options={"knn": {"kk": 1}}, cache=cache)
+    with pytest.raises(InputError, match="metric_options: 'emms' is not one of the metrics"):
+        emms.rank(DATA, MODELS[:1], metrics=["logme"], metric_options={"emms": {"score": "gcv"}}, cache=cache)
 
 
 def test_task_that_does_not_match_the_data(cache):
@@ -119,29 +127,69 @@ def test_cli_rank_json_and_files(cache, tmp_path):
     out, report = tmp_path / "res.json", tmp_path / "rep.html"
     result = runner.invoke(app, _rank_args(cache, "--json", "--out", str(out), "--report", str(report)))
     assert result.exit_code == 0, result.output
-    records = json.loads(result.stdout)
+    doc = json.loads(result.stdout)
+    records = doc["results"]
     assert {r["metric"] for r in records} == {"emms", "logme"}
     assert all({"model", "metric", "score", "rank", "seconds"} <= set(r) for r in records)
     assert all("weights" in r for r in records if r["metric"] == "emms")
     for metric in ("emms", "logme"):
         rows = sorted((r for r in records if r["metric"] == metric), key=lambda r: r["rank"])
         assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
-    assert json.loads(out.read_text())["results"] == records
-    assert "data:image/png;base64," in report.read_text()
+    assert doc["answer"]["recommended"] == min((r for r in records if r["metric"] == "emms"),
+                                               key=lambda r: r["rank"])["model"]
+    written = json.loads(out.read_text())
+    assert {k: v for k, v in written.items() if k != "timings"} == {k: v for k, v in doc.items() if k != "timings"}
+    assert "data:image/png;base64," in report.read_text() and "id='recommended'" in report.read_text()
+
+
+def test_cli_rank_piped_prints_the_answer_and_whole_tables(cache, tmp_path):
+    # CliRunner's stdout is not a terminal: the table is Markdown with every column, however many
+    csv_out = tmp_path / "res.csv"
+    result = runner.invoke(app, _rank_args(cache, "--out", str(csv_out), "--resamples", "4"))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Recommended: builtin:") and "of 4 random halves" in result.stdout
+    header = next(line for line in lines if line.startswith("| model"))
+    assert header == "| model | best in resamples | emms | logme |"
+    assert csv_out.read_text().splitlines()[0].startswith("model,metric,score,rank,seconds")
+    assert "extract features: builtin:" not in result.stdout  # progress goes to stderr
 
 
 def test_cli_rank_with_truth(cache, tmp_path):
+    # bare names, a target column and another value column, as benchmarks/data/finetune_truth.csv has
     truth = tmp_path / "truth.csv"
-    truth.write_text(f"model,value\n{MODELS[0]},0.8\n{MODELS[1]},0.9\n")
-    result = runner.invoke(app, _rank_args(cache, "--json", "--truth", str(truth)))
+    names = [m.removeprefix("builtin:") for m in MODELS]
+    truth.write_text("target,model,accuracy\n" + "".join(f"{t},{m},{v}\n" for t in ("a", "b")
+                                                         for m, v in zip(names, (0.8, 0.9, 0.85))))
+    args = ["rank", "--data", DATA, "--task", "classification", "--models", ",".join(MODELS),
+            "--encoders", "minilm-l6,paraphrase-minilm-l3", "--metrics", "emms,logme", "--max-samples", "150",
+            "--cache", str(cache), "--json", "--truth", str(truth), "--truth-column", "accuracy", "--resamples", "0"]
+    result = runner.invoke(app, [*args, "--target", "b"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     corr = {c["metric"]: c for c in doc["correlations"]}
     for metric in ("emms", "logme"):
         rows = {r["model"]: r["score"] for r in doc["results"] if r["metric"] == metric}
-        s, t = np.array([rows[MODELS[0]], rows[MODELS[1]]]), np.array([0.8, 0.9])
-        assert corr[metric]["kendall_tau"] == pytest.approx(1.0 if s[1] > s[0] else -1.0)
+        s, t = np.array([rows[m] for m in MODELS]), np.array([0.8, 0.9, 0.85])
+        assert corr[metric]["n_models"] == 3
+        assert corr[metric]["kendall_tau"] == pytest.approx(stats.kendalltau(s, t).statistic)
         assert corr[metric]["weighted_tau"] == pytest.approx(stats.weightedtau(s, t).statistic)
+    assert doc["answer"]["truth"]["best"] == MODELS[1]
+    two_targets = runner.invoke(app, args)
+    assert two_targets.exit_code == 2 and "--target" in two_targets.stderr
+
+
+def test_cli_truth_is_checked_before_any_extraction(tmp_path, monkeypatch):
+    import emms.pipeline
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("features were extracted before the truth was checked")
+
+    monkeypatch.setattr(emms.pipeline, "_extract_all", no_extraction)
+    truth = tmp_path / "truth.csv"
+    truth.write_text("model,value\nonet_mtcnn,0.8\n")
+    result = runner.invoke(app, _rank_args(tmp_path / "c", "--truth", str(truth)))
+    assert result.exit_code == 2 and "no fine-tuned value for model(s) builtin:ocrvgg_easyocr" in result.stderr
 
 
 @pytest.mark.parametrize("args, pattern", [
@@ -151,18 +199,26 @@ def test_cli_rank_with_truth(cache, tmp_path):
     (["--task", "captioning"], r"task"),
     (["--encoders", "paper"], r"hub|install|offline|download"),
     (["--metrics", "nope"], r"metric"),
+    (["--metrics", "emms,knn", "--option", "knn.kk=3"], r"--option: knn does not take kk"),
+    (["--option", "logme.k"], r"--option: expected METRIC.NAME=VALUE"),
+    (["--out", "result.txt"], r"--out: expected a file name ending in .json or .csv"),
+    (["--resamples", "-1"], r"resamples"),
 ])
 def test_cli_rank_errors_are_one_line_and_leave_no_file(cache, tmp_path, args, pattern):
     out, report = tmp_path / "res.json", tmp_path / "rep.html"
     base = _rank_args(cache, "--out", str(out), "--report", str(report))
-    for i in range(0, len(args), 2):  # override the option in the base arguments
-        base[base.index(args[i]) + 1] = args[i + 1]
+    for i in range(0, len(args), 2):  # override the option in the base arguments (or add it)
+        if args[i] in base:
+            base[base.index(args[i]) + 1] = args[i + 1]
+        else:
+            base += args[i:i + 2]
     result = runner.invoke(app, base)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     err_lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(err_lines) == 1 and err_lines[0].startswith("error:"), result.stderr
-    assert re.search(pattern, err_lines[0], re.IGNORECASE), err_lines[0]
+    errors = [line for line in err_lines if line.startswith("error:")]
+    assert len(errors) == 1 and err_lines[-1] == errors[0], result.stderr  # progress lines may come before
+    assert re.search(pattern, errors[0], re.IGNORECASE), errors[0]
     assert not out.exists() and not report.exists()
 
 
@@ -170,7 +226,47 @@ def test_cli_truth_file_errors(cache, tmp_path):
     bad = tmp_path / "truth.csv"
     bad.write_text("name,acc\nx,1\n")
     result = runner.invoke(app, _rank_args(cache, "--truth", str(bad)))
-    assert result.exit_code == 2 and "--truth" in result.stderr
+    assert result.exit_code == 2 and "--truth" in result.stderr and "--truth-column" in result.stderr
+
+
+def test_a_metric_that_cannot_score_leaves_the_others(cache):
+    # kNN with k above N - 1 cannot score; emms and logme still do, and knn is a column of "—"
+    result = emms.rank(DATA, MODELS[:2], task="classification", metrics=["emms", "knn", "logme"],
+                       metric_options={"knn": {"k": 500}}, encoders=["minilm-l6", "paraphrase-minilm-l3"],
+                       max_samples=150, cache=cache, resamples=0)
+    assert result.metrics == ["emms", "logme"]
+    assert result.wide()["knn"].isna().all() and list(result.wide().columns) == ["emms", "knn", "logme"]
+    assert [n for n in result.notes if n.startswith("knn:")] == [
+        "knn: cannot score any model (k: expected an integer between 1 and n_samples - 1 = 149, got 500)"]
+    piped = runner.invoke(app, _rank_args(cache, "--metrics", "emms,knn", "--option", "knn.k=500", "--resamples", "0"))
+    assert piped.exit_code == 0, piped.output
+    row = next(line for line in piped.stdout.splitlines() if line.startswith("| builtin:onet_mtcnn"))
+    assert row.endswith("| — |") and "note: knn: cannot score any model" in piped.stdout
+
+
+def test_resampling_is_seeded_and_counts_wins(cache):
+    kwargs = dict(task="classification", metrics=["logme"], max_samples=150, cache=cache, resamples=5)
+    first = emms.rank(DATA, MODELS, seed=1, **kwargs)
+    again = emms.rank(DATA, MODELS, seed=1, **kwargs)
+    pd_equal = first.resampled.equals(again.resampled)
+    assert pd_equal and len(first.resampled) == 5 * len(MODELS)
+    shares = first.answer()["p_best"]
+    assert sum(shares.values()) == pytest.approx(1.0)
+    wins = first.resampled.loc[first.resampled.groupby("resample")["score"].idxmax(), "model"].value_counts()
+    assert all(shares[m] == pytest.approx(wins.get(m, 0) / 5) for m in MODELS)
+
+
+def test_interrupt_says_how_to_resume(cache, monkeypatch):
+    import emms.pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(emms.pipeline, "_extract_all", interrupted)
+    result = runner.invoke(app, _rank_args(cache))
+    assert result.exit_code == 130
+    assert result.stderr.strip().splitlines()[-1] == ("interrupted — rerun the same command to resume "
+                                                      "(finished work is cached)")
 
 
 def test_emms_on_a_gpu_device_goes_through_the_torch_backend(monkeypatch):

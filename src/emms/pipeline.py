@@ -7,9 +7,11 @@ metrics. Each stage is timed; every metric sees exactly the same frozen features
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,11 +19,18 @@ import numpy as np
 import pandas as pd
 
 from emms._io import atomic_write_text
-from emms.errors import InputError
+from emms.errors import EmmsWarning, InputError
 from emms.metrics import get_metric, score_pool
 from emms.metrics.emms import EMMS
 
 DEFAULT_METRICS = ("emms",)
+DEFAULT_RESAMPLES = 10
+#: Each resample scores a random half of the rows without replacement: for a score that behaves
+#: like an average over samples, the spread of half-sample scores around their mean matches the
+#: sampling spread of the full-sample score (variance s^2 (1/m - 1/N) = s^2 / N at m = N / 2).
+RESAMPLE_FRACTION = 0.5
+# F-label warnings about constant embedding columns describe the text encoders, not the user's data.
+_OWN_FLABEL_WARNING = r"f_labels\[\d+\]: ignored \d+ constant column"
 # Metrics whose point is the F-labels: they are given the label embeddings even when the task also
 # has a native target.
 _FLABEL_FIRST = frozenset({"emms", "logme_flabels"})
@@ -36,7 +45,10 @@ class Ranking:
     ``table`` has one row per (model, metric): ``model, metric, score, rank, seconds`` and, for
     EMMS, ``weights`` (the simplex weight of each foundation encoder). ``rank`` is 1 for the best
     model of a metric. ``timings`` has one row per stage (and model where it applies).
-    ``correlations`` is set when a ground truth was given.
+    ``correlations`` is set when a ground truth was given. ``resampled`` has one row per (resample,
+    model): the first metric's score on a random half of the samples (columns ``resample, model,
+    score``); it measures how stable the top pick is (:mod:`emms.answer`). ``selection`` is the
+    ``to_dict()`` of a fine-tuning race over these models, when one ran.
     """
 
     table: pd.DataFrame
@@ -45,6 +57,8 @@ class Ranking:
     truth: dict[str, float] | None = None
     correlations: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    resampled: pd.DataFrame | None = None
+    selection: dict | None = None
 
     @property
     def metrics(self) -> list[str]:
@@ -55,6 +69,27 @@ class Ranking:
         metric = metric or self.metrics[0]
         rows = self.table[self.table["metric"] == metric]
         return str(rows.sort_values("rank").iloc[0]["model"])
+
+    def wide(self, values: str = "score") -> pd.DataFrame:
+        """A model x metric table of ``values`` (``score`` or ``rank``); NaN where a metric skipped a model.
+
+        Rows are ordered by the first metric's rank (models it skipped last); columns are the metrics
+        asked for, in order (one that scored no model is a column of NaN).
+        """
+        if values not in ("score", "rank"):
+            raise InputError(f"values: expected 'score' or 'rank', got {values!r}")
+        table = self.table.pivot(index="model", columns="metric", values=values)
+        first = self.table[self.table["metric"] == self.metrics[0]].sort_values("rank")["model"].tolist()
+        order = first + [m for m in self.meta.get("models", table.index) if m not in first and m in table.index]
+        table = table.reindex(index=order, columns=self.meta.get("metrics_asked", self.metrics))
+        table.columns.name = None
+        return table
+
+    def answer(self) -> dict:
+        """The recommendation, how sure it is and what the scores mean (see :func:`emms.answer.answer`)."""
+        from emms.answer import answer
+
+        return answer(self)
 
     def records(self) -> list[dict]:
         """The table as a list of JSON-ready dicts, sorted by metric order then rank."""
@@ -68,14 +103,23 @@ class Ranking:
         return out
 
     def to_dict(self) -> dict:
-        """Everything as JSON-ready values."""
-        doc = {"meta": self.meta, "results": self.records(),
+        """Everything as JSON-ready values: meta, answer, results, timings, notes (+ correlations, resampled, selection).
+
+        This is the one result document: ``--out x.json`` writes it, ``--json`` prints it, and
+        ``emms evaluate --scores`` reads it back.
+        """
+        doc = {"meta": self.meta, "answer": self.answer(), "results": self.records(),
                "timings": [{k: (_json_float(v) if isinstance(v, float) else v) for k, v in r.items()}
                            for r in self.timings.to_dict("records")],
                "notes": list(self.notes)}
         if self.correlations is not None:
             doc["correlations"] = [{k: (_json_float(v) if isinstance(v, float) else v) for k, v in r.items()}
                                    for r in self.correlations.to_dict("records")]
+        if self.resampled is not None:
+            doc["resampled"] = [{"resample": int(r.resample), "model": r.model, "score": _json_float(r.score)}
+                                for r in self.resampled.itertuples(index=False)]
+        if self.selection is not None:
+            doc["selection"] = self.selection
         return doc
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -86,7 +130,8 @@ class Ranking:
         return text
 
     def to_csv(self, path: str | Path | None = None) -> str:
-        """The ranking table as CSV text (weights flattened to ``weight:<encoder>`` columns)."""
+        """The ranking table as CSV text (weights flattened to ``weight:<encoder>`` columns); ``emms
+        evaluate --scores`` reads it."""
         flat = self.table.drop(columns=["weights"]).copy()
         for i, w in enumerate(self.table["weights"]):
             if isinstance(w, dict):
@@ -96,6 +141,13 @@ class Ranking:
         if path is not None:
             atomic_write_text(Path(path), text)
         return text
+
+    def write(self, path: str | Path) -> None:
+        """Write the result to ``path`` as JSON (``.json``) or CSV (``.csv``), by its extension."""
+        writer = {".json": self.to_json, ".csv": self.to_csv}.get(Path(path).suffix.lower())
+        if writer is None:
+            raise InputError(f"out: expected a file name ending in .json or .csv, got {str(path)!r}")
+        writer(path)
 
     def to_html(self, path: str | Path | None = None) -> str:
         """A self-contained HTML report (see :mod:`emms.report`)."""
@@ -110,26 +162,50 @@ class Ranking:
 def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Sequence[str] = "offline",
          metrics: Sequence[str] = DEFAULT_METRICS, max_samples: int | None = None, seed: int = 0,
          cache: str | Path | None = None, device: str = "cpu", batch_size: int = 64,
-         image_size: int | None = None, truth: dict[str, float] | None = None,
-         metric_options: dict[str, dict] | None = None, progress: ProgressCallback | None = None,
-         scheduler: object = None) -> Ranking:
+         image_size: int | None = None, layers: object = "last", truth: Mapping[str, float] | None = None,
+         metric_options: Mapping[str, Mapping] | None = None, resamples: int = DEFAULT_RESAMPLES,
+         label_options: Mapping[str, object] | None = None, text_column: str | None = None,
+         label_column: str | None = None, progress: ProgressCallback | None = None, scheduler: object = None) -> Ranking:
     """Rank candidate ``models`` on ``data`` by every metric in ``metrics``.
 
+    Every argument is checked before any feature is extracted (metric names and options, the
+    ground truth's model names, ``resamples``, the data, the models, and the text encoders and label
+    options, by embedding the F-labels first).
+
     Args:
-        data: a :class:`emms.data.TaskData` or a dataset source for :func:`emms.data.load_dataset`
-            (``builtin:fashion-mnist``, an image folder, a CSV/JSONL/Parquet manifest, ...).
+        data: a :class:`emms.data.TaskData`, an in-memory ``datasets.Dataset`` or pandas DataFrame
+            (columns as in a manifest, see :func:`emms.data.from_table`), or a dataset source for
+            :func:`emms.data.load_dataset` (``builtin:fashion-mnist``, an image folder, a
+            CSV/JSONL/Parquet manifest, ...).
         models: model specs (``builtin:mnv2_imagenet``, ``hf:ID``, ``st:ID``, ``file:X.npy``, ...)
             or ready feature extractors (objects with ``identity``, ``modality``, ``extract``).
         task: the task kind; inferred from the data when omitted.
         encoders: foundation text encoders for the F-labels: a named set (``offline``, ``paper``)
             or a list of encoder names.
-        metrics: registered metric names; pool-relative ones are scored over the whole pool.
+        metrics: registered metric names; pool-relative ones are scored over the whole pool. A
+            metric that cannot score a model (e.g. kNN with k above a class size) leaves that cell
+            empty with a note; the other metrics are unaffected.
         device: where the models and text encoders run (``cpu``, ``cuda``, ``cuda:N``, ``mps``); on a
             GPU, EMMS's statistics and eigen-solve run there too (:mod:`emms.backend`, float64),
             except with ``solver="official"``, which is numpy only.
         image_size: input resolution for the packaged backbones (default: each one's native size).
-        truth: ``{model: fine-tuned performance}``; adds rank correlations per metric.
-        metric_options: ``{metric: {option: value}}`` passed through to the metric.
+        layers: which layers of each model to score (:mod:`emms.models.layers`): ``"last"`` (the
+            model's own features), ``"best"`` (each layer scored, the best kept per model and metric;
+            ``meta["layer_chosen"]`` says which), ``"mean"`` (the mean of the pooled layers),
+            ``"all"`` or layer indices such as ``"3,-2"`` (each layer its own candidate
+            ``MODEL#layerK``; one index replaces the features). Extracted in this process, one
+            forward pass per batch for all layers, cached per layer.
+        truth: ``{model: fine-tuned performance}``; adds rank correlations per metric. Names may
+            omit the ``builtin:`` prefix; entries for models not ranked are ignored.
+        metric_options: ``{metric: {option: value}}`` passed through to the metric (its keyword
+            options, e.g. ``{"emms": {"score": "in_sample"}, "knn": {"k": 3}}``).
+        label_options: how labels are written as F-label texts, per task (:func:`emms.labels.f_label_texts`),
+            e.g. ``{"template": ["a photo of a {}.", "a {} product photo."]}`` for class names.
+        text_column, label_column: the data's input / label column when it is not named ``text`` /
+            ``label`` (tables and Hugging Face datasets; see :func:`emms.data.column_overrides`).
+        resamples: how many random half-samples of the data the first metric is re-scored on, to
+            tell how often each model comes out best (``Ranking.resampled``, :mod:`emms.answer`);
+            0 skips it. Costs about ``resamples`` times that metric's scoring at half the rows.
         scheduler: None (default: extract and score in this process), ``"local"`` (a Dask
             LocalCluster for the call) or a Dask scheduler address: extraction runs on Dask as one
             task per (model, chunk of rows) writing the store's resumable chunks (the cache directory
@@ -137,46 +213,62 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
             as one task per (model, chunk) of statistics and a tree reduction (see :mod:`emms.parallel`).
             Features and scores equal the in-process ones.
     """
-    from emms.data import TaskData, load_dataset
+    from emms.data import as_task_data
+    from emms.evaluate.summary import match_truth
+    from emms.extract import extract_layer_choice
     from emms.labels import NATIVE_TARGET_KINDS, embed_f_labels, native_target
+    from emms.models.layers import check_layer_choice, collapse_resampled, collapse_rows, layer_meta
     from emms.store import Store
 
-    metric_options = metric_options or {}
-    infos = [get_metric(m) for m in metrics]
-    if not infos:
-        raise InputError("metrics: expected at least one metric name")
+    metric_options = dict(metric_options or {})
+    infos = check_metrics(metrics, metric_options)
+    resamples = _check_resamples(resamples)
+    layer_choice = check_layer_choice(layers, with_truth=truth is not None)
     if not models:
         raise InputError("models: expected at least one model")
+    if truth is not None and all(isinstance(m, str) for m in models):
+        match_truth(truth, list(models))  # fail before anything is loaded
     notify = progress or (lambda *_: None)
     timings: list[dict] = []
     store = Store(cache)
 
     t0 = time.perf_counter()
-    task_data = data if isinstance(data, TaskData) else load_dataset(data, task=task, max_samples=max_samples, seed=seed)
-    if task is not None and task != task_data.task:
-        raise InputError(f"task: the data holds a {task_data.task!r} task, not {task!r}")
+    task_data = as_task_data(data, task=task, max_samples=max_samples, seed=seed, text_column=text_column,
+                             label_column=label_column)
     timings.append({"stage": "load data", "model": "", "seconds": time.perf_counter() - t0})
 
     extractors, sources = _load_extractors(models, device=device, image_size=image_size)
+    truth_values = match_truth(truth, list(extractors)) if truth is not None else None
     _check_modality(extractors, task_data)
+    n_params = {name: _parameter_count(e) for name, e in extractors.items()}
+    if any(info.name == "params" for info in infos):  # the size prior reads each model's count (emms.metrics.size)
+        metric_options["params"] = {**metric_options.get("params", {}), "n_params": n_params}
+    targets, notes, encoder_labels = {}, [], []
+    if any("flabels" in info.targets for info in infos):  # before extraction: a bad encoder or option fails fast
+        t0 = time.perf_counter()
+        flabels = embed_f_labels(task_data.task, task_data.labels, task_data.class_names, encoders=encoders,
+                                 store=store, device=device,
+                                 progress=lambda done, total: notify("embed labels", "", done, total),
+                                 **dict(label_options or {}))
+        targets["flabels"] = flabels
+        encoder_labels = _encoder_labels(encoders, flabels.encoder_ids)
+        timings.append({"stage": "embed labels", "model": "", "seconds": time.perf_counter() - t0})
+    native_kind = NATIVE_TARGET_KINDS.get(task_data.task)
+    if native_kind is not None:
+        targets[native_kind] = native_target(task_data.task, task_data.labels, task_data.class_names)
     need_probs = any(info.needs_source_probs for info in infos)
     with _dask_target(scheduler) as target:
-        features, source_probs = _extract_all(extractors, sources, task_data, store, batch_size=batch_size,
-                                              need_probs=need_probs, notify=notify, timings=timings, scheduler=target)
-        targets, notes, encoder_labels = {}, [], []
-        if any("flabels" in info.targets for info in infos):
-            t0 = time.perf_counter()
-            flabels = embed_f_labels(task_data.task, task_data.labels, task_data.class_names, encoders=encoders,
-                                     store=store, device=device,
-                                     progress=lambda done, total: notify("embed labels", "encoders", done, total))
-            targets["flabels"] = flabels
-            encoder_labels = _encoder_labels(encoders, flabels.encoder_ids)
-            timings.append({"stage": "embed labels", "model": "", "seconds": time.perf_counter() - t0})
-        native_kind = NATIVE_TARGET_KINDS.get(task_data.task)
-        if native_kind is not None:
-            targets[native_kind] = native_target(task_data.task, task_data.labels, task_data.class_names)
-
-        rows = []
+        plan = None
+        if layer_choice == "last":
+            features, source_probs = _extract_all(extractors, sources, task_data, store, batch_size=batch_size,
+                                                  need_probs=need_probs, notify=notify, timings=timings,
+                                                  scheduler=target)
+        else:
+            with_probs = {name: need_probs and hasattr(e, "extract_with_source_probs") for name, e in extractors.items()}
+            features, source_probs, plan = extract_layer_choice(
+                extractors, task_data, layer_choice, store, batch_size, with_probs=with_probs, timings=timings,
+                progress=lambda name, done, total: notify("extract features", name, done, total))
+        rows, first = [], None
         for i, info in enumerate(infos):
             kind = _target_kind_for(info, targets)
             if kind is None:
@@ -184,7 +276,7 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
                              f"{task_data.task!r} task provides {sorted(targets) or 'none'}")
                 continue
             notify("score", info.name, i, len(infos))
-            model_features = features
+            model_features, probs = features, source_probs
             if info.needs_source_probs:
                 missing = [m for m in features if m not in source_probs]
                 if len(missing) == len(features):
@@ -194,42 +286,169 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
                     notes.append(f"{info.name}: scored on the models with a source head only; "
                                  f"{', '.join(missing)} have none")
                     model_features = {m: f for m, f in features.items() if m in source_probs}
-            if kind == "flabels" and not np.array_equal(targets[kind].rows, np.arange(len(task_data.labels))):
+            scoring_rows = getattr(targets[kind], "rows", None) if kind == "flabels" else None
+            if scoring_rows is not None and not np.array_equal(scoring_rows, np.arange(len(task_data.labels))):
                 # e.g. captioning with one F-label per image: score on the rows the F-labels describe
-                model_features = {m: f[targets[kind].rows] for m, f in model_features.items()}
-            rows.extend(_score_metric(info, model_features, targets[kind], source_probs, metric_options.get(info.name, {}),
-                                      encoder_labels, None if info.pool_relative else target, device=device))
+                model_features = {m: f[scoring_rows] for m, f in model_features.items()}
+                probs = {m: p[scoring_rows] for m, p in probs.items()}
+            job = _ScoringJob(info, model_features, getattr(targets[kind], "arrays", targets[kind]),
+                              probs if info.needs_source_probs else {}, dict(metric_options.get(info.name, {})),
+                              encoder_labels, device, own_flabels=kind == "flabels")
+            scored = job.run(notes, None if info.pool_relative else target)
+            rows.extend(scored)
+            if first is None and scored:
+                first = job
     notify("score", "", len(infos), len(infos))
+    if plan is not None:
+        rows, per_layer = collapse_rows(rows, plan)
     if not rows:
-        raise InputError(f"metrics: none of {list(metrics)} applies to a {task_data.task!r} task; " + "; ".join(notes))
+        raise InputError(f"metrics: none of {list(metrics)} could score a model on a {task_data.task!r} task; "
+                         + "; ".join(notes))
+
+    resampled = None
+    if resamples and first is not None:
+        t0 = time.perf_counter()
+        strata = targets.get("classes")
+        resampled = first.resample(resamples, seed=seed, strata=strata if strata is not None and
+                                   len(strata) == _n_rows(first.features) else None, notify=notify)
+        timings.append({"stage": f"resample {first.info.name}", "model": "", "seconds": time.perf_counter() - t0})
+        if plan is not None:
+            resampled = collapse_resampled(resampled, plan)
 
     table = _with_ranks(pd.DataFrame(rows))
     meta = {"data": task_data.name, "task": task_data.task, "n_samples": int(len(task_data.labels)),
             "models": list(features), "metrics": [r for r in dict.fromkeys(table["metric"])],
+            "metrics_asked": [info.name for info in infos],
             "encoders": encoder_labels if "flabels" in targets else [],
             "encoder_ids": list(targets["flabels"].encoder_ids) if "flabels" in targets else [],
-            "feature_dims": {m: int(f.shape[1]) for m, f in features.items()}, "seed": seed}
-    result = Ranking(table=table, timings=pd.DataFrame(timings), meta=meta, notes=notes)
-    if truth is not None:
-        result.truth = _check_truth(truth, list(features))
+            "feature_dims": {m: int(f.shape[1]) for m, f in features.items()}, "seed": seed,
+            "resamples": resamples if resampled is not None else 0, "resample_fraction": RESAMPLE_FRACTION}
+    if plan is not None:
+        meta.update(layer_meta(plan, rows, per_layer))
+    meta["n_params"] = n_params
+    result = Ranking(table=table, timings=pd.DataFrame(timings), meta=meta, notes=notes, resampled=resampled)
+    if truth_values is not None:
+        result.truth = truth_values
         result.correlations = correlations_table(result.table, result.truth)
     return result
 
 
-def correlations_table(table: pd.DataFrame, truth: dict[str, float]) -> pd.DataFrame:
-    """Per metric: weighted Kendall tau (both pinned variants), Kendall tau, Pearson, top-1 hit."""
+def check_metrics(metrics: Sequence[str] | str, metric_options: Mapping[str, Mapping] | None = None) -> list:
+    """The registry entries of ``metrics`` (unique, known) after checking ``metric_options`` against them.
+
+    ``metric_options`` must name metrics among ``metrics`` and only their keyword options.
+    """
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
+    infos = [get_metric(m) for m in names]
+    if not infos:
+        raise InputError("metrics: expected at least one metric name")
+    twice = sorted({m for m in names if names.count(m) > 1})
+    if twice:
+        raise InputError(f"metrics: {', '.join(twice)} listed twice")
+    by_name = {info.name: info for info in infos}
+    for name, options in (metric_options or {}).items():
+        if name not in by_name:
+            raise InputError(f"metric_options: {name!r} is not one of the metrics asked for ({', '.join(by_name)})")
+        if not isinstance(options, Mapping):
+            raise InputError(f"metric_options: expected {{option: value}} for {name!r}, got {options!r}")
+        accepted = metric_option_names(by_name[name])
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise InputError(f"metric_options: {name} does not take {', '.join(unknown)}; "
+                             f"it takes {', '.join(accepted) or 'no options'}")
+    return infos
+
+
+def metric_option_names(info) -> list[str]:
+    """The keyword options a user may pass to ``info``'s metric (the data arguments excluded)."""
+    parameters = inspect.signature(info.function).parameters.values()
+    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY
+            and p.name not in ("source_probs", "target_kind")]
+
+
+def correlations_table(table: pd.DataFrame, truth: Mapping[str, float]) -> pd.DataFrame:
+    """Per metric, over the models it scored: ``n_models``, weighted Kendall tau (both pinned
+    variants), Kendall tau, Pearson and top-1 hit. With fewer than
+    :data:`emms.evaluate.correlations.MIN_MODELS` models the correlations are NaN (too few to mean
+    anything: with 2 models each of them is +-1)."""
     from emms.evaluate import kendall_tau, pearson, top1_hit, weighted_tau
+    from emms.evaluate.correlations import MIN_MODELS
 
     out = []
     for metric, rows in table.groupby("metric", sort=False):
         scores = rows["score"].to_numpy(float)
         values = np.array([truth[m] for m in rows["model"]], dtype=float)
-        out.append({"metric": metric,
-                    "weighted_tau": weighted_tau(scores, values, variant="symmetric"),
-                    "weighted_tau_truth": weighted_tau(scores, values, variant="truth_weighted"),
-                    "kendall_tau": kendall_tau(scores, values), "pearson": pearson(scores, values),
-                    "top1_hit": bool(top1_hit(scores, values))})
+        enough, nan = len(scores) >= MIN_MODELS, float("nan")
+        out.append({"metric": metric, "n_models": len(scores),
+                    "weighted_tau": weighted_tau(scores, values, variant="symmetric") if enough else nan,
+                    "weighted_tau_truth": weighted_tau(scores, values, variant="truth_weighted") if enough else nan,
+                    "kendall_tau": kendall_tau(scores, values) if enough else nan,
+                    "pearson": pearson(scores, values) if enough else nan,
+                    "top1_hit": bool(top1_hit(scores, values)) if len(scores) >= 2 else None})
     return pd.DataFrame(out)
+
+
+@dataclass
+class _ScoringJob:
+    """One metric over the pool, with its inputs aligned row by row (so it can be re-run on a subset)."""
+
+    info: object
+    features: dict
+    target: object  # an array, or a list of K F-label arrays
+    probs: dict
+    options: dict
+    encoder_labels: list[str]
+    device: str
+    own_flabels: bool = False
+
+    def run(self, notes: list[str], scheduler: object = None, rows: np.ndarray | None = None) -> list[dict]:
+        """Score every model (on ``rows`` only, when given); a model the metric cannot score is left
+        out, with a note in ``notes`` for the full-data run."""
+        features, target, probs = self.features, self.target, self.probs
+        if rows is not None:
+            features = {m: f[rows] for m, f in features.items()}
+            target = [a[rows] for a in target] if isinstance(target, list) else target[rows]
+            probs = {m: p[rows] for m, p in probs.items()}
+        failures: list[tuple[str, str]] = []
+        with warnings.catch_warnings():
+            if self.own_flabels:
+                warnings.filterwarnings("ignore", message=_OWN_FLABEL_WARNING, category=EmmsWarning)
+            if rows is not None:  # the full-data run has already said what there is to say
+                warnings.simplefilter("ignore", EmmsWarning)
+            scored = _score_metric(self.info, features, target, probs, self.options, self.encoder_labels, scheduler,
+                                   device=self.device, failures=failures)
+        if rows is None and failures:
+            reasons = {reason for _, reason in failures}
+            if len(failures) == len(self.features) and len(reasons) == 1:
+                notes.append(f"{self.info.name}: cannot score any model ({reasons.pop()})")
+            else:
+                notes.extend(f"{self.info.name}: cannot score {model} ({reason})" for model, reason in failures)
+        return scored
+
+    def resample(self, n_resamples: int, *, seed: int, strata: np.ndarray | None,
+                 notify: ProgressCallback) -> pd.DataFrame:
+        """Scores on ``n_resamples`` seeded random halves of the rows (stratified by ``strata`` when given)."""
+        rng = np.random.default_rng((seed, 20231))
+        n = _n_rows(self.features)
+        groups = [np.arange(n)] if strata is None else [np.flatnonzero(strata == c) for c in np.unique(strata)]
+        out = []
+        for b in range(n_resamples):
+            notify("resample", self.info.name, b, n_resamples)
+            rows = np.sort(np.concatenate([rng.choice(g, int(np.ceil(RESAMPLE_FRACTION * g.size)), replace=False)
+                                           for g in groups]))
+            out += [{"resample": b, "model": r["model"], "score": r["score"]} for r in self.run([], rows=rows)]
+        notify("resample", self.info.name, n_resamples, n_resamples)
+        return pd.DataFrame(out, columns=["resample", "model", "score"])
+
+
+def _n_rows(features: dict) -> int:
+    return int(next(iter(features.values())).shape[0])
+
+
+def _check_resamples(resamples: object) -> int:
+    if isinstance(resamples, (bool, np.bool_)) or not isinstance(resamples, (int, np.integer)) or resamples < 0:
+        raise InputError(f"resamples: expected a non-negative integer (0 skips resampling), got {resamples!r}")
+    return int(resamples)
 
 
 def _load_extractors(models: Sequence, *, device: str, image_size: int | None) -> tuple[dict, dict]:
@@ -249,6 +468,13 @@ def _load_extractors(models: Sequence, *, device: str, image_size: int | None) -
             raise InputError(f"models: {name!r} is listed twice")
         out[name], sources[name] = extractor, source
     return out, sources
+
+
+def _parameter_count(extractor) -> int | None:  # noqa: ANN001
+    """Parameters of a candidate's torch module as loaded (None when it has none: features files, ONNX)."""
+    module = getattr(extractor, "module", None) or getattr(extractor, "model", None)
+    parameters = getattr(module, "parameters", None)
+    return int(sum(p.numel() for p in parameters())) if callable(parameters) else None
 
 
 def _check_modality(extractors: dict, task_data) -> None:
@@ -335,7 +561,10 @@ def _target_kind_for(info, targets: dict) -> str | None:
 
 
 def _score_metric(info, features: dict, target, source_probs: dict, options: dict, encoder_labels: list[str],
-                  scheduler: object = None, *, device: str = "cpu") -> list[dict]:
+                  scheduler: object = None, *, device: str = "cpu",
+                  failures: list[tuple[str, str]] | None = None) -> list[dict]:
+    """Rows of ``info``'s scores. A model it rejects (InputError, or a score that is not a finite
+    number) is left out and listed in ``failures`` as (model, reason) when that is given, else raised."""
     target_arrays = getattr(target, "arrays", target)
     if scheduler is not None:  # on Dask (emms.parallel); seconds: the wall time shared out over the models
         from emms.parallel import score_models
@@ -348,45 +577,65 @@ def _score_metric(info, features: dict, target, source_probs: dict, options: dic
         return [{"model": m, "metric": info.name, "score": r.score, "seconds": seconds,
                  "weights": None if r.weights is None else dict(zip(encoder_labels, map(float, r.weights)))}
                 for m, r in results.items()]
-    rows = []
-    if info.name == "emms":
-        on_gpu = str(device) != "cpu" and options.get("solver") != "official"
-        for model, feats in features.items():
-            t0 = time.perf_counter()
-            with _naming(model, info.name):
-                if on_gpu:
-                    from emms.backend import emms_fit_torch
-
-                    est = emms_fit_torch(feats, target_arrays, device=device, **options)
-                else:
-                    est = EMMS(**options).fit(feats, target_arrays)
-            weights = dict(zip(encoder_labels, (float(w) for w in est.weights_)))
-            rows.append({"model": model, "metric": info.name, "score": float(est.score_),
-                         "seconds": time.perf_counter() - t0, "weights": weights})
-        return rows
     if info.pool_relative:
         t0 = time.perf_counter()
-        scores = score_pool(features, target_arrays, info.name, **options)
+        try:
+            scores = score_pool(features, target_arrays, info.name, **options)
+        except InputError as exc:
+            if failures is None:
+                raise InputError(f"models: {info.name} cannot score the pool: {exc}") from None
+            failures.extend((m, _one_line(exc)) for m in features)
+            return []
         seconds = (time.perf_counter() - t0) / len(scores)
-        return [{"model": m, "metric": info.name, "score": s, "seconds": seconds, "weights": None}
+        rows = [{"model": m, "metric": info.name, "score": s, "seconds": seconds, "weights": None}
                 for m, s in scores.items()]
+        return [row for row in rows if _finite_or_noted(row, failures)]
+    rows = []
     for model, feats in features.items():
         t0 = time.perf_counter()
-        probs = {model: source_probs[model]} if info.needs_source_probs else None
-        with _naming(model, info.name):
-            value = score_pool({model: feats}, target_arrays, info.name, source_probs_by_model=probs, **options)[model]
-        rows.append({"model": model, "metric": info.name, "score": value,
-                     "seconds": time.perf_counter() - t0, "weights": None})
+        try:
+            row = _score_one(info, model, feats, target_arrays, source_probs, options, encoder_labels, device)
+        except InputError as exc:
+            if failures is None:
+                raise InputError(f"models: {info.name} cannot score {model!r}: {exc}") from None
+            failures.append((model, _one_line(exc)))
+            continue
+        row["seconds"] = time.perf_counter() - t0
+        if _finite_or_noted(row, failures):
+            rows.append(row)
     return rows
 
 
-@contextlib.contextmanager
-def _naming(model: str, metric: str) -> Iterator[None]:
-    """Say which model a metric rejected (e.g. its features are degenerate)."""
-    try:
-        yield
-    except InputError as exc:
-        raise InputError(f"models: {metric} cannot score {model!r}: {exc}") from None
+def _score_one(info, model: str, feats, target_arrays, source_probs: dict, options: dict, encoder_labels: list[str],
+               device: str) -> dict:
+    """One model's row (without seconds) for a per-model metric."""
+    if info.name == "emms":
+        if str(device) != "cpu" and options.get("solver") != "official":
+            from emms.backend import emms_fit_torch
+
+            est = emms_fit_torch(feats, target_arrays, device=device, **options)
+        else:
+            est = EMMS(**options).fit(feats, target_arrays)
+        weights = dict(zip(encoder_labels, (float(w) for w in est.weights_)))
+        return {"model": model, "metric": info.name, "score": float(est.score_), "weights": weights}
+    probs = {model: source_probs[model]} if info.needs_source_probs else None
+    if info.name == "params":
+        options = {**options, "n_params": options["n_params"].get(model)}
+    value = score_pool({model: feats}, target_arrays, info.name, source_probs_by_model=probs, **options)[model]
+    return {"model": model, "metric": info.name, "score": float(value), "weights": None}
+
+
+def _finite_or_noted(row: dict, failures: list[tuple[str, str]] | None) -> bool:
+    if np.isfinite(row["score"]):
+        return True
+    if failures is None:
+        raise InputError(f"models: {row['metric']} gives no finite score for {row['model']!r}")
+    failures.append((row["model"], "the score is not a finite number"))
+    return False
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def _encoder_labels(encoders, encoder_ids: list[str]) -> list[str]:
@@ -404,18 +653,6 @@ def _with_ranks(table: pd.DataFrame) -> pd.DataFrame:
     table["_order"] = table["metric"].map(order)
     table = table.sort_values(["_order", "rank", "model"], kind="stable").drop(columns="_order").reset_index(drop=True)
     return table[["model", "metric", "score", "rank", "seconds", "weights"]]
-
-
-def _check_truth(truth: dict[str, float], models: list[str]) -> dict[str, float]:
-    missing = [m for m in models if m not in truth]
-    if missing:
-        raise InputError(f"truth: no fine-tuned value for model(s) {', '.join(missing)}; it has {', '.join(truth) or 'none'}")
-    values = {m: float(truth[m]) for m in models}
-    if not all(np.isfinite(list(values.values()))):
-        raise InputError("truth: values must be finite numbers")
-    if len(models) < 2:
-        raise InputError("truth: rank correlations need at least 2 models")
-    return values
 
 
 def _json_float(value) -> float | None:

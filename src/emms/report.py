@@ -1,4 +1,8 @@
-"""A self-contained HTML report of a :class:`emms.pipeline.Ranking`.
+"""A self-contained HTML report of a :class:`emms.pipeline.Ranking`: the answer first, then the evidence.
+
+Order: the recommendation and how sure it is (:mod:`emms.answer`), how often each model came out
+best, the ranking table, the scores with their intervals, agreement with a fine-tuned truth, a
+fine-tuning race when one ran, the encoder weights, timings and notes.
 
 Plots are drawn through matplotlib's object API (``matplotlib.figure.Figure``, no pyplot, so the
 host's backend is never switched) and embedded as base64 PNG, so the file has no external
@@ -13,34 +17,51 @@ import io
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 h1{font-size:1.6em} h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.5em 0} td,th{padding:.25em .7em;border-bottom:1px solid #eee;text-align:right}
 th{background:#f5f5f5} td:first-child,th:first-child{text-align:left} .best{font-weight:bold;color:#075}
-.meta{color:#555} img{max-width:100%;border:1px solid #eee}
+.meta{color:#555} img{max-width:100%;border:1px solid #eee} .na{color:#999}
+#answer{background:#f1f8f5;border:1px solid #bfe0d2;border-radius:6px;padding:.6em 1.2em;margin:1em 0}
+#answer .pick{font-size:1.35em;margin:.3em 0} #answer p{margin:.45em 0}
 """
+# Width of a model-name label in the plots (longer names are shortened in the middle).
+_LABEL_CHARS = 34
+_PICK, _OTHER = "#2a9d8f", "#457b9d"
 
 
 def render_html(ranking) -> str:
     """Render ``ranking`` as one HTML document (string)."""
     meta = ranking.meta
+    answer = ranking.answer()
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>EMMS ranking — {_e(meta.get('data', ''))}</title>",
              f"<style>{_CSS}</style></head><body>",
-             f"<h1>EMMS model ranking: {_e(meta.get('data', ''))}</h1>",
+             f"<h1>Which model to fine-tune: {_e(meta.get('data', ''))}</h1>",
              f"<p class='meta'>task <b>{_e(meta.get('task', ''))}</b> · {meta.get('n_samples', '?')} samples · "
-             f"{len(meta.get('models', []))} models · encoders: {_e(', '.join(meta.get('encoders', [])) or '—')}</p>",
-             "<h2>Ranking</h2>", _ranking_table(ranking),
-             "<h2>Scores per model</h2>", _img(_scores_figure(ranking))]
-    weights = ranking.table[ranking.table["weights"].map(lambda w: isinstance(w, dict))]
-    if len(weights):
-        parts += ["<h2>EMMS foundation-encoder weights</h2>",
-                  "<p class='meta'>The simplex weight t of each encoder's F-labels in EMMS's regression, per model.</p>",
-                  _img(_weights_figure(weights))]
+             f"{len(meta.get('models', []))} models · metrics: {_e(', '.join(ranking.metrics))} · "
+             f"encoders: {_e(', '.join(meta.get('encoders', [])) or '—')}</p>",
+             _answer_section(answer)]
+    if answer["p_best"]:
+        n = meta.get("resamples", 0)
+        parts += ["<h2>How often each model came out best</h2>",
+                  f"<p class='meta'>{_e(answer['metric'])} re-scored on {n} random halves of the samples "
+                  "(stratified by class where there are classes); the share of halves in which each model scored best.</p>",
+                  _img(_p_best_figure(answer))]
+    parts += ["<h2>Ranking</h2>", _ranking_table(ranking, answer),
+              "<h2>Scores per model</h2>",
+              "<p class='meta'>Each panel is one metric, best at the top; the axes start at the lowest score, not at "
+              "zero (scores have arbitrary offsets)."
+              + (f" Bars on {_e(answer['metric'])}: {_interval_words()}." if answer["intervals"] else "") + "</p>",
+              _img(_scores_figure(ranking, answer))]
     if ranking.correlations is not None:
         parts += ["<h2>Agreement with fine-tuned performance</h2>", _correlation_table(ranking.correlations),
                   _img(_truth_figure(ranking))]
+    if ranking.selection:
+        parts += ["<h2>Fine-tuning race</h2>", _race_section(answer["race"], ranking.selection)]
+    parts += _weights_section(ranking)
     parts += ["<h2>Timings</h2>", _timings_table(ranking), _img(_timings_figure(ranking))]
     if ranking.notes:
         parts += ["<h2>Notes</h2><ul>"] + [f"<li>{_e(n)}</li>" for n in ranking.notes] + ["</ul>"]
@@ -48,25 +69,43 @@ def render_html(ranking) -> str:
     return "\n".join(parts)
 
 
-def _ranking_table(ranking) -> str:
-    table = ranking.table
-    metrics = ranking.metrics
-    first = metrics[0]
-    order = list(table[table["metric"] == first].sort_values("rank")["model"])
-    order += [m for m in dict.fromkeys(table["model"]) if m not in order]
-    head = "<tr><th>model</th>" + "".join(f"<th>{_e(m)} (rank)</th>" for m in metrics)
+def _answer_section(answer: dict) -> str:
+    """The recommendation block: the pick in large type, then one paragraph per sentence."""
+    lines = [f"<section id='answer'><p class='pick'>Recommended: <b id='recommended'>{_e(answer['recommended'])}</b></p>"]
+    lines += [f"<p>{_e(s)}</p>" for s in answer["sentences"][1:]]
+    return "".join(lines) + "</section>"
+
+
+def _interval_words() -> str:
+    from emms.answer import INTERVAL
+
+    return f"{INTERVAL:.0%} range of the half-sample scores, centred on the full-sample score"
+
+
+def _ranking_table(ranking, answer: dict) -> str:
+    wide = ranking.wide("score")
+    ranks = ranking.wide("rank")
+    metrics = list(wide.columns)
+    intervals = answer["intervals"] or {}
+    head = "<tr><th>model</th>"
+    head += "<th>best in resamples</th>" if answer["p_best"] else ""
+    head += "".join(f"<th>{_e(m)} (rank)</th>" for m in metrics)
     head += "<th>fine-tuned</th>" if ranking.truth else ""
     rows = [head + "</tr>"]
-    for model in order:
+    for model in wide.index:
         cells = [f"<td>{_e(model)}</td>"]
+        if answer["p_best"]:
+            cells.append(f"<td>{answer['p_best'].get(model, 0.0):.0%}</td>")
         for metric in metrics:
-            hit = table[(table["model"] == model) & (table["metric"] == metric)]
-            if hit.empty:
-                cells.append("<td>—</td>")
+            score = wide.loc[model, metric]
+            if not np.isfinite(score):
+                cells.append("<td class='na' title='not scored: see the notes'>—</td>")
                 continue
-            r = hit.iloc[0]
-            cls = " class='best'" if int(r["rank"]) == 1 else ""
-            cells.append(f"<td{cls}>{r['score']:.4g} ({int(r['rank'])})</td>")
+            rank = int(ranks.loc[model, metric])
+            cls = " class='best'" if rank == 1 else ""
+            interval = intervals.get(model) if metric == answer["metric"] else None
+            extra = f" <span class='meta'>[{interval[0]:.4g}, {interval[1]:.4g}]</span>" if interval else ""
+            cells.append(f"<td{cls}>{score:.4g} ({rank}){extra}</td>")
         if ranking.truth:
             cells.append(f"<td>{ranking.truth[model]:.4g}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
@@ -78,7 +117,32 @@ def _correlation_table(corr) -> str:
     rows = ["<tr><th>metric</th>" + "".join(f"<th>{_e(c)}</th>" for c in cols) + "</tr>"]
     for rec in corr.to_dict("records"):
         rows.append(f"<tr><td>{_e(rec['metric'])}</td>" + "".join(f"<td>{_fmt(rec[c])}</td>" for c in cols) + "</tr>")
-    return "<table>" + "".join(rows) + "</table>"
+    note = ("<p class='meta'>n/a: too few models for a rank correlation (it needs 3; with 2 models each "
+            "correlation is ±1).</p>" if "n_models" in corr and (corr["n_models"] < 3).any() else "")
+    return "<table>" + "".join(rows) + "</table>" + note
+
+
+def _race_section(race: dict, selection: dict) -> str:
+    chosen = race["chosen"]
+    lines = [f"<p>The race fine-tuned the leading candidates and chose <b>{_e(chosen)}</b>.</p>" if chosen else ""]
+    if race["finetuned"]:
+        lines.append("<table><tr><th>model</th><th>fine-tuned score</th></tr>" + "".join(
+            f"<tr><td>{_e(m)}</td><td>{_fmt(v)}</td></tr>" for m, v in race["finetuned"].items()) + "</table>")
+    return "".join(lines) or f"<pre>{_e(selection)}</pre>"
+
+
+def _weights_section(ranking) -> list[str]:
+    rows = ranking.table[ranking.table["weights"].map(lambda w: isinstance(w, dict))]
+    if not len(rows):
+        return []
+    head = ["<h2>EMMS foundation-encoder weights</h2>",
+            "<p class='meta'>The simplex weight t of each encoder's F-labels in EMMS's regression, per model.</p>"]
+    encoders = list(rows.iloc[0]["weights"])
+    values = np.array([[w.get(enc, 0.0) for enc in encoders] for w in rows["weights"]])
+    if np.ptp(values, axis=0).max() < 0.01:  # one bar repeated for every model says nothing
+        same = ", ".join(f"{_e(enc)} {v:.2f}" for enc, v in zip(encoders, values.mean(axis=0)))
+        return head + [f"<p>The weights are the same for every model (within 0.01): {same}.</p>"]
+    return head + [_img(_weights_figure(rows, encoders, values))]
 
 
 def _timings_table(ranking) -> str:
@@ -90,42 +154,63 @@ def _timings_table(ranking) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
-def _scores_figure(ranking):
-    metrics = ranking.metrics
-    ncols = min(3, len(metrics))
-    nrows = int(np.ceil(len(metrics) / ncols))
-    fig = Figure(figsize=(5.2 * ncols, 0.35 * _n_models(ranking) * nrows + 1.6))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax, metric in zip(axes.flat, metrics):
-        # a dot plot over the scores' own range: scores have arbitrary offsets, so bars from 0 mislead
-        rows = ranking.table[ranking.table["metric"] == metric].sort_values("score")
-        colors = ["#2a9d8f" if r == 1 else "#457b9d" for r in rows["rank"]]
-        ax.hlines(rows["model"], rows["score"].min(), rows["score"], color="#ccd", linewidth=1)
-        ax.scatter(rows["score"], rows["model"], color=colors, zorder=3)
-        ax.margins(x=0.08)
-        ax.set_title(f"{metric} (higher = better)", fontsize=10)
-        ax.tick_params(axis="y", labelsize=8)
-    for ax in list(axes.flat)[len(metrics):]:
-        ax.axis("off")
-    fig.tight_layout()
+def _p_best_figure(answer: dict):
+    shares = sorted(answer["p_best"].items(), key=lambda kv: kv[1])
+    fig = Figure(figsize=(8, 0.32 * len(shares) + 1.0), layout="constrained")
+    ax = fig.subplots()
+    labels = [_label(m) for m, _ in shares]
+    values = [v for _, v in shares]
+    ax.barh(labels, values, color=[_PICK if m == answer["recommended"] else _OTHER for m, _ in shares])
+    for y, v in enumerate(values):
+        ax.text(v + 0.01, y, f"{v:.0%}", va="center", fontsize=8)
+    ax.set_xlim(0, 1.1)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0%", "25%", "50%", "75%", "100%"])
+    ax.set_xlabel(f"share of resamples in which the model scored best by {answer['metric']}")
+    ax.tick_params(axis="y", labelsize=8)
     return fig
 
 
-def _weights_figure(rows):
-    models = list(rows["model"])
-    encoders = list(rows.iloc[0]["weights"])
-    fig = Figure(figsize=(8.5, 0.35 * len(models) + 1.4))
+def _scores_figure(ranking, answer: dict):
+    metrics = ranking.metrics
+    ncols = min(3, len(metrics))
+    nrows = int(np.ceil(len(metrics) / ncols))
+    fig = Figure(figsize=(5.6 * ncols, max(1.8, 0.3 * _n_models(ranking) + 1.0) * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    intervals = answer["intervals"] or {}
+    for ax, metric in zip(axes.flat, metrics):
+        # a dot plot over the scores' own range: scores have arbitrary offsets, so bars from 0 mislead
+        rows = ranking.table[ranking.table["metric"] == metric].sort_values("score")
+        labels = [_label(m) for m in rows["model"]]
+        colors = [_PICK if r == 1 else _OTHER for r in rows["rank"]]
+        if metric == answer["metric"] and intervals:
+            low = [intervals.get(m, [s, s])[0] for m, s in zip(rows["model"], rows["score"])]
+            high = [intervals.get(m, [s, s])[1] for m, s in zip(rows["model"], rows["score"])]
+            ax.hlines(labels, low, high, color="#9ab", linewidth=3, alpha=0.8)
+        else:
+            ax.hlines(labels, rows["score"].min(), rows["score"], color="#ccd", linewidth=1)
+        ax.scatter(rows["score"], labels, color=colors, zorder=3)
+        ax.margins(x=0.08)
+        ax.set_title(f"{metric} (higher = better)", fontsize=10)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    return fig
+
+
+def _weights_figure(rows, encoders: list[str], values: np.ndarray):
+    labels = [_label(m) for m in rows["model"]]
+    fig = Figure(figsize=(8.5, 0.32 * len(labels) + 1.4), layout="constrained")
     ax = fig.subplots()
-    left = np.zeros(len(models))
-    for enc in encoders:
-        vals = np.array([w.get(enc, 0.0) for w in rows["weights"]])
-        ax.barh(models, vals, left=left, label=enc)
-        left += vals
+    left = np.zeros(len(labels))
+    for j, enc in enumerate(encoders):
+        ax.barh(labels, values[:, j], left=left, label=enc)
+        left += values[:, j]
     ax.set_xlim(0, 1)
     ax.set_xlabel("weight t (sums to 1)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.tick_params(axis="y", labelsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -133,39 +218,45 @@ def _truth_figure(ranking):
     metrics = ranking.metrics
     ncols = min(3, len(metrics))
     nrows = int(np.ceil(len(metrics) / ncols))
-    fig = Figure(figsize=(4.6 * ncols, 3.6 * nrows))
+    fig = Figure(figsize=(5.0 * ncols, 3.9 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     corr = ranking.correlations.set_index("metric")
-    tau_col = next((c for c in corr.columns if c.startswith("weighted_tau")), None)
     for ax, metric in zip(axes.flat, metrics):
         rows = ranking.table[ranking.table["metric"] == metric]
         x = rows["score"].to_numpy(float)
         y = np.array([ranking.truth[m] for m in rows["model"]])
-        ax.scatter(x, y, color="#264653")
+        ax.scatter(x, y, color="#264653", zorder=3)
+        span = np.ptp(x) or 1.0
+        middle = x.min() + span / 2
         for xi, yi, name in zip(x, y, rows["model"]):
-            ax.annotate(str(name).split(":")[-1], (xi, yi), fontsize=7, alpha=0.8)
-        title = metric if tau_col is None else f"{metric}: {tau_col} = {corr.loc[metric, tau_col]:.3f}"
-        ax.set_title(title, fontsize=9)
+            # labels point inwards, so none runs off the panel
+            right_half = xi > middle
+            ax.annotate(_label(str(name).removeprefix("builtin:"), 22), (xi, yi), fontsize=7, alpha=0.85,
+                        xytext=(-4 if right_half else 4, 3), textcoords="offset points",
+                        ha="right" if right_half else "left")
+        ax.set_xlim(x.min() - 0.08 * span, x.max() + 0.08 * span)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.margins(y=0.12)
+        tau = corr.loc[metric, "weighted_tau"] if "weighted_tau" in corr.columns else float("nan")
+        ax.set_title(f"{metric}: weighted τ = {_fmt(tau)}", fontsize=9)
         ax.set_xlabel("score")
         ax.set_ylabel("fine-tuned")
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
-    fig.tight_layout()
     return fig
 
 
 def _timings_figure(ranking):
     t = ranking.timings.copy()
-    t["label"] = [f"{s}: {m}" if m else s for s, m in zip(t["stage"], t["model"])]
+    t["label"] = [f"{s}: {_label(m, 28)}" if m else s for s, m in zip(t["stage"], t["model"])]
     scoring = ranking.table.groupby("metric", sort=False)["seconds"].sum()
     labels = list(t["label"]) + [f"score: {m}" for m in scoring.index]
     values = list(t["seconds"]) + list(scoring.values)
-    fig = Figure(figsize=(7, 0.3 * len(labels) + 1.2))
+    fig = Figure(figsize=(8, 0.28 * len(labels) + 1.0), layout="constrained")
     ax = fig.subplots()
     ax.barh(labels[::-1], values[::-1], color="#e9c46a")
     ax.set_xlabel("seconds")
     ax.tick_params(axis="y", labelsize=7)
-    fig.tight_layout()
     return fig
 
 
@@ -175,13 +266,22 @@ def _img(fig) -> str:
     return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
 
 
+def _label(name: str, width: int = _LABEL_CHARS) -> str:
+    """``name`` shortened in the middle to ``width`` characters (both ends say which model it is)."""
+    name = str(name)
+    if len(name) <= width:
+        return name
+    keep = width - 1
+    return name[: keep - keep // 2] + "…" + name[-(keep // 2):]
+
+
 def _n_models(ranking) -> int:
     return len(set(ranking.table["model"]))
 
 
 def _fmt(value) -> str:
     if isinstance(value, (float, np.floating)):
-        return "—" if not np.isfinite(value) else f"{value:.3f}"
+        return "n/a" if not np.isfinite(value) else f"{value:.3f}"
     return _e(value)
 
 

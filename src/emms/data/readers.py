@@ -41,24 +41,38 @@ def read_image_folder(root: Path, task: str | None = None) -> TaskData:
                     description=f"image folder {root}")
 
 
-def read_manifest(path: Path, task: str | None = None, image_root: Path | None = None) -> TaskData:
-    """A CSV, JSONL or Parquet table -> TaskData.
+def read_manifest(path: Path, task: str | None = None, image_root: Path | None = None,
+                  columns: dict[str, str] | None = None) -> TaskData:
+    """A CSV, JSONL or Parquet table -> TaskData (see :func:`read_table`).
 
-    Inputs come from an ``image`` column (paths, resolved relative to the manifest's folder and
-    required to stay under ``image_root`` — default that folder — after normalising ``..``) or a
-    ``text`` column; for text QA without a ``text`` column the input is the question followed by
-    the context. The remaining columns are the labels; the task is ``task`` or inferred from them.
-    Referring/detection tables get ``width``/``height`` from the image files when absent.
+    Image paths are resolved relative to the manifest's folder and must stay under ``image_root``
+    (default: that folder) after normalising ``..``.
     """
-    frame = _read_table(path)
+    base = path.parent.resolve()
+    return read_table(_read_table(path), task, name=path.stem, description=f"manifest {path}", base=base,
+                      image_root=(image_root or base).resolve(), columns=columns, where=str(path))
+
+
+def read_table(frame: pd.DataFrame, task: str | None = None, *, name: str = "table", description: str = "",
+               base: Path | None = None, image_root: Path | None = None, columns: dict[str, str] | None = None,
+               where: str = "data") -> TaskData:
+    """A table (pandas DataFrame) -> TaskData.
+
+    Inputs come from an ``image`` column (paths, relative to ``base``, default the working folder;
+    under ``image_root`` when given) or a ``text`` column; for text QA without a ``text`` column
+    the input is the question followed by the context. The remaining columns are the labels; the
+    task is ``task`` or inferred from them. ``columns`` renames columns first (``{"sentence":
+    "text"}``). Referring/detection tables get ``width``/``height`` from the image files when absent.
+    """
     if len(frame) == 0:
-        raise InputError(f"data: {path} has no rows")
+        raise InputError(f"data: {where} has no rows")
+    frame = rename_columns(frame.copy(), columns, where)
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
-    modality, task = _modality_and_task(columns, task, path)
+    modality, task = _modality_and_task(columns, task, where)
     if modality == "image":
-        root = (image_root or path.parent).resolve()
-        inputs = _resolve_image_paths(frame["image"].tolist(), path.parent.resolve(), root)
+        base = (base or Path.cwd()).resolve()
+        inputs = _resolve_image_paths(frame["image"].tolist(), base, image_root)
         frame["image"] = inputs
         if task in _BOX_TASKS and not {"width", "height"} <= set(columns):
             frame["width"], frame["height"] = zip(*(_image_size(p) for p in inputs))
@@ -70,15 +84,31 @@ def read_manifest(path: Path, task: str | None = None, image_root: Path | None =
         inputs = [" ".join(f"{_text_cell(q, row, 'question')} {'' if pd.isna(c) else c}".split())
                   for row, (q, c) in enumerate(zip(frame["question"].tolist(), contexts))]
     else:
-        raise InputError(f"data: {path} needs an 'image' column (image paths) or a 'text' column; it has {columns}")
+        raise InputError(f"data: {where} needs an 'image' column (image paths) or a 'text' column; it has {columns} "
+                         "(--text-column / columns= renames one)")
     class_names = None
     if task == "classification" and not pd.api.types.is_numeric_dtype(frame["label"]):
         class_names = sorted({str(v) for v in frame["label"] if not pd.isna(v)})
-    return TaskData(name=path.stem, modality=modality, inputs=inputs, task=task, labels=frame,
-                    class_names=class_names, description=f"manifest {path}")
+    return TaskData(name=name, modality=modality, inputs=inputs, task=task, labels=frame,
+                    class_names=class_names, description=description or f"table of {len(frame)} rows")
 
 
-def _modality_and_task(columns: list[str], task: str | None, path: Path) -> tuple[str, str]:
+def rename_columns(frame, columns: dict[str, str] | None, where: str):
+    """``frame`` (a DataFrame or a ``datasets.Dataset``) with ``columns`` {old: new} renamed; a
+    missing old name is an InputError naming the columns there are."""
+    if not columns:
+        return frame
+    present = [str(c) for c in (frame.column_names if hasattr(frame, "column_names") else frame.columns)]
+    for old, new in columns.items():
+        if old not in present:
+            raise InputError(f"columns: {where} has no column {old!r} to use as {new!r}; it has {present}")
+        if new in present and new != old:
+            raise InputError(f"columns: {where} already has a column {new!r}; cannot rename {old!r} to it")
+    renames = {old: new for old, new in columns.items() if old != new}
+    return frame.rename_columns(renames) if hasattr(frame, "rename_columns") else frame.rename(columns=renames)
+
+
+def _modality_and_task(columns: list[str], task: str | None, path: Path | str) -> tuple[str, str]:
     """The input modality (``image`` column, else text) and the task (``task`` or inferred from
     ``columns``), once the table at ``path`` is known to hold one input column and that task's labels."""
     if "image" in columns and "text" in columns:
@@ -91,12 +121,11 @@ def _modality_and_task(columns: list[str], task: str | None, path: Path) -> tupl
     return modality, task
 
 
-def read_hf_dataset(path: Path, task: str | None = None, split: str | None = None) -> TaskData:
+def read_hf_dataset(path: Path, task: str | None = None, split: str | None = None,
+                    columns: dict[str, str] | None = None) -> TaskData:
     """A dataset saved with ``datasets.Dataset.save_to_disk`` -> TaskData (needs the ``datasets`` package).
 
-    A DatasetDict needs ``split`` (default ``train`` if present). An ``image`` column of images is
-    stacked into a uint8 array (all images must share one size); a ``label`` column with a
-    ``ClassLabel`` feature gives the class names.
+    A DatasetDict needs ``split`` (default ``train`` if present). See :func:`read_hf_in_memory`.
     """
     try:
         import datasets
@@ -109,15 +138,31 @@ def read_hf_dataset(path: Path, task: str | None = None, split: str | None = Non
         if split not in loaded:
             raise InputError(f"data: {path} holds splits {list(loaded)}; name one (e.g. {path}:{list(loaded)[0]})")
         loaded = loaded[split]
+    return read_hf_in_memory(loaded, task, name=path.name, description=f"Hugging Face dataset {path}",
+                             columns=columns, where=str(path))
+
+
+def read_hf_in_memory(loaded, task: str | None = None, *, name: str = "dataset", description: str = "",
+                      columns: dict[str, str] | None = None, where: str = "data") -> TaskData:
+    """A ``datasets.Dataset`` -> TaskData.
+
+    An ``image`` column of images is stacked into a uint8 array (all images must share one size); a
+    ``label`` column with a ``ClassLabel`` feature gives the class names. ``columns`` renames
+    columns first, as in :func:`read_table`.
+    """
+    import datasets
+
+    loaded = rename_columns(loaded, columns, where)
     columns = list(loaded.column_names)
     if "image" not in columns and "text" not in columns:
-        raise InputError(f"data: {path} needs an 'image' or a 'text' column; it has {columns}")
-    modality, task = _modality_and_task(columns, task, path)
+        raise InputError(f"data: {where} needs an 'image' or a 'text' column; it has {columns} "
+                         "(--text-column / columns= renames one)")
+    modality, task = _modality_and_task(columns, task, where)
     frame = loaded.remove_columns([modality]).to_pandas()
     if modality == "image":
         images = [np.asarray(img.convert("RGB") if img.mode not in ("L", "RGB") else img) for img in loaded["image"]]
         if len({img.shape for img in images}) != 1:
-            raise InputError(f"data: {path} holds images of different sizes; expected one size (resize them first)")
+            raise InputError(f"data: {where} holds images of different sizes; expected one size (resize them first)")
         inputs = np.stack(images).astype(np.uint8)
         if task in _BOX_TASKS and not {"width", "height"} <= set(columns):
             frame["width"], frame["height"] = inputs.shape[2], inputs.shape[1]
@@ -128,8 +173,8 @@ def read_hf_dataset(path: Path, task: str | None = None, split: str | None = Non
     if task == "classification" and isinstance(label_feature, datasets.ClassLabel):
         class_names = list(label_feature.names)
         frame["label"] = [class_names[i] for i in frame["label"]]
-    return TaskData(name=path.name, modality=modality, inputs=inputs, task=task, labels=frame,
-                    class_names=class_names, description=f"Hugging Face dataset {path}")
+    return TaskData(name=name, modality=modality, inputs=inputs, task=task, labels=frame,
+                    class_names=class_names, description=description or f"in-memory dataset of {len(frame)} rows")
 
 
 def is_hf_dataset_dir(path: Path) -> bool:
@@ -155,14 +200,14 @@ def _read_table(path: Path) -> pd.DataFrame:
     raise InputError(f"data: {path} is not a manifest; expected a file ending in {', '.join(MANIFEST_SUFFIXES)}")
 
 
-def _resolve_image_paths(values: list, base: Path, root: Path) -> list[str]:
-    """Absolute, existing image paths under ``root`` (lexically: ``..`` and absolute paths are checked)."""
+def _resolve_image_paths(values: list, base: Path, root: Path | None) -> list[str]:
+    """Absolute, existing image paths (under ``root`` when given, checked lexically: ``..`` and absolute paths)."""
     out, missing = [], []
     for row, value in enumerate(values):
         if pd.isna(value) or not str(value).strip():
             raise InputError(f"data: column 'image', row {row} is empty; expected an image path")
         resolved = Path(os.path.normpath(base / str(value).strip()))
-        if not resolved.is_relative_to(root):
+        if root is not None and not resolved.is_relative_to(root):
             raise InputError(f"data: column 'image', row {row}: {value!r} points outside the allowed image root {root} "
                              "(pass image_root=... to allow it)")
         if not resolved.is_file():

@@ -30,6 +30,11 @@ from emms._validation import as_float_vector, check_seed
 from emms.errors import InputError
 
 WEIGHTED_TAU_VARIANTS = ("symmetric", "truth_weighted")
+#: Fewest models a rank correlation means something on: with 2 models every one of them is +-1.
+MIN_MODELS = 3
+#: Fewest models for a bootstrap interval over models: with 3 or 4, a large share of the resamples
+#: repeat one or two models, and the interval collapses (e.g. [-1.00, -1.00] with 3 models).
+MIN_MODELS_INTERVAL = 5
 
 PairStatistic = Callable[[np.ndarray, np.ndarray], float]
 
