@@ -6,6 +6,7 @@ Public API::
     emms.score(features, target, metric="emms")        # any registered metric
     emms.score_pool({...}, target, metric="etran")     # pool-relative metrics
     emms.rank(data, models, task=..., ...)             # data -> features -> F-labels -> Ranking
+    emms.select(data, models, budget=0.25, ...)        # frozen recall -> fine-tuning race -> Selection
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from emms.metrics import available_metrics, get_metric, score, score_pool
 __version__ = "0.1.0"
 
 __all__ = ["EMMS", "EmmsError", "EmmsWarning", "InputError", "ResourceError", "available_metrics",
-           "get_metric", "rank", "score", "score_pool", "__version__"]
+           "get_metric", "rank", "score", "score_pool", "select", "__version__"]
 
 
 def __getattr__(name: str):
@@ -29,4 +30,8 @@ def __getattr__(name: str):
         from emms.pipeline import rank
 
         return rank
+    if name == "select":
+        from emms.selection import select
+
+        return select
     raise AttributeError(f"module 'emms' has no attribute {name!r}")

@@ -15,6 +15,7 @@ from emms.cli import metrics as _metrics  # noqa: F401
 from emms.cli import rank as _rank  # noqa: F401
 from emms.cli import evaluate as _evaluate  # noqa: F401
 from emms.cli import finetune as _finetune  # noqa: F401
+from emms.cli import select as _select  # noqa: F401
 from emms.cli import embed as _embed  # noqa: F401
 from emms.cli import install_weights as _install_weights  # noqa: F401
 

@@ -138,7 +138,7 @@ def finetune_run(data: FinetuneData, model: str, lr: float, seed: int, protocol:
     total_steps = protocol.epochs * batches
     optimiser = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=protocol.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=total_steps,
-                                                   pct_start=max(protocol.warmup_fraction, 1e-9),
+                                                   pct_start=_warmup_share(protocol.warmup_fraction, total_steps),
                                                    anneal_strategy="cos", cycle_momentum=False)
     order_rng = torch.Generator().manual_seed(seed)
     flip = protocol.hflip and head.allows_hflip and backbone.is_image
@@ -224,6 +224,59 @@ def finetune_run(data: FinetuneData, model: str, lr: float, seed: int, protocol:
     return record
 
 
+def estimate_cost(data: FinetuneData, model: str, protocol: FinetuneProtocol = FinetuneProtocol(), *,
+                  device: str = "cpu", steps: int = 2) -> dict[str, float]:
+    """Time ``model`` on ``data`` briefly and estimate one full run: build + encoding of every row,
+    ``epochs`` x (training steps + validation), then the test split's evaluation if there is one.
+
+    Runs one warm-up and ``steps`` timed training steps on one batch (the lr is irrelevant to speed)
+    and one evaluation batch. Returns ``full_seconds``, ``epoch_seconds`` and ``probe_seconds`` (what
+    the estimate itself cost).
+    """
+    import torch
+
+    from emms.finetune.backbones import load_backbone
+    from emms.finetune.heads import head_class, n_rows, take
+
+    started = time.perf_counter()
+    torch_device = as_torch_device(device, kinds=("cpu", "cuda"))
+    head = head_class(data.task)(data)
+    backbone = load_backbone(model, protocol.image_size, protocol.bn_momentum)
+    head_module = head.build(backbone.feature_dim)
+    network = torch.nn.ModuleDict({"backbone": backbone.module, "head": head_module}).to(torch_device)
+    build_seconds = time.perf_counter() - started
+    inputs, targets = data.train
+    n_train, n_val = len(targets), len(data.val[1])
+    n_test = 0 if data.test is None else len(data.test[1])
+    rows = np.arange(min(protocol.batch_size, n_train))
+    t0 = time.perf_counter()
+    x = backbone.encode(inputs[rows] if isinstance(inputs, np.ndarray) else [inputs[i] for i in rows]).to(torch_device)
+    encode_per_row = (time.perf_counter() - t0) / len(rows)
+    y = head.targets(np.asarray(targets)[rows], torch_device)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=1e-4, weight_decay=protocol.weight_decay)
+    network.train()
+    step_seconds = 0.0
+    for step in range(steps + 1):
+        t0 = time.perf_counter()
+        loss = head.loss(head_module, backbone.module(x), take(y, torch.arange(n_rows(y), device=torch_device)))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        if torch_device.type == "cuda":
+            torch.cuda.synchronize(torch_device)
+        step_seconds += (time.perf_counter() - t0) if step else 0.0
+    step_seconds /= steps
+    network.eval()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        backbone.module(x)
+    eval_per_row = (time.perf_counter() - t0) / len(rows)
+    epoch_seconds = step_seconds * protocol.batches_per_epoch(n_train) + eval_per_row * n_val
+    full = (build_seconds + encode_per_row * (n_train + n_val + n_test) + protocol.epochs * epoch_seconds
+            + eval_per_row * n_test)
+    return {"full_seconds": full, "epoch_seconds": epoch_seconds, "probe_seconds": time.perf_counter() - started}
+
+
 def upgrade_record(record: dict) -> dict:
     """A record of any version in the current layout (version 1: classification, complete, no curve)."""
     if record.get("version", 1) >= 2:
@@ -256,6 +309,13 @@ def load_record(key: RunKey, out_dir: str | Path, fingerprint: str, protocol: Fi
 def write_record(key: RunKey, out_dir: str | Path, record: dict) -> None:
     """Write ``record`` atomically where :func:`load_record` finds it."""
     atomic_write_text(key.record_path(out_dir), json.dumps(record, indent=1))
+
+
+def _warmup_share(fraction: float, total_steps: int) -> float:
+    """``fraction`` as OneCycleLR's pct_start; when the warm-up would be exactly one step, where torch's
+    schedule divides by zero (e.g. 10 steps at 10 %), two steps instead. Larger runs are unchanged."""
+    share = max(fraction, 1e-9)
+    return min(2 / total_steps, 0.5) if abs(share * total_steps - 1) < 1e-9 else share
 
 
 def _evaluate(backbone, head_module, head, x, y, batch_size: int) -> dict[str, float]:  # noqa: ANN001 - torch objects

@@ -65,7 +65,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "emms": "emms", "etran": "etran", "gbc": "gbc", "hscore": "hscore", "hscore_reg": "hscore", "knn": "knn",
     "leep": "leep", "logme": "logme", "logme_flabels": "logme", "nce": "nce", "ncti": "ncti", "nleep": "nleep",
     "pactran_dirichlet": "pactran", "pactran_gamma": "pactran", "pactran_gauss": "pactran", "parc": "parc",
-    "linear_probe": "probe", "sfda": "sfda", "transrate": "transrate",
+    "params": "size", "linear_probe": "probe", "sfda": "sfda", "transrate": "transrate",
 }
 
 

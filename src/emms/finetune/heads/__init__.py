@@ -73,8 +73,13 @@ class TaskHead(ABC):
 
     def standard_error(self, value: float, n: int) -> float:
         """Sampling standard error of the primary metric on ``n`` rows (default: a proportion's)."""
-        p = min(max(float(value), 0.0), 1.0)
-        return math.sqrt(max(p * (1 - p), 1.0 / max(n, 1)) / max(n, 1))
+        return proportion_standard_error(value, n)
+
+
+def proportion_standard_error(value: float, n: int) -> float:
+    """sqrt(p(1-p)/n) for a proportion ``value`` on ``n`` rows (floored at one row's worth, 1/n)."""
+    p = min(max(float(value), 0.0), 1.0)
+    return math.sqrt(max(p * (1 - p), 1.0 / max(n, 1)) / max(n, 1))
 
 
 def register_head(cls: type[TaskHead]) -> type[TaskHead]:

@@ -1,0 +1,99 @@
+"""``emms select``: frozen scores to recall, then a budgeted race of real fine-tuning (resumable)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from emms.cli._common import app, console, err_console, errors_as_exit, print_json, split_list
+from emms.errors import InputError
+
+
+@app.command()
+def select(
+    data: str = typer.Option(..., "--data", help="Dataset source (as for emms rank): folder, manifest, builtin:NAME."),
+    models: str = typer.Option(..., "--models", help="Comma-separated fine-tunable candidates: builtin:NAME, NAME or NAME_random."),
+    task: str | None = typer.Option(None, "--task", help="Task kind (inferred from the data when omitted)."),
+    budget: float | None = typer.Option(0.25, "--budget", help="Fraction of the full grid (every candidate fine-tuned once, "
+                                                                 "fully) the race may spend; 0 = no fraction limit (needs --max-seconds)."),
+    max_seconds: float | None = typer.Option(None, "--max-seconds", help="Wall-clock limit of the race in seconds."),
+    recall: str = typer.Option("emms,params", "--recall", help="Frozen metrics interleaved to order the pool."),
+    metrics: str | None = typer.Option(None, "--metrics", help="Frozen metrics to show (default: --recall)."),
+    encoders: str = typer.Option("offline", "--encoders", help="F-label text encoders for the frozen scores."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Held-out validation share (never trained on)."),
+    max_samples: int | None = typer.Option(None, "--max-samples", help="Use a stratified sample of this many rows."),
+    score_samples: int = typer.Option(2000, "--score-samples", help="Train rows the frozen metrics score."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split and of the frozen scores' subsample."),
+    finetune_seed: int = typer.Option(0, "--finetune-seed", help="Seed of the fine-tuning runs."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate of every run."),
+    epochs: int = typer.Option(4, "--epochs", help="Epochs of a full run (the last rung)."),
+    image_size: int = typer.Option(64, "--image-size", help="Training resolution (fixed-size nets use their own)."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    eta: int = typer.Option(2, "--eta", help="Halving factor: keep the best 1/eta at each rung."),
+    out_dir: Path | None = typer.Option(None, "--out-dir", help="Run records and checkpoints (default: in the cache); rerun to resume."),
+    cache: Path | None = typer.Option(None, "--cache", help="Feature cache folder."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    workers: int = typer.Option(1, "--workers", help="Parallel fine-tuning processes."),
+    threads: int = typer.Option(1, "--threads", help="torch threads per worker."),
+    out: Path | None = typer.Option(None, "--out", help="Write the selection to this .json or .csv file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the selection as JSON instead of a table."),
+) -> None:
+    """Recommend the model that will fine-tune best: order the pool by frozen scores, then fine-tune
+    the first candidates in a successive-halving race on a train split, judged on a held-out
+    validation split, within --budget / --max-seconds. Re-run the same command to resume."""
+    with errors_as_exit():
+        import emms
+        from emms.finetune import FinetuneProtocol
+
+        if out is not None and out.suffix.lower() not in (".json", ".csv"):
+            raise InputError(f"--out: expected a file name ending in .json or .csv, got {str(out)!r}")
+        protocol = FinetuneProtocol(epochs=epochs, image_size=image_size, batch_size=batch_size)
+
+        def event(line: str) -> None:
+            err_console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+        result = emms.select(data, split_list(models, "--models"), task, budget=budget or None, max_seconds=max_seconds,
+                             recall=split_list(recall, "--recall"),
+                             metrics=None if metrics is None else split_list(metrics, "--metrics"), encoders=encoders,
+                             val_fraction=val_fraction, max_samples=max_samples, score_samples=score_samples, seed=seed,
+                             finetune_seed=finetune_seed, lr=lr, protocol=protocol, eta=eta, out_dir=out_dir,
+                             cache=cache, device=device, workers=workers, threads=threads, on_event=event)
+        if out is not None:
+            (result.to_json if out.suffix.lower() == ".json" else result.to_csv)(out)
+        if as_json:
+            print_json(result.to_dict())
+        else:
+            columns, rows = _rows(result)
+            title = (f"{result.meta['data']} · fine-tuned {result.meta['primary']} predicted on "
+                     f"{result.meta['n_val']} held-out rows")
+            if console.is_terminal:
+                table = Table(title=title, title_justify="left")
+                for name in columns:
+                    table.add_column(name, justify="left" if name in ("model", "progress") else "right")
+                for row in rows:
+                    table.add_row(*row)
+                console.print(table)
+            else:  # piped: Markdown, every column in full
+                sys.stdout.write("\n".join([title, "", "| " + " | ".join(columns) + " |",
+                                             "|" + "|".join(":---" if c in ("model", "progress") else "---:" for c in columns) + "|",
+                                             *("| " + " | ".join(row) + " |" for row in rows), ""]) + "\n")
+            console.print(result.summary(), highlight=False, markup=False, soft_wrap=True)
+        if out is not None:
+            err_console.print(f"selection written to {out}", highlight=False)
+
+
+def _rows(result) -> tuple[list[str], list[list[str]]]:  # noqa: ANN001 - emms.selection.Selection
+    """Column names and formatted cells of the selection table."""
+    frozen = [c for c in result.table.columns if c.startswith("frozen:")]
+    columns = ["rank", "model", "predicted", "interval", "progress", *(c.split(":", 1)[1] for c in frozen)]
+    rows = []
+    for row in result.table.to_dict("records"):
+        predicted = "—" if row["predicted"] != row["predicted"] else f"{row['predicted']:.4f}"
+        interval = "—" if row["low"] != row["low"] else f"{row['low']:.3f}–{row['high']:.3f}"
+        progress = f"{row['epochs_done']}/{row['epochs']} ep, {row['status']}" + (" (extrap.)" if row["extrapolated"] else "")
+        rows.append([str(row["rank"]), row["model"], predicted, interval, progress,
+                     *(f"{row[c]:.4g}" if row[c] == row[c] else "—" for c in frozen)])
+    return columns, rows

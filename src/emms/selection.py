@@ -1,0 +1,280 @@
+"""select(): frozen scores to recall, then a budgeted race of real fine-tuning -> Selection.
+
+``emms.rank`` answers from frozen features; ``emms.select`` spends a compute budget on the answer
+that matters, the fine-tuned score: the pool is ordered by frozen scores (free), the first
+candidates are fine-tuned on a train split and judged on a held-out validation split in a
+successive-halving race (:mod:`emms.finetune.race`), and every model gets a predicted fine-tuned
+validation score with an interval. Records and checkpoints live in ``out_dir``: a killed call
+re-run with the same arguments resumes where it stopped and replays what was recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emms._io import atomic_write_text
+from emms.errors import InputError
+
+DEFAULT_RECALL = ("emms", "params")
+MIN_VAL_ROWS = 20
+EventCallback = Callable[[str], None]
+
+
+@dataclass
+class Selection:
+    """The result of :func:`select`.
+
+    ``table``: one row per model, best first: ``model, rank, predicted, low, high`` (predicted
+    fine-tuned validation score and its interval), ``epochs_done`` / ``epochs``, ``status``
+    (``finished``, ``stopped at epoch e`` or ``not raced``), ``extrapolated``, ``observed`` (last
+    validation score), ``seconds`` (fine-tuning cost), ``recall_rank`` and one ``frozen:<metric>``
+    column per frozen score. ``recommended``: the model to use. ``cost``: seconds spent (fine-tuning
+    + timing probes, reused records included), the full-grid estimate, the fraction spent, the
+    budget, wall seconds of this call. ``curves``: per model, its learning curve (epoch, steps,
+    seconds, val). ``frozen``: the :class:`emms.pipeline.Ranking` of the recall stage.
+    """
+
+    table: pd.DataFrame
+    recommended: str
+    cost: dict
+    curves: dict[str, list[dict]]
+    history: list[dict]
+    frozen: object
+    meta: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """The answer in one sentence."""
+        row = self.table.iloc[0]
+        return (f"recommended: {self.recommended} (predicted fine-tuned {self.meta['primary']} {row.predicted:.4f}, "
+                f"interval {row.low:.4f}-{row.high:.4f}, {row.status}); spent {self.cost['spent_seconds']:.0f} s = "
+                f"{100 * self.cost['fraction_of_full_grid']:.1f}% of the full grid "
+                f"(estimated {self.cost['full_grid_seconds']:.0f} s)")
+
+    def to_dict(self) -> dict:
+        """Everything as JSON-ready values (what ``--out x.json`` writes; the report reads it)."""
+        return {"meta": self.meta, "recommended": self.recommended, "summary": self.summary(),
+                "results": [{k: _json_value(v) for k, v in row.items()} for row in self.table.to_dict("records")],
+                "cost": {k: _json_value(v) for k, v in self.cost.items()}, "curves": self.curves,
+                "history": self.history, "notes": list(self.notes)}
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """JSON text (and write it atomically to ``path`` if given)."""
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            atomic_write_text(Path(path), text)
+        return text
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """The table as CSV text (and written atomically to ``path`` if given)."""
+        text = self.table.to_csv(index=False)
+        if path is not None:
+            atomic_write_text(Path(path), text)
+        return text
+
+
+def select(data, models: Sequence[str], task: str | None = None, *, budget: float | None = 0.25,
+           max_seconds: float | None = None, recall: Sequence[str] = DEFAULT_RECALL,
+           metrics: Sequence[str] | None = None, encoders: str | Sequence[str] = "offline",
+           val_fraction: float = 0.2, max_samples: int | None = None, score_samples: int | None = 2000,
+           seed: int = 0, finetune_seed: int = 0, lr: float = 1e-3, protocol=None, eta: int = 2,  # noqa: ANN001
+           out_dir: str | Path | None = None, cache: str | Path | None = None, device: str = "cpu",
+           workers: int = 1, threads: int = 1, on_event: EventCallback | None = None,
+           on_progress: Callable | None = None) -> Selection:
+    """Recall with frozen scores, then race real fine-tuning of the survivors within a budget.
+
+    Args:
+        data: what :func:`emms.rank` accepts (a dataset source or a TaskData); a task kind with a
+            fine-tuning head (:mod:`emms.finetune.heads`; classification today).
+        models: at least 2 fine-tunable candidates (packaged backbones: ``builtin:NAME``, ``NAME``,
+            ``NAME_random``); precomputed features or ONNX encoders cannot be raced.
+        budget: fraction of the **full grid** (every candidate fine-tuned once, fully, one lr, one
+            seed; estimated by timing a few steps of each) that the race may spend; None: no limit.
+        max_seconds: a wall-clock limit for the race (checked before each training round).
+        recall: frozen metrics whose orders are interleaved to order the pool (a hybrid shortlist).
+        metrics: frozen metrics to compute and show (default: ``recall``).
+        val_fraction: share of the data held out (stratified) to judge the race; never trained on.
+        score_samples: rows of the train split the frozen metrics score (None: all).
+        seed: seed of the split and of the frozen scores' subsample; ``finetune_seed``: of fine-tuning.
+        lr, protocol, eta: the fine-tuning protocol (:class:`emms.finetune.FinetuneProtocol`) and the
+            halving factor.
+        out_dir: where run records and checkpoints go (default: ``<cache>/select/<split fingerprint>``);
+            re-running the same call resumes.
+        workers, threads, device: parallel fine-tuning processes, torch threads each, cpu or cuda.
+        on_event: receives one line per step of the race; ``on_progress(stage, item, done, total)``
+            follows the frozen scoring.
+    """
+    from emms.data import TaskData, load_dataset
+    from emms.finetune import FinetuneData, FinetuneProtocol
+    from emms.finetune.backbones import parse_model
+    from emms.finetune.heads import head_class
+    from emms.finetune.race import RecordTrainer, plan_race, predict, recall_order, run_race
+    from emms.pipeline import rank
+    from emms.store import Store
+
+    started = time.perf_counter()
+    say = on_event or (lambda _: None)
+    protocol = protocol or FinetuneProtocol()
+    models = list(dict.fromkeys(models))
+    if len(models) < 2:
+        raise InputError(f"models: select needs at least 2 candidates to choose between, got {len(models)}")
+    specs = {m: _builtin_spec(m, parse_model(m)) for m in models}  # InputError for what cannot be fine-tuned
+    budget_fraction = _check_budget(budget, max_seconds)
+    recall, metrics = list(recall), list(metrics) if metrics is not None else list(recall)
+    if not recall:
+        raise InputError("recall: expected at least one frozen metric to order the pool")
+    metrics += [m for m in recall if m not in metrics]
+    task_data = data if isinstance(data, TaskData) else load_dataset(data, task=task, max_samples=max_samples, seed=seed)
+    if task is not None and task != task_data.task:
+        raise InputError(f"task: the data holds a {task_data.task!r} task, not {task!r}")
+    head_class(task_data.task)
+    split = FinetuneData.from_task_data(task_data, val_fraction=val_fraction, test_fraction=0, seed=seed)
+    n_val = len(split.val[1])
+    if n_val < MIN_VAL_ROWS:
+        raise InputError(f"val_fraction: the validation split has {n_val} rows; at least {MIN_VAL_ROWS} are needed "
+                         "to judge the race (raise val_fraction or use more data)")
+    protocol.batches_per_epoch(len(split.train[1]))
+    out_dir = Path(out_dir) if out_dir is not None else Store(cache).root / "select" / split.fingerprint
+
+    say(f"recall: frozen {', '.join(metrics)} of {len(models)} models on the train split")
+    train_rows = _subsample(split.train[1], score_samples, seed)
+    frozen = rank(_train_task_data(task_data, split, train_rows), list(specs.values()), metrics=metrics,
+                  encoders=encoders, cache=cache, device=device, image_size=protocol.image_size,
+                  progress=on_progress)
+    model_of = {spec: model for model, spec in specs.items()}
+    scores = {metric: {model_of[r.model]: float(r.score) for r in frozen.table.itertuples() if r.metric == metric}
+              for metric in metrics}
+    order = recall_order(scores, models, recall)
+
+    probes = _probe_costs(split, models, protocol, device, out_dir, say)
+    full = {m: probes[m]["full_seconds"] for m in models}
+    probe_seconds = sum(p["probe_seconds"] for p in probes.values())
+    full_grid = float(sum(full.values()))
+    budget_seconds = np.inf if budget_fraction is None else budget_fraction * full_grid
+    plan = plan_race(order, full, protocol.epochs, max(budget_seconds - probe_seconds, 0.0), eta)
+    say(f"race: {len(plan.entrants)} of {len(models)} enter ({', '.join(plan.entrants)}), rungs at epochs "
+        f"{plan.rungs}; full grid estimated {full_grid:.0f} s, budget {budget_seconds:.0f} s")
+    trainer = RecordTrainer(split, protocol, lr=lr, seed=finetune_seed, out_dir=out_dir, device=device,
+                            workers=workers, threads=threads)
+    race_started = time.perf_counter()
+    deadline = None if max_seconds is None else (lambda: time.perf_counter() - race_started >= max_seconds)
+    result = run_race(plan, trainer, dict(full), protocol.epochs, budget_seconds - probe_seconds, on_event=say,
+                      deadline=deadline)
+    head = head_class(task_data.task)(split)
+    predicted = predict(result.records, protocol.epochs, standard_error=head.standard_error)
+    table = _table(predicted, models, order, scores, result.records, protocol.epochs)
+    finished = table[table["status"] == "finished"]
+    recommended = str((finished if len(finished) else table).iloc[0]["model"])
+    spent = result.spent_seconds + probe_seconds
+    cost = {"spent_seconds": spent, "trained_seconds": trainer.trained_seconds,
+            "replayed_seconds": result.spent_seconds - trainer.trained_seconds, "probe_seconds": probe_seconds,
+            "full_grid_seconds": full_grid, "fraction_of_full_grid": spent / full_grid,
+            "budget_fraction": budget_fraction, "budget_seconds": budget_seconds, "max_seconds": max_seconds,
+            "wall_seconds": time.perf_counter() - started}
+    meta = {"data": task_data.name, "task": task_data.task, "primary": head.primary, "models": models,
+            "recall": recall, "metrics": metrics, "entrants": plan.entrants, "rungs": plan.rungs, "eta": eta,
+            "n_train": len(split.train[1]), "n_val": n_val, "n_scored": int(len(train_rows)), "seed": seed,
+            "finetune_seed": finetune_seed, "lr": lr, "protocol": protocol.__dict__, "out_dir": str(out_dir),
+            "device": device}
+    notes = [f"intervals: validation sampling (95 %) plus, for stopped runs, the spread of the finished runs' "
+             f"remaining gains; seed-to-seed variation is not included"]
+    if not len(finished):
+        notes.append("no model finished the full protocol within the budget: the recommendation is an extrapolation")
+    elif table.iloc[0]["model"] != recommended:
+        notes.append(f"{table.iloc[0]['model']} is predicted higher than {recommended} but was not fine-tuned to the end; "
+                     f"{recommended} is recommended as the best model that was (a larger budget would settle it)")
+    return Selection(table=table, recommended=recommended, cost=cost,
+                     curves={m: r["curve"] for m, r in result.records.items()}, history=result.history,
+                     frozen=frozen, meta=meta, notes=notes)
+
+
+def _check_budget(budget: float | None, max_seconds: float | None) -> float | None:
+    if budget is None and max_seconds is None:
+        raise InputError("budget: give a fraction of the full grid, max_seconds, or both")
+    for name, value in (("budget", budget), ("max_seconds", max_seconds)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
+                                  or not np.isfinite(value)):
+            raise InputError(f"{name}: expected a positive number, got {value!r}")
+    return None if budget is None else float(budget)
+
+
+def _builtin_spec(model: str, parsed: tuple[str, bool, dict]) -> str:
+    """The frozen-feature spec of a fine-tunable model name (the same network at the same size)."""
+    name, pretrained, options = parsed
+    query = "&".join([*(f"{k}={v}" for k, v in options.items()), *([] if pretrained else ["pretrained=false"])])
+    return f"builtin:{name}" + (f"?{query}" if query else "")
+
+
+def _subsample(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    rows = np.arange(len(labels))
+    if n is None or n >= len(rows):
+        return rows
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(rows, train_size=n, stratify=labels, random_state=seed)
+    return np.sort(keep)
+
+
+def _train_task_data(task_data, split, rows: np.ndarray):  # noqa: ANN001, ANN202 - TaskData
+    """The train split's ``rows`` as a TaskData for the frozen scores (labels by class name)."""
+    from emms.data import TaskData
+
+    inputs, codes = split.train
+    part = inputs[rows] if isinstance(inputs, np.ndarray) else [inputs[i] for i in rows]
+    return TaskData(name=f"{task_data.name}-train", modality=task_data.modality, inputs=part, task=task_data.task,
+                    labels=pd.DataFrame({"label": [split.class_names[c] for c in codes[rows]]}),
+                    class_names=list(split.class_names))
+
+
+def _probe_costs(split, models: list[str], protocol, device: str, out_dir: Path, say: EventCallback) -> dict:  # noqa: ANN001
+    """Each model's timing probe, cached in ``out_dir/costs.json`` so a resumed race plans the same."""
+    from emms.finetune.run import estimate_cost
+
+    path = out_dir / "costs.json"
+    cached = json.loads(path.read_text()) if path.is_file() else {}
+    for model in models:
+        if model not in cached:
+            cached[model] = estimate_cost(split, model, protocol, device=device)
+            say(f"timing {model}: one full run estimated at {cached[model]['full_seconds']:.0f} s "
+                f"(probe {cached[model]['probe_seconds']:.1f} s)")
+            atomic_write_text(path, json.dumps(cached, indent=1))
+    return {m: cached[m] for m in models}
+
+
+def _table(predicted: pd.DataFrame, models: list[str], order: list[str], scores: dict, records: dict,
+           epochs: int) -> pd.DataFrame:
+    rows = []
+    by_model = {r.model: r for r in predicted.itertuples(index=False)}
+    for model in [*predicted["model"], *[m for m in order if m not in by_model]]:
+        p = by_model.get(model)
+        done = 0 if p is None else int(p.epochs_done)
+        status = "not raced" if p is None else "finished" if p.complete else f"stopped at epoch {done}"
+        row = {"model": model, "predicted": np.nan if p is None else p.predicted,
+               "low": np.nan if p is None else p.low, "high": np.nan if p is None else p.high,
+               "epochs_done": done, "epochs": epochs, "status": status,
+               "extrapolated": False if p is None else bool(p.extrapolated),
+               "observed": np.nan if p is None else p.observed,
+               "seconds": records[model]["seconds"] if model in records else 0.0,
+               "recall_rank": order.index(model) + 1}
+        row.update({f"frozen:{metric}": values.get(model, np.nan) for metric, values in scores.items()})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.insert(1, "rank", np.arange(1, len(table) + 1))
+    return table
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value

@@ -1,0 +1,200 @@
+"""emms.select: the race's planning, promotion, budget and extrapolation on synthetic learning curves;
+one real (tiny) select on the bundled Fashion-MNIST sample, replayed from its records on a rerun; bad
+input; the size-prior metric."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from emms.errors import InputError
+from emms.finetune.race import plan_race, predict, recall_order, rung_epochs, run_race, view_at
+
+EPOCHS = 4
+
+
+def _record(model: str, curve: list[float], full_seconds: float, epochs: int = EPOCHS) -> dict:
+    points = [{"epoch": e + 1, "steps": 10 * (e + 1), "seconds": full_seconds * (e + 1) / epochs, "val": v,
+               "train_loss": 1.0} for e, v in enumerate(curve)]
+    return {"model": model, "curve": points, "epochs_done": len(curve), "complete": len(curve) == epochs,
+            "val_score": curve[-1], "seconds": points[-1]["seconds"], "steps": 10 * len(curve), "n_val": 500,
+            "test_score": None}
+
+
+class FakeTrainer:
+    """Serves prefixes of fixed 4-epoch curves and counts what was asked."""
+
+    def __init__(self, curves: dict[str, list[float]], costs: dict[str, float]) -> None:
+        self.full = {m: _record(m, c, costs[m]) for m, c in curves.items()}
+        self.calls: list[tuple[tuple[str, ...], int]] = []
+
+    def train(self, models, until_epoch):  # noqa: ANN001, ANN201
+        self.calls.append((tuple(models), until_epoch))
+        return {m: view_at(self.full[m], until_epoch, EPOCHS) for m in models}
+
+
+CURVES = {  # "late" starts worst and ends best: the case a one-epoch snapshot gets wrong
+    "late": [0.50, 0.70, 0.85, 0.93], "steady": [0.80, 0.85, 0.88, 0.90], "fast": [0.85, 0.86, 0.87, 0.88],
+    "weak": [0.40, 0.50, 0.60, 0.70],
+}
+COSTS = {"late": 40.0, "steady": 10.0, "fast": 10.0, "weak": 5.0}
+
+
+def test_rungs_double_up_to_the_last_epoch():
+    assert rung_epochs(4) == [1, 2, 4] and rung_epochs(3) == [1, 2, 3] and rung_epochs(1) == [1]
+    assert rung_epochs(6) == [1, 2, 4, 6]
+
+
+def test_recall_interleaves_the_metric_orders():
+    frozen = {"emms": {"a": 3.0, "b": 2.0, "c": 1.0, "d": np.nan}, "params": {"a": 1.0, "b": 2.0, "c": 9.0, "d": 5.0}}
+    assert recall_order(frozen, ["a", "b", "c", "d"], ["emms", "params"]) == ["a", "c", "b", "d"]
+    assert recall_order(frozen, ["a", "b", "c", "d"], ["emms"]) == ["a", "b", "c", "d"]  # unscored d last
+
+
+def test_the_plan_fits_the_budget_whatever_gets_promoted():
+    order = ["fast", "steady", "weak", "late"]
+    full_grid = sum(COSTS.values())
+    everything = plan_race(order, COSTS, EPOCHS, full_grid)
+    assert everything.entrants == order and everything.rungs == [1, 2, 4]
+    for fraction in (0.2, 0.35, 0.5, 0.8):
+        plan = plan_race(order, COSTS, EPOCHS, fraction * full_grid)
+        assert len(plan.entrants) >= 2 and plan.planned_seconds <= fraction * full_grid
+    small = plan_race(order, COSTS, EPOCHS, 0.1 * full_grid)  # 6.5 s: one epoch of the first three (6.25 s), no more
+    assert small.entrants == ["fast", "steady", "weak"] and small.rungs == [1]
+    with pytest.raises(InputError, match="budget: too small to train anything"):
+        plan_race(order, COSTS, EPOCHS, 4.0)
+
+
+def test_the_race_spends_within_budget_promotes_at_equal_epochs_and_tops_up():
+    order = ["fast", "steady", "weak", "late"]
+    budget = 0.8 * sum(COSTS.values())
+    trainer = FakeTrainer(CURVES, COSTS)
+    plan = plan_race(order, dict(COSTS), EPOCHS, budget)
+    result = run_race(plan, trainer, dict(COSTS), EPOCHS, budget)
+    assert result.spent_seconds <= budget
+    first = result.history[0]
+    assert first["epoch"] == 1 and first["trained"] == ["fast", "steady", "late", "weak"]
+    assert first["promoted"] == ["fast", "steady"]  # late (0.50 at epoch 1) is dropped by a naive rung
+    table = predict(result.records, EPOCHS)
+    assert table.iloc[0]["model"] in ("steady", "fast") and table.iloc[0]["complete"]
+    assert all(call[1] in (1, 2, 4) for call in trainer.calls)
+    # with the whole grid as budget the top-up finishes the dropped models too: the late bloomer wins
+    generous = run_race(plan_race(order, dict(COSTS), EPOCHS, 2 * sum(COSTS.values())), FakeTrainer(CURVES, COSTS),
+                        dict(COSTS), EPOCHS, 2 * sum(COSTS.values()))
+    assert predict(generous.records, EPOCHS).iloc[0]["model"] == "late"
+
+
+def test_a_deadline_stops_the_race_before_the_next_round():
+    trainer = FakeTrainer(CURVES, COSTS)
+    plan = plan_race(list(CURVES), dict(COSTS), EPOCHS, 1e9)
+    result = run_race(plan, trainer, dict(COSTS), EPOCHS, 1e9, deadline=lambda: len(trainer.calls) >= 1)
+    assert len(trainer.calls) == 1 and all(r["epochs_done"] == 1 for r in result.records.values())
+
+
+def test_stopped_runs_are_extrapolated_by_the_finished_runs_gains():
+    records = {"a": _record("a", [0.80, 0.85, 0.88, 0.90], 10), "b": _record("b", [0.70, 0.80, 0.86, 0.88], 10),
+               "c": _record("c", [0.75, 0.79], 10), "d": _record("d", [0.60], 10)}
+    table = predict(records, EPOCHS).set_index("model")
+    assert table.loc["a", "predicted"] == 0.90 and not table.loc["a", "extrapolated"]
+    assert table.loc["c", "predicted"] == pytest.approx(0.79 + np.median([0.05, 0.08]))
+    assert table.loc["d", "predicted"] == pytest.approx(0.60 + np.median([0.10, 0.18]))
+    assert table.loc["c", "extrapolated"] and table.loc["d", "high"] - table.loc["d", "low"] > \
+        table.loc["a", "high"] - table.loc["a", "low"]
+    se = np.sqrt(0.9 * 0.1 / 500)
+    assert table.loc["a", "high"] - table.loc["a", "predicted"] == pytest.approx(1.959964 * se)
+    only_partial = predict({"c": records["c"], "d": records["d"]}, EPOCHS).set_index("model")
+    assert only_partial.loc["c", "predicted"] == 0.79 and not only_partial.loc["c", "extrapolated"]
+
+
+def test_view_at_is_the_prefix_of_a_recorded_curve():
+    record = _record("a", [0.1, 0.2, 0.3, 0.4], 8.0)
+    view = view_at(record, 2, EPOCHS)
+    assert view["val_score"] == 0.2 and view["seconds"] == 4.0 and not view["complete"] and len(view["curve"]) == 2
+    with pytest.raises(InputError, match="learning curve"):
+        view_at(_record("b", [0.1], 2.0), 2, EPOCHS)
+
+
+def test_params_is_the_parameter_count_and_needs_it():
+    import emms
+
+    x, y = np.zeros((6, 2)), np.arange(6) % 2
+    assert emms.score(x, y, metric="params", n_params=1234) == 1234.0
+    with pytest.raises(InputError, match="n_params"):
+        emms.score(x, y, metric="params")
+
+
+# -- a real select, tiny -----------------------------------------------------------------------------
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def tiny_select(tmp_path_factory):
+    import emms
+    from emms.finetune import FinetuneProtocol
+
+    out_dir = tmp_path_factory.mktemp("select")
+    kwargs = dict(budget=None, max_seconds=600, max_samples=300, val_fraction=0.2, score_samples=None, out_dir=out_dir,
+                  cache=tmp_path_factory.mktemp("cache"), protocol=FinetuneProtocol(epochs=2, image_size=32))
+    models = ["onet_mtcnn", "ocrvgg_easyocr"]
+    first = emms.select("builtin:fashion-mnist", models, **kwargs)
+    again = emms.select("builtin:fashion-mnist", models, **kwargs)
+    return first, again, out_dir
+
+
+def test_select_races_on_a_held_out_split_and_reports_cost(tiny_select):
+    first, _, out_dir = tiny_select
+    table = first.table
+    assert list(table["model"])[0] == first.recommended and set(table["model"]) == {"onet_mtcnn", "ocrvgg_easyocr"}
+    assert first.meta["n_val"] == 60 and first.meta["n_train"] == 240
+    assert (table["status"] == "finished").all()  # no fraction limit: the top-up finishes every run
+    best = table.iloc[0]
+    assert best.low <= best.predicted <= best.high and 0 <= best.predicted <= 1
+    assert {"frozen:emms", "frozen:params"} <= set(table.columns)
+    assert table.set_index("model").loc["ocrvgg_easyocr", "frozen:params"] > 1e6
+    cost = first.cost
+    assert cost["trained_seconds"] > 0 and cost["budget_seconds"] == np.inf
+    assert cost["trained_seconds"] == pytest.approx(table["seconds"].sum())
+    assert 0 < cost["fraction_of_full_grid"] == pytest.approx(cost["spent_seconds"] / cost["full_grid_seconds"])
+    assert (out_dir / "costs.json").is_file() and list((out_dir / "runs").rglob("*.json"))
+    doc = json.loads(first.to_json())
+    assert doc["recommended"] == first.recommended and len(doc["results"]) == 2 and doc["curves"]
+    assert first.to_csv().splitlines()[0].startswith("model,rank,predicted,low,high")
+
+
+def test_a_rerun_replays_the_records_and_gives_the_same_answer(tiny_select):
+    first, again, _ = tiny_select
+    assert again.cost["trained_seconds"] == 0 and again.cost["probe_seconds"] == first.cost["probe_seconds"]
+    assert again.recommended == first.recommended
+    assert list(again.table["predicted"].fillna(-1)) == list(first.table["predicted"].fillna(-1))
+
+
+@pytest.mark.parametrize(("models", "kwargs", "match"), [
+    (["onet_mtcnn"], {}, "models: select needs at least 2"),
+    (["onet_mtcnn", "file:feats.npy"], {}, "cannot be fine-tuned"),
+    (["onet_mtcnn", "ocrvgg_easyocr"], {"budget": -0.5}, "budget: expected a positive number"),
+    (["onet_mtcnn", "ocrvgg_easyocr"], {"budget": None}, "budget: give a fraction"),
+    (["onet_mtcnn", "ocrvgg_easyocr"], {"max_samples": 60, "val_fraction": 0.2}, "val_fraction: the validation split has 12 rows"),
+])
+def test_bad_input_is_one_input_error_naming_the_argument(models, kwargs, match, tmp_path):
+    import emms
+
+    with pytest.raises(InputError, match=match):
+        emms.select("builtin:fashion-mnist", models, out_dir=tmp_path / "o", cache=tmp_path / "c", **kwargs)
+    assert not (tmp_path / "o" / "runs").exists()
+
+
+def test_a_budget_too_small_to_train_anything_says_so(tmp_path):
+    from typer.testing import CliRunner
+
+    from emms.cli import app
+
+    result = CliRunner().invoke(app, ["select", "--data", "builtin:fashion-mnist", "--models", "onet_mtcnn,ocrvgg_easyocr",
+                                      "--max-samples", "200", "--image-size", "32", "--epochs", "2", "--budget", "0.01",
+                                      "--score-samples", "100", "--out-dir", str(tmp_path / "o"),
+                                      "--cache", str(tmp_path / "c")])
+    assert result.exit_code == 2, result.output
+    assert "budget: too small to train anything" in result.output
+    assert not list((tmp_path / "o").rglob("*.json")) or not (tmp_path / "o" / "runs").exists()
