@@ -224,7 +224,7 @@ def test_evaluate_command_tables_and_json(tables):
     assert "good" in shown.output and "noise" in shown.output and "weighted_tau_truth_weighted" in shown.output
     as_json = runner.invoke(app, [*args, "--json"])
     assert as_json.exit_code == 0, as_json.output
-    rows = json.loads(as_json.stdout)
+    rows = json.loads(as_json.stdout)["results"]
     assert {r["statistic"] for r in rows} >= {"weighted_tau_symmetric", "weighted_tau_truth_weighted", "kendall_tau",
                                               "spearman", "pearson", "rel@1", "regret@1", "top1_hit"}
     direct = evaluate_scores(read_scores(tables / "scores.csv"), read_truth(tables / "truth.csv"), n_resamples=50)

@@ -156,9 +156,14 @@ def split_list(text: str, option: str, expected: str = "a comma-separated list")
     return items
 
 
+def json_text(obj: object) -> str:
+    """``obj`` as the JSON text the commands print and write (indented, one trailing newline)."""
+    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+
+
 def print_json(obj: object) -> None:
     """Print ``obj`` as one JSON document on stdout (no rich markup)."""
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    sys.stdout.write(json_text(obj))
 
 
 _shown_warnings: set[str] = set()

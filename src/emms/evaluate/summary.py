@@ -207,7 +207,11 @@ def evaluate_scores(scores: pd.DataFrame, truth: pd.DataFrame, *, ks: tuple[int,
             chosen = scores[(scores.metric == metric) & (scores.target == target)]
             if chosen.empty:
                 continue
-            groups[target] = _align(chosen, truth[truth.target == target], metric, target, notes)
+            aligned = _align(chosen, truth[truth.target == target], metric, target, notes)
+            if aligned is not None:
+                groups[target] = aligned
+        if not groups:
+            continue
         pairs = list(groups.values())
         fewest = min(len(s) for s, _ in pairs)
         where = f"{metric}" + ("" if list(groups) == [DEFAULT_TARGET] else " (on some target)")
@@ -236,18 +240,21 @@ def evaluate_scores(scores: pd.DataFrame, truth: pd.DataFrame, *, ks: tuple[int,
 
 
 def _align(scores: pd.DataFrame, truth: pd.DataFrame, metric: str, target: str,
-           notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+           notes: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scores, truth) of the models ``metric`` scored on ``target``; None (noted) with fewer than 2."""
     where = f"metric {metric!r}" + ("" if target == DEFAULT_TARGET else f", target {target!r}")
     missing = sorted(set(scores.model) - set(truth.model))
     if missing:
         raise InputError(f"truth: no ground truth for model(s) {', '.join(missing)} scored by {where}")
     unscored = sorted(set(truth.model) - set(scores.model))
-    if unscored:
-        notes.append(f"{metric}: no score for {', '.join(unscored)}" + ("" if target == DEFAULT_TARGET else
-                     f" on target {target}") + f"; evaluated on the other {len(set(scores.model))} models")
+    on_target = "" if target == DEFAULT_TARGET else f" on target {target}"
     merged = scores.merge(truth, on="model", how="inner")
     if len(merged) < 2:
-        raise InputError(f"scores: {where} scores {len(merged)} model with ground truth; expected at least 2 to compare")
+        notes.append(f"{metric}: scored {len(merged)} of the {len(truth)} models with ground truth{on_target}; "
+                     "too few to compare, left out")
+        return None
+    if unscored:
+        notes.append(f"{metric}: no score for {', '.join(unscored)}{on_target}; evaluated on the other {len(merged)} models")
     return merged.score.to_numpy(dtype=np.float64), merged.value.to_numpy(dtype=np.float64)
 
 
