@@ -198,8 +198,9 @@ class EMMS(BaseEstimator):
                 advice = "the in-sample residual shrinks toward 0 for any features; prefer score='gcv'"
             else:
                 advice = "the GCV score corrects for it, but expect noisier scores"
+            reason = "N <= D" if n <= d else f"effective rank {rank} >= N/2"
             warnings.warn(f"EMMS small-N regime: N={n} samples, D={d} feature columns, effective rank {rank} "
-                          f"(>= N/2); {advice}", EmmsWarning, stacklevel=3)
+                          f"({reason}); {advice}", EmmsWarning, stacklevel=3)
 
     def _fit_official(self, features: object, f_labels: object) -> EMMS:
         x = as_float_matrix(features, "features")
