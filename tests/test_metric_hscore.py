@@ -40,9 +40,12 @@ def test_hscore_saturates_at_c_minus_one_when_n_le_d_and_warns():
     for features in (x, random_features(y, dim=40)):
         with pytest.warns(EmmsWarning, match="C - 1"):
             assert hscore(features, y) == pytest.approx(3.0, rel=1e-8)
+    with pytest.warns(EmmsWarning, match=r"hscore_reg: n_samples \(20\) <= n_features \(40\)"):
+        assert hscore_reg(x, y) > hscore_reg(random_features(y, dim=40), y)  # still separates
+    x, y = separable(n_per_class=15, n_classes=4, dim=40, noise=1.0)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert hscore_reg(x, y) > hscore_reg(random_features(y, dim=40), y)
+        warnings.simplefilter("error")  # N = 60 > D = 40: no warning
+        hscore_reg(x, y)
 
 
 def test_hscore_is_bounded_by_c_minus_one_and_positive():

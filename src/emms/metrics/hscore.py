@@ -23,6 +23,7 @@ shrunk covariance with the ddof-1 Σ_g, as the reference does). The pseudo-inver
 eigenvalues below λ_max · D · machine epsilon instead of TLlib's ``rcond=1e-15``, which only
 differs on noise-level eigenvalues. When N <= D the centred features span at most N − 1
 directions, so H-score equals C − 1 for any features: a warning says so (use ``hscore_reg``).
+``hscore_reg`` stays defined there but rests on the shrinkage; it warns too.
 
 References: Bao, Li, Huang, Zheng, "An Information-Theoretic Approach to Transferability in Task
 Transfer Learning", ICIP 2019; Ibrahim, Ponomareva, Mazumder, "Newer is not always better:
@@ -92,6 +93,10 @@ def hscore_reg_from_moments(comoment: np.ndarray, class_offsets: np.ndarray, cou
     delta = (frobenius - 2.0 * mu * np.trace(comoment) / n + p * mu**2) / p
     beta = min((norm_fourth / n - frobenius) / (p * n), delta)
     shrinkage = 0.0 if beta == 0 else beta / delta
+    if n <= p:
+        warnings.warn(f"hscore_reg: n_samples ({n}) <= n_features ({p}): the sample covariance is singular and the "
+                      f"score rests on the Ledoit-Wolf shrinkage (weight {shrinkage:.2f} on a scaled identity); "
+                      "expect noisier scores, use more samples if you can", EmmsWarning, stacklevel=3)
     covariance = (1.0 - shrinkage) * comoment / n + shrinkage * mu * np.eye(p)
     return (1.0 - shrinkage) * _between_class_trace(covariance, class_offsets, counts)
 
