@@ -121,6 +121,7 @@ def test_params_is_the_parameter_count_and_needs_it():
 
     x, y = np.zeros((6, 2)), np.arange(6) % 2
     assert emms.score(x, y, metric="params", n_params=1234) == 1234.0
+    assert emms.get_metric("params").needs_n_params and not emms.get_metric("logme").needs_n_params
     with pytest.raises(InputError, match="n_params"):
         emms.score(x, y, metric="params")
 

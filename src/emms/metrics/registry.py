@@ -43,6 +43,7 @@ class MetricInfo:
     streamable: bool = False
     summary: str = ""
     takes_target_kind: bool = False  # the function has a ``target_kind`` parameter (the kind is passed on)
+    needs_n_params: bool = False  # it reads the model's parameter count (``n_params=``), not only arrays
 
     def as_dict(self) -> dict:
         """Capabilities as plain JSON-ready values."""
@@ -53,6 +54,7 @@ class MetricInfo:
             "pool_relative": self.pool_relative,
             "randomised": self.randomised,
             "streamable": self.streamable,
+            "needs_n_params": self.needs_n_params,
             "summary": self.summary,
         }
 
@@ -95,7 +97,8 @@ def register(name: str, *, targets: tuple[str, ...], needs_source_probs: bool = 
         _REGISTRY[name] = MetricInfo(name=name, function=fn, targets=frozenset(targets),
                                      needs_source_probs=needs_source_probs, pool_relative=pool_relative,
                                      randomised=randomised, streamable=streamable, summary=summary,
-                                     takes_target_kind="target_kind" in inspect.signature(fn).parameters)
+                                     takes_target_kind="target_kind" in inspect.signature(fn).parameters,
+                                     needs_n_params="n_params" in inspect.signature(fn).parameters)
         return fn
 
     return decorator
