@@ -64,9 +64,10 @@ def test_torch_backend_on_cpu_matches_numpy(arrays, dtype, rtol):
 
 def test_comma_separated_f_labels_npz_keys_and_options(arrays):
     repeated = _json(_run("--features", arrays["path_x"], "--f-labels", arrays["path_z1"], "--f-labels",
-                          arrays["path_z2"], "--score", "in_sample", "--solver", "alternating", "--json"))
+                          arrays["path_z2"], "--score", "in_sample", "--solver", "alternating", "--mixture", "columns",
+                          "--json"))
     comma = _json(_run("--features", arrays["path_x"], "--f-labels", f"{arrays['path_z1']},{arrays['path_z2']}",
-                       "--score", "in_sample", "--json"))
+                       "--score", "in_sample", "--mixture", "columns", "--json"))
     assert comma["score"] == pytest.approx(repeated["score"], rel=1e-6)
     assert repeated["solver"] == "alternating" and repeated["n_iter"] > 1
     stacked = _json(_run("--features", f"{arrays['path_npz']}:features", "--f-labels",

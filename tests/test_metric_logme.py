@@ -127,8 +127,10 @@ def test_target_kind_overrides_the_guess():
     integer_valued = np.round(y[:, 0] * 3)  # looks like class labels
     as_real = logme(x, integer_valued, target_kind="real")
     assert as_real == pytest.approx(logme(x, integer_valued[:, None]))  # 2-D float: real
-    assert as_real != pytest.approx(logme(x, integer_valued))  # guessed: classes
-    assert logme(x, integer_valued, target_kind="classes") == pytest.approx(logme(x, integer_valued))
+    assert as_real == pytest.approx(logme(x, integer_valued))  # floats are real unless told (issue 19)
+    as_classes = logme(x, integer_valued, target_kind="classes")
+    assert as_classes != pytest.approx(as_real)
+    assert as_classes == pytest.approx(logme(x, integer_valued.astype(int)))  # integer labels are classes
 
 
 def test_registry_forwards_target_kind():

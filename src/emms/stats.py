@@ -53,8 +53,10 @@ def chunk_rows_for(n_columns: int) -> int:
 def _column_summary(a: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Column means, minima and maxima (float64) of a chunk (n, m); InputError if it holds NaN/Inf."""
     a_min, a_max = a.min(axis=0).astype(np.float64), a.max(axis=0).astype(np.float64)
-    if not (np.isfinite(a_min).all() and np.isfinite(a_max).all()):
-        raise InputError(f"{name}: contains NaN or Inf value(s); expected finite numbers")
+    if not (np.isfinite(a_min).all() and np.isfinite(a_max).all()):  # NaN and ±Inf reach the minima/maxima
+        bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+        raise InputError(f"{name}: contains {bad} NaN or Inf value(s) (in a chunk of {a.shape[0]} rows); "
+                         "expected finite numbers")
     return a.mean(axis=0, dtype=np.float64), a_min, a_max
 
 

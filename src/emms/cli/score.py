@@ -25,6 +25,8 @@ def score_command(
     metric: Annotated[str, typer.Option("--metric", help="Registered metric name (see `emms metrics`).")] = "emms",
     solver: Annotated[str | None, typer.Option("--solver", help="EMMS only: exact | alternating | official.")] = None,
     score_kind: Annotated[str | None, typer.Option("--score", help="EMMS only: gcv (default) | in_sample.")] = None,
+    mixture: Annotated[str | None, typer.Option("--mixture", help="EMMS only: per_encoder (default) | columns "
+                                                                  "(the paper's column-wise mixture).")] = None,
     source_probs: Annotated[str | None, typer.Option("--source-probs", help="Source-head probabilities (N, C_source) for LEEP/NCE.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="EMMS only: compute the statistics and the eigen-solve "
                                                                 "with torch on cpu, cuda or mps (default: numpy).")] = None,
@@ -44,9 +46,9 @@ def score_command(
         if f_labels is not None and "flabels" not in info.targets:
             raise InputError(f"--f-labels: metric {metric!r} accepts {', '.join(sorted(info.targets))} targets; "
                              "pass them with --labels")
-        emms_options = {k: v for k, v in (("solver", solver), ("score", score_kind)) if v is not None}
+        emms_options = {k: v for k, v in (("solver", solver), ("score", score_kind), ("mixture", mixture)) if v is not None}
         if emms_options and metric != "emms":
-            raise InputError(f"--solver/--score: only apply to metric 'emms', not {metric!r}")
+            raise InputError(f"--solver/--score: only apply to metric 'emms' (--mixture too), not {metric!r}")
         if device is not None and metric != "emms":
             raise InputError(f"--device: the torch backend computes metric 'emms' only, not {metric!r}")
         if device is not None and solver == "official":
@@ -80,7 +82,8 @@ def score_command(
 
                 estimator = emms_fit_torch(x, target, device=device, dtype=dtype, **emms_options)
             value, weights = estimator.score_, [float(w) for w in estimator.weights_]
-            details = {"solver": estimator.solver, "score_kind": estimator.score, "ridge": estimator.ridge_,
+            details = {"solver": estimator.solver, "score_kind": estimator.score, "mixture": estimator.mixture,
+                       "ridge": estimator.ridge_,
                        "regime": estimator.regime_, "n_iter": estimator.n_iter_}
         else:
             value = score_with_metric(x, target, metric, source_probs=probs)

@@ -10,16 +10,28 @@ Two calling conventions, declared by ``pool_relative``:
 
 Target kinds a metric may accept:
 
-``classes``     class labels of shape (N,) (any integer or string values; remapped to 0..C-1)
+``classes``     class labels of shape (N,) (integer, string or bool values; remapped to 0..C-1)
 ``multilabel``  a 0/1 indicator matrix of shape (N, C)
 ``real``        real-valued targets of shape (N,) or (N, T)
 ``flabels``     F-label embeddings: a list of K arrays (N, L_k) or one (N, L, K) array
+
+When ``target_kind`` is not given, the dtype decides, never the values: a 1-D float array is
+``real`` (whole-number floats such as ages included), integers, strings and bools are ``classes``.
+A float target for a metric that only takes class labels is an InputError naming ``target_kind``
+(pass ``target_kind="classes"`` or integer labels).
+
+Scoring runs with BLAS/OpenMP limited to one thread for small problems and on a busy machine
+(:func:`blas_limit`): extra threads there cost more in start-up and oversubscription than they
+gain (measured in BENCHMARKS.md §2, ``benchmarks/bench_threads.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import inspect
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -28,6 +40,8 @@ import numpy as np
 from emms.errors import InputError
 
 TARGET_KINDS = ("classes", "multilabel", "real", "flabels")
+#: Feature matrices with N·D² below this are scored on one BLAS/OpenMP thread (BENCHMARKS.md §2).
+SMALL_PROBLEM = 1e9
 
 
 @dataclass(frozen=True)
@@ -130,11 +144,7 @@ def infer_target_kind(target: object) -> str:
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):  # else NaN labels would pass for a real target
         raise InputError("target: contains NaN or Inf values; expected finite class labels or real-valued targets")
     if arr.ndim == 1:
-        if arr.dtype.kind in "iuUSOb":
-            return "classes"
-        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-            return "classes"
-        return "real"
+        return "classes" if arr.dtype.kind in "iuUSOb" else "real"  # the dtype decides, not the values
     if arr.ndim == 2:
         if arr.shape[1] > 1 and arr.dtype.kind in "iubf" and np.isin(arr, (0, 1)).all():
             return "multilabel"
@@ -147,8 +157,30 @@ def check_target_kind(info: MetricInfo, target: object, target_kind: str | None)
     if kind not in TARGET_KINDS:
         raise InputError(f"target_kind: expected one of {TARGET_KINDS}, got {kind!r}")
     if kind not in info.targets:
+        if target_kind is None and kind == "real" and "classes" in info.targets:
+            raise InputError(f"target_kind: metric {info.name!r} accepts {sorted(info.targets)} targets, got 'real' "
+                             "(a float target is read as real-valued); pass target_kind='classes' (or integer labels) "
+                             "to use its values as class labels")
         raise InputError(f"target: metric {info.name!r} accepts {sorted(info.targets)} targets, got {kind!r}")
     return kind
+
+
+def blas_limit(*feature_arrays: object) -> contextlib.AbstractContextManager:
+    """One BLAS/OpenMP thread while scoring when the largest feature matrix (N, D) has N·D² <
+    :data:`SMALL_PROBLEM` or the 1-minute load average exceeds the CPUs less one; else no change."""
+    sizes = [float(shape[0]) * float(shape[1]) ** 2 for shape in map(np.shape, feature_arrays) if len(shape) == 2]
+    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1) - 1
+    if sizes and max(sizes) >= SMALL_PROBLEM and not busy:
+        return contextlib.nullcontext()
+    return _thread_controller().limit(limits=1)
+
+
+@functools.cache
+def _thread_controller():
+    """One threadpoolctl controller (scanning the loaded BLAS/OpenMP libraries costs ~4 ms per call)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def score(features: object, target: object, metric: str = "emms", *, source_probs: object = None,
@@ -167,10 +199,11 @@ def score(features: object, target: object, metric: str = "emms", *, source_prob
     if info.needs_source_probs:
         if source_probs is None:
             raise InputError(f"source_probs: metric {metric!r} needs the source head's probabilities, shape (N, C_source)")
-        return float(info.function(features, target, source_probs=source_probs, **options))
-    if source_probs is not None:
+        options = {**options, "source_probs": source_probs}
+    elif source_probs is not None:
         raise InputError(f"source_probs: metric {metric!r} does not use source probabilities")
-    return float(info.function(features, target, **options))
+    with blas_limit(features):
+        return float(info.function(features, target, **options))
 
 
 def score_pool(features_by_model: Mapping[str, object], target: object, metric: str = "emms", *,
@@ -182,7 +215,8 @@ def score_pool(features_by_model: Mapping[str, object], target: object, metric: 
     info = get_metric(metric)
     check_target_kind(info, target, target_kind)
     if info.pool_relative:
-        result = info.function(dict(features_by_model), target, **options)
+        with blas_limit(*features_by_model.values()):
+            result = info.function(dict(features_by_model), target, **options)
         return {name: float(result[name]) for name in features_by_model}
     out = {}
     for name, feats in features_by_model.items():
