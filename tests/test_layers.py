@@ -86,6 +86,21 @@ def test_builtin_layers_with_source_probs_from_the_same_pass():
     assert fixed_features.shape == (20, 64) and np.array_equal(fixed_probs, probs)  # the head reads the model's output
 
 
+def test_timm_feature_info_stages_in_one_pass_equal_single_layer_extractions():
+    pytest.importorskip("timm")  # runs in .venv-timm: .venv-timm/bin/python -m pytest tests/test_layers.py -k timm
+    extractor = load_extractor("timm:resnet18?pretrained=false&image_size=32")
+    assert extractor.layer_names == ("act1", "layer1", "layer2", "layer3", "layer4", "output")
+    calls = _forward_count(extractor.module)
+    together = extractor.extract_layers(DIGITS, range(6), batch_size=8)
+    assert calls[0] == 3 and [f.shape[1] for f in together] == [64, 64, 128, 256, 512, 512]
+    assert np.array_equal(together[-1], extractor.extract(DIGITS, batch_size=8))
+    np.testing.assert_allclose(together[4], together[5], rtol=1e-5, atol=1e-6)  # resnet's output: layer4, averaged
+    for k in range(5):
+        single = load_extractor(f"timm:resnet18?pretrained=false&image_size=32&layer={k}")
+        assert f"|layer={extractor.layer_names[k]}|" in single.identity
+        assert np.array_equal(single.extract(DIGITS, batch_size=8), together[k])
+
+
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
     transformers = pytest.importorskip("transformers")
