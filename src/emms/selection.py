@@ -87,7 +87,7 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
            seed: int = 0, finetune_seed: int = 0, lr: float = 1e-3, protocol=None, eta: int = 2,  # noqa: ANN001
            out_dir: str | Path | None = None, cache: str | Path | None = None, device: str = "cpu",
            workers: int = 1, threads: int = 1, on_event: EventCallback | None = None,
-           on_progress: Callable | None = None) -> Selection:
+           progress: Callable[[str, str, int, int], None] | None = None) -> Selection:
     """Recall with frozen scores, then race real fine-tuning of the survivors within a budget.
 
     Args:
@@ -108,8 +108,9 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
         out_dir: where run records and checkpoints go (default: ``<cache>/select/<split fingerprint>``);
             re-running the same call resumes.
         workers, threads, device: parallel fine-tuning processes, torch threads each, cpu or cuda.
-        on_event: receives one line per step of the race; ``on_progress(stage, item, done, total)``
-            follows the frozen scoring.
+        on_event: receives one line per step of the race; ``progress(stage, item, done, total)``
+            follows the frozen scoring (as in :func:`emms.rank`) and the fine-tuning steps (stage
+            ``fine-tune``, item the model).
     """
     from emms.data import TaskData, load_dataset
     from emms.finetune import FinetuneData, FinetuneProtocol
@@ -147,7 +148,7 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     train_rows = _subsample(split.train[1], score_samples, seed)
     frozen = rank(_train_task_data(task_data, split, train_rows), list(specs.values()), metrics=metrics,
                   encoders=encoders, cache=cache, device=device, image_size=protocol.image_size,
-                  progress=on_progress)
+                  progress=progress, resamples=0)
     model_of = {spec: model for model, spec in specs.items()}
     scores = {metric: {model_of[r.model]: float(r.score) for r in frozen.table.itertuples() if r.metric == metric}
               for metric in metrics}
@@ -162,7 +163,9 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     say(f"race: {len(plan.entrants)} of {len(models)} enter ({', '.join(plan.entrants)}), rungs at epochs "
         f"{plan.rungs}; full grid estimated {full_grid:.0f} s, budget {budget_seconds:.0f} s")
     trainer = RecordTrainer(split, protocol, lr=lr, seed=finetune_seed, out_dir=out_dir, device=device,
-                            workers=workers, threads=threads)
+                            workers=workers, threads=threads,
+                            on_progress=None if progress is None else
+                            (lambda key, done, total: progress("fine-tune", key.model, done, total)))
     race_started = time.perf_counter()
     deadline = None if max_seconds is None else (lambda: time.perf_counter() - race_started >= max_seconds)
     result = run_race(plan, trainer, dict(full), protocol.epochs, budget_seconds - probe_seconds, on_event=say,

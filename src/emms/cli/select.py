@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from emms.cli._common import app, console, err_console, errors_as_exit, print_json, split_list
+from emms.cli._common import (app, err_console, errors_as_exit, print_json, print_table, progress_reporter, say,
+                              split_list)
 from emms.errors import InputError
 
 
@@ -44,7 +43,7 @@ def select(
     """Recommend the model that will fine-tune best: order the pool by frozen scores, then fine-tune
     the first candidates in a successive-halving race on a train split, judged on a held-out
     validation split, within --budget / --max-seconds. Re-run the same command to resume."""
-    with errors_as_exit():
+    with errors_as_exit(resumable=True), progress_reporter() as progress:
         import emms
         from emms.finetune import FinetuneProtocol
 
@@ -60,27 +59,20 @@ def select(
                              metrics=None if metrics is None else split_list(metrics, "--metrics"), encoders=encoders,
                              val_fraction=val_fraction, max_samples=max_samples, score_samples=score_samples, seed=seed,
                              finetune_seed=finetune_seed, lr=lr, protocol=protocol, eta=eta, out_dir=out_dir,
-                             cache=cache, device=device, workers=workers, threads=threads, on_event=event)
+                             cache=cache, device=device, workers=workers, threads=threads, on_event=event,
+                             progress=progress)
         if out is not None:
             (result.to_json if out.suffix.lower() == ".json" else result.to_csv)(out)
         if as_json:
             print_json(result.to_dict())
         else:
             columns, rows = _rows(result)
-            title = (f"{result.meta['data']} · fine-tuned {result.meta['primary']} predicted on "
-                     f"{result.meta['n_val']} held-out rows")
-            if console.is_terminal:
-                table = Table(title=title, title_justify="left")
-                for name in columns:
-                    table.add_column(name, justify="left" if name in ("model", "progress") else "right")
-                for row in rows:
-                    table.add_row(*row)
-                console.print(table)
-            else:  # piped: Markdown, every column in full
-                sys.stdout.write("\n".join([title, "", "| " + " | ".join(columns) + " |",
-                                             "|" + "|".join(":---" if c in ("model", "progress") else "---:" for c in columns) + "|",
-                                             *("| " + " | ".join(row) + " |" for row in rows), ""]) + "\n")
-            console.print(result.summary(), highlight=False, markup=False, soft_wrap=True)
+            print_table(f"{result.meta['data']} · fine-tuned {result.meta['primary']} predicted on "
+                        f"{result.meta['n_val']} held-out rows", columns, rows,
+                        right=[c not in ("model", "progress") for c in columns])
+            say(result.summary())
+            for note in result.notes:
+                say(f"note: {note}")
         if out is not None:
             err_console.print(f"selection written to {out}", highlight=False)
 

@@ -1,0 +1,241 @@
+"""emms select on the offline image targets (fm10, fm4, fm-tops4) against the GPU-built fine-tuned truth.
+
+Two measurements, both against ``benchmarks/data/finetune_truth.csv`` (mean test accuracy over
+seeds 0-2, n_train 4000):
+
+A. **Full budget, from the truth's own records** (``benchmarks/data/finetune_runs``, version 1, no
+   curves): what a race that fine-tunes every candidate once, fully, and ranks by **validation**
+   accuracy reaches, when the truth is rebuilt from the *other* seeds (leave one seed out). This is the
+   race's ceiling at 100 % of the full grid.
+B. **A curve over budgets, replayed from recorded learning curves** (``--runs``, default
+   ``benchmarks/data/select_runs``: full 4-epoch runs with validation after every epoch, seed 3, split
+   seed 1, n_train 2000, CPU): the race of :mod:`emms.finetune.race` is run on the records (a run
+   viewed at epoch e costs what it had cost at epoch e), for each budget, beside the same-cost
+   baselines "one epoch each, then the top K to the end" and "random candidates fully trained", and
+   the free ones: every frozen metric (``offline_scores.csv``) and the size prior (parameter count).
+
+Nothing here trains. Run (``--markdown`` writes the tables)::
+
+    python benchmarks/select_benchmark.py --markdown select_report.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+from emms.evaluate import regret_at_k, top1_hit, weighted_tau
+from emms.finetune import FinetuneProtocol
+from emms.finetune.race import RecordTrainer, plan_race, predict, recall_order, run_race
+
+ROOT = Path(__file__).resolve().parent
+DATA = ROOT / "data"
+TARGETS = ("fm10", "fm4", "fm-tops4")
+MODELS = ("mnv2_imagenet", "mnv2_keras_dogs", "efflite0_imagenet", "efflite1_imagenet", "efflite2_imagenet",
+          "effb0_photo_vs_drawing", "vgg16bn_craft", "ocrvgg_easyocr", "onet_mtcnn", "mnv2_imagenet_random")
+BUDGETS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+RECALLS = {"emms+params": ("emms", "params"), "emms": ("emms",), "params": ("params",)}
+#: how the replayed runs were made (benchmarks/data/select_runs; see BENCHMARKS.md "select")
+RUN_SPLIT = {"n_train": 2000, "n_val": 500, "n_test": 1, "seed": 1}
+RUN_SEED, RUN_LR = 3, 1e-3
+
+
+def statistics(scores: dict[str, float], truth: dict[str, float], pick: str | None = None) -> dict[str, float]:
+    """Weighted tau (both variants), top-1 and regret@1 of ``scores`` against ``truth`` (same models);
+    ``pick``: the recommended model when it is not simply the top score."""
+    models = sorted(truth)
+    s = np.array([scores[m] for m in models], dtype=float)
+    t = np.array([truth[m] for m in models], dtype=float)
+    if pick is not None:
+        s = s.copy()
+        s[models.index(pick)] = np.nanmax(s) + 1.0
+    return {"wtau": weighted_tau(s, t, variant="symmetric"), "wtau_truth": weighted_tau(s, t, variant="truth_weighted"),
+            "top1": float(top1_hit(s, t)), "regret1": regret_at_k(s, t, 1)}
+
+
+def parameter_counts() -> dict[str, int]:
+    """The size prior as rank() computes it: parameters of each packaged module as loaded."""
+    from emms.models.backbones import build_backbone
+
+    out = {}
+    for model in MODELS:
+        name = model.removesuffix("_random")
+        out[model] = sum(p.numel() for p in build_backbone(name, pretrained=False).parameters())
+    return out
+
+
+def full_budget_from_truth_records(truth: pd.DataFrame) -> pd.DataFrame:
+    """A: per target and held-out seed, rank by that seed's val accuracy against the other seeds' mean test."""
+    results = pd.read_csv(DATA / "finetune_results.csv")
+    rows = []
+    for target in TARGETS:
+        runs = results[results.target == target]
+        for seed in sorted(runs.seed.unique()):
+            mine = runs[runs.seed == seed].set_index("model")
+            others = runs[runs.seed != seed].groupby("model").test_accuracy.mean()
+            models = [m for m in MODELS if m in mine.index and m in others.index]
+            if len(models) < len(MODELS):
+                continue
+            stats = statistics(mine.val_accuracy.to_dict(), others[models].to_dict())
+            rows.append({"target": target, "held_out_seed": int(seed), **stats})
+    return pd.DataFrame(rows)
+
+
+def replayed_targets(runs_dir: Path) -> dict[str, SimpleNamespace]:
+    """Targets whose every candidate has a complete recorded curve under ``runs_dir``."""
+    from emms.evaluate.targets import benchmark_targets
+
+    out = {}
+    for target in TARGETS:
+        split = benchmark_targets([target], n_probe=1, **RUN_SPLIT)[target]
+        data = SimpleNamespace(name=target, fingerprint=split.fingerprint(("train", "val", "test")))
+        trainer = RecordTrainer(data, FinetuneProtocol(), lr=RUN_LR, seed=RUN_SEED, out_dir=runs_dir, replay_only=True)
+        records = {m: trainer.recorded(m) for m in MODELS}
+        if all(r is not None and r["complete"] and len(r["curve"]) == 4 for r in records.values()):
+            out[target] = SimpleNamespace(trainer=trainer, records=records)
+    return out
+
+
+def race_curve(replay: SimpleNamespace, frozen: dict[str, dict[str, float]], truth: dict[str, float]) -> list[dict]:
+    """B: the race at each budget and recall rule, replayed."""
+    full = {m: r["seconds"] for m, r in replay.records.items()}
+    grid = sum(full.values())
+    rows = []
+    for recall_name, recall in RECALLS.items():
+        order = recall_order(frozen, list(MODELS), recall)
+        for budget in BUDGETS:
+            try:
+                plan = plan_race(order, dict(full), 4, budget * grid)
+            except Exception as exc:  # noqa: BLE001 - InputError: the budget trains nothing
+                rows.append({"method": f"race ({recall_name})", "budget": budget, "spent": 0.0, "note": str(exc)[:60]})
+                continue
+            result = run_race(plan, replay.trainer, dict(full), 4, budget * grid)
+            table = predict(result.records, 4)
+            finished = table[table.complete]
+            pick = str((finished if len(finished) else table).iloc[0]["model"])
+            scores = {m: float(v) for m, v in zip(table.model, table.predicted)}
+            floor = min(scores.values()) - 1.0
+            scores.update({m: floor - order.index(m) * 1e-3 for m in MODELS if m not in scores})
+            rows.append({"method": f"race ({recall_name})", "budget": budget, "spent": result.spent_seconds / grid,
+                         "entrants": len(plan.entrants), **statistics(scores, truth, pick)})
+    return rows
+
+
+def baselines(replay: SimpleNamespace, truth: dict[str, float], rng: np.random.Generator) -> list[dict]:
+    """B: one epoch each then top-K; random candidates fully trained; both at each budget."""
+    records = replay.records
+    full = {m: r["seconds"] for m, r in records.items()}
+    epoch1 = {m: r["curve"][0]["seconds"] for m, r in records.items()}
+    grid = sum(full.values())
+    final = {m: r["curve"][-1]["val"] for m, r in records.items()}
+    rows = []
+    for budget in BUDGETS:
+        limit = budget * grid
+        first = sum(epoch1.values())
+        if first <= limit:
+            ranked = sorted(MODELS, key=lambda m: -records[m]["curve"][0]["val"])
+            spent, chosen = first, []
+            for model in ranked:
+                if spent + full[model] - epoch1[model] <= limit:
+                    chosen.append(model)
+                    spent += full[model] - epoch1[model]
+            scores = {m: (2.0 + final[m]) if m in chosen else records[m]["curve"][0]["val"] for m in MODELS}
+            rows.append({"method": "one epoch each, then top-K", "budget": budget, "spent": spent / grid,
+                         "entrants": len(chosen), **statistics(scores, truth)})
+        else:
+            rows.append({"method": "one epoch each, then top-K", "budget": budget, "spent": 0.0,
+                         "note": f"one epoch of all costs {first / grid:.0%}"})
+        draws = []
+        for _ in range(1000):
+            order = list(rng.permutation(MODELS))
+            spent, trained = 0.0, []
+            for model in order:
+                if spent + full[model] <= limit:
+                    trained.append(model)
+                    spent += full[model]
+            if not trained:
+                continue
+            scores = {m: (2.0 + final[m]) if m in trained else -float(order.index(m)) for m in MODELS}
+            draws.append(statistics(scores, truth))
+        if draws:
+            mean = pd.DataFrame(draws).mean().to_dict()
+            rows.append({"method": "random, fully trained", "budget": budget, "spent": np.nan,
+                         "entrants": np.nan, **mean, "note": f"{len(draws)} of 1000 draws trained a model"})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, default=DATA / "select_runs")
+    parser.add_argument("--out", type=Path, default=DATA / "select_benchmark.csv")
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args()
+
+    truth_table = pd.read_csv(DATA / "finetune_truth.csv")
+    scores = pd.read_csv(DATA / "offline_scores.csv")
+    sizes = parameter_counts()
+    lines = []
+
+    full = full_budget_from_truth_records(truth_table)
+    lines += ["#### A. Full budget (every candidate fine-tuned once, ranked by validation accuracy), truth from the other seeds",
+              "", "| target | held-out seed | weighted τ sym | weighted τ truth-w. | top-1 | regret@1 |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r.target} | {r.held_out_seed} | {r.wtau:+.3f} | {r.wtau_truth:+.3f} | {r.top1:.0f} | {r.regret1:.4f} |"
+              for r in full.itertuples()]
+    lines += [f"| **mean** | | **{full.wtau.mean():+.3f}** | {full.wtau_truth.mean():+.3f} | {full.top1.mean():.2f} | "
+              f"{full.regret1.mean():.4f} |", ""]
+
+    free_rows = []
+    for target in TARGETS:
+        truth = truth_table[truth_table.target == target].set_index("model").value.to_dict()
+        here = scores[scores.target == target]
+        for metric, group in here.groupby("metric"):
+            values = group.set_index("model").score.to_dict()
+            if set(values) >= set(MODELS):
+                free_rows.append({"target": target, "method": metric, **statistics(values, truth)})
+        free_rows.append({"target": target, "method": "params (size prior)", **statistics(sizes, truth)})
+    free = pd.DataFrame(free_rows).groupby("method").mean(numeric_only=True).sort_values("wtau", ascending=False)
+    lines += ["#### Free baselines on the same truth (mean over the 3 targets; 10 models)", "",
+              "| method | weighted τ sym | weighted τ truth-w. | top-1 hits | regret@1 |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {m} | {r.wtau:+.3f} | {r.wtau_truth:+.3f} | {3 * r.top1:.0f}/3 | {r.regret1:.4f} |" for m, r in free.iterrows()]
+    lines.append("")
+
+    replays = replayed_targets(args.runs)
+    curve_rows = []
+    rng = np.random.default_rng(0)
+    for target, replay in replays.items():
+        truth = truth_table[truth_table.target == target].set_index("model").value.to_dict()
+        frozen = {metric: g.set_index("model").score.to_dict() for metric, g in scores[scores.target == target].groupby("metric")}
+        frozen["params"] = {m: float(v) for m, v in sizes.items()}
+        for row in race_curve(replay, frozen, truth) + baselines(replay, truth, rng):
+            curve_rows.append({"target": target, **row})
+    missing = [t for t in TARGETS if t not in replays]
+    if curve_rows:
+        curve = pd.DataFrame(curve_rows)
+        curve.to_csv(args.out, index=False)
+        lines += [f"#### B. Budget curve, replayed from recorded CPU learning curves ({', '.join(replays)}; "
+                  f"seed {RUN_SEED}, split seed {RUN_SPLIT['seed']}, n_train {RUN_SPLIT['n_train']})", "",
+                  "| target | method | budget | spent | entrants | weighted τ sym | weighted τ truth-w. | top-1 | regret@1 | note |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for r in curve.itertuples():
+            def fmt(v, f):  # noqa: ANN001, ANN202
+                return "—" if pd.isna(v) else format(v, f)
+            lines.append(f"| {r.target} | {r.method} | {r.budget:.0%} | {fmt(r.spent, '.1%')} | {fmt(r.entrants, '.0f')} | "
+                         f"{fmt(getattr(r, 'wtau', np.nan), '+.3f')} | {fmt(getattr(r, 'wtau_truth', np.nan), '+.3f')} | "
+                         f"{fmt(getattr(r, 'top1', np.nan), '.2f')} | {fmt(getattr(r, 'regret1', np.nan), '.4f')} | "
+                         f"{'' if pd.isna(getattr(r, 'note', np.nan)) else r.note} |")
+        lines.append("")
+    lines.append(f"Replayed targets: {', '.join(replays) or 'none'}; without complete curves: {', '.join(missing) or 'none'}.")
+    lines.append(f"Parameter counts: {json.dumps(sizes)}")
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
