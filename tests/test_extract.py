@@ -215,8 +215,8 @@ def test_cli_extract_then_cache_ls_and_clear(tmp_path):
     report = json.loads(first.stdout)
     [row] = report["features"]
     assert report["n_samples"] == 20 and row["shape"] == [20, 256]
-    cached = np.load(row["path"])
-    assert cached.shape == (20, 256) and np.isfinite(cached).all() and cached.std() > 0
+    cached = np.load(row["path"])  # O-Net has a source head: its probabilities are cached beside the features
+    assert cached.shape == (20, 256 + row["source_classes"]) and np.isfinite(cached).all() and cached.std() > 0
     mtime = os.stat(row["path"]).st_mtime_ns
     second = runner.invoke(app, args)
     assert second.exit_code == 0 and json.loads(second.stdout)["features"] == report["features"]

@@ -293,3 +293,18 @@ def test_emms_on_a_gpu_device_goes_through_the_torch_backend(monkeypatch):
         assert gpu_row["score"] == pytest.approx(numpy_row["score"], rel=1e-10)
     official = pipeline._score_metric(info, features, f_labels, {}, {"solver": "official"}, ["e1", "e2"], device="cuda")
     assert len(calls) == 2 and len(official) == 2  # the official solver stays on numpy
+
+
+def test_features_are_extracted_once_whatever_the_metrics(tmp_path):
+    # `emms extract` prepares what rank reads; LogME (no source probabilities) and LEEP (needs them)
+    # then read the same entry: nothing is extracted again
+    from emms.store import Store
+
+    args = ["--data", "builtin:digits", "--models", "builtin:onet_mtcnn", "--max-samples", "40", "--cache", str(tmp_path)]
+    assert runner.invoke(app, ["extract", *args]).exit_code == 0
+    entries = {e["key"]: e["created"] for e in Store(tmp_path).entries()}
+    assert len(entries) == 1
+    for metric in ("logme", "leep"):
+        result = runner.invoke(app, ["rank", *args, "--metrics", metric, "--resamples", "0"])
+        assert result.exit_code == 0, result.output
+        assert {e["key"]: e["created"] for e in Store(tmp_path).entries()} == entries

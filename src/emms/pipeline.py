@@ -237,7 +237,7 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
                              label_column=label_column)
     timings.append({"stage": "load data", "model": "", "seconds": time.perf_counter() - t0})
 
-    extractors, sources = _load_extractors(models, device=device, image_size=image_size)
+    extractors, sources = load_extractors(models, device=device, image_size=image_size)
     truth_values = match_truth(truth, list(extractors)) if truth is not None else None
     _check_modality(extractors, task_data)
     n_params = {name: _parameter_count(e) for name, e in extractors.items()}
@@ -261,8 +261,7 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
         plan = None
         if layer_choice == "last":
             features, source_probs = _extract_all(extractors, sources, task_data, store, batch_size=batch_size,
-                                                  need_probs=need_probs, notify=notify, timings=timings,
-                                                  scheduler=target)
+                                                  notify=notify, timings=timings, scheduler=target)
         else:
             with_probs = {name: need_probs and hasattr(e, "extract_with_source_probs") for name, e in extractors.items()}
             features, source_probs, plan = extract_layer_choice(
@@ -451,8 +450,11 @@ def _check_resamples(resamples: object) -> int:
     return int(resamples)
 
 
-def _load_extractors(models: Sequence, *, device: str, image_size: int | None) -> tuple[dict, dict]:
-    """``{name: extractor}`` and ``{name: ExtractorSpec or None}`` (how Dask workers load it; None: an object)."""
+def load_extractors(models: Sequence, *, device: str, image_size: int | None) -> tuple[dict, dict]:
+    """``{name: extractor}`` and ``{name: ExtractorSpec or None}`` (how Dask workers load it; None: an object).
+
+    ``image_size`` applies to the packaged backbones (``builtin:``) only, as in :func:`rank`.
+    """
     from emms.parallel import ExtractorSpec
 
     out, sources = {}, {}
@@ -496,14 +498,16 @@ def _dask_target(scheduler: object) -> Iterator[object]:
         yield target
 
 
-def _extract_all(extractors: dict, sources: dict, task_data, store, *, batch_size: int, need_probs: bool,
+def _extract_all(extractors: dict, sources: dict, task_data, store, *, batch_size: int,
                  notify: ProgressCallback, timings: list[dict], scheduler: object) -> tuple[dict, dict]:
-    """Features (and source probabilities where needed) of every model, through the store.
+    """Features of every model, and source probabilities of those with a source head, through the store.
 
+    A model with a source head always gets its features and probabilities from one pass, cached as
+    one entry, whichever metrics are asked: a later run with other metrics reads the same entry.
     With a ``scheduler`` the store is first filled on Dask, one task per (model, chunk)
     (:func:`emms.parallel.extract_on_dask`); the in-process pass then reads the entries back.
     """
-    with_probs = {name: need_probs and hasattr(e, "extract_with_source_probs") for name, e in extractors.items()}
+    with_probs = {name: has_source_head(e) for name, e in extractors.items()}
     dask_seconds, on_dask = 0.0, []
     if scheduler is not None:
         from emms.parallel import ExtractionJob, extract_on_dask
@@ -521,12 +525,11 @@ def _extract_all(extractors: dict, sources: dict, task_data, store, *, batch_siz
     features, source_probs = {}, {}
     for name, extractor in extractors.items():
         t0 = time.perf_counter()
-        quiet = (lambda *_: None) if name in on_dask else notify  # already reported per chunk
-        extracted = _extract(extractor, task_data, store, batch_size, name, quiet, with_probs[name])
-        if with_probs[name]:
-            features[name], source_probs[name] = extracted
-        else:
-            features[name] = extracted
+        report = None if name in on_dask else (  # on Dask: already reported per chunk
+            lambda done, total, name=name: notify("extract features", name, done, total))
+        features[name], probs = extract_model(extractor, task_data, store, batch_size, report)
+        if probs is not None:
+            source_probs[name] = probs
         seconds = time.perf_counter() - t0 + (dask_seconds if name in on_dask else 0.0)
         timings.append({"stage": "extract features", "model": name, "seconds": seconds})
     return features, source_probs
@@ -536,8 +539,16 @@ def _extract_total(task_data) -> int:
     return len(task_data.labels) if task_data.task != "captioning" else len(task_data.inputs)
 
 
-def _extract(extractor, task_data, store, batch_size: int, name: str, notify: ProgressCallback, with_probs: bool):
-    """Features (N, D), or (features, source probabilities) from one pass when ``with_probs``."""
+def has_source_head(extractor) -> bool:
+    """Whether ``extractor`` gives source-head probabilities (for LEEP, NCE, ...) with its features."""
+    return hasattr(extractor, "extract_with_source_probs")
+
+
+def extract_model(extractor, task_data, store, batch_size: int = 64,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Features (N, D) of one model, and its source probabilities (N, C) when it has a source head
+    (else None), from one pass cached as one store entry: what :func:`rank` reads, whatever its
+    metrics. ``progress(done, total)`` counts rows."""
     from emms.extract import extract_features, extract_features_and_source_probs
 
     total = _extract_total(task_data)
@@ -545,10 +556,13 @@ def _extract(extractor, task_data, store, batch_size: int, name: str, notify: Pr
 
     def advance(n: int) -> None:
         done[0] += n
-        notify("extract features", name, done[0], total)
+        if progress is not None:
+            progress(done[0], total)
 
-    extract = extract_features_and_source_probs if with_probs else extract_features
-    return extract(extractor, task_data, store=store, batch_size=batch_size, progress=advance)
+    if has_source_head(extractor):
+        return extract_features_and_source_probs(extractor, task_data, store=store, batch_size=batch_size,
+                                                 progress=advance)
+    return extract_features(extractor, task_data, store=store, batch_size=batch_size, progress=advance), None
 
 
 def _target_kind_for(info, targets: dict) -> str | None:

@@ -1,13 +1,17 @@
-"""``emms extract``: features of a dataset from several models, cached in the store (resumable)."""
+"""``emms extract``: features of a dataset from several models, cached in the store (resumable).
+
+It prepares exactly what ``emms rank`` reads: the same model loading (``--image-size``), the same
+subsample and the same cache entries (features with source-head probabilities, for models that have
+a source head), so a later ``rank`` with the same arguments extracts nothing.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from emms.cli._common import app, console, errors_as_exit, print_json, split_list
+from emms.cli._common import app, errors_as_exit, print_json, progress_reporter, say, split_list
 
 
 @app.command()
@@ -17,37 +21,41 @@ def extract(
     cache: Path = typer.Option(None, "--cache", help="Cache directory (default $EMMS_CACHE or ~/.cache/emms)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or mps."),
     batch_size: int = typer.Option(64, "--batch-size"),
-    max_samples: int = typer.Option(None, "--max-samples", help="Seeded, stratified subsample of the data."),
+    image_size: int = typer.Option(None, "--image-size", help="Input resolution for the packaged backbones (default: native); as rank's."),
+    max_samples: int = typer.Option(None, "--max-samples", help="Seeded subsample, as rank's (for captioning and VQA it counts images)."),
     seed: int = typer.Option(0, "--seed", help="Subsampling seed."),
     task: str = typer.Option(None, "--task", help="Task kind of a manifest (inferred from its columns when omitted)."),
+    text_column: str = typer.Option(None, "--text-column", help="The data's input text column, when it is not named 'text'."),
+    label_column: str = typer.Option(None, "--label-column", help="The data's label column, when it is not named 'label'."),
     as_json: bool = typer.Option(False, "--json", help="Print where each model's features are cached as JSON."),
 ) -> None:
-    """Extract (or find in the cache) each model's features of DATA; an interrupted run resumes."""
-    from emms.data import load_dataset
-    from emms.extract import extract_features, features_key
-    from emms.models import load_extractor
+    """Extract (or find in the cache) each model's features of DATA, as rank needs them; an interrupted run resumes."""
+    from emms.data import as_task_data
+    from emms.extract import features_key, with_source_probs
+    from emms.pipeline import extract_model, has_source_head, load_extractors
     from emms.store import Store
 
-    with errors_as_exit():
+    with errors_as_exit(resumable=True):
         specs = split_list(models, "--models", "a comma-separated list of model specs")
-        task_data = load_dataset(data, task=task, max_samples=max_samples, seed=seed)
+        task_data = as_task_data(data, task=task, max_samples=max_samples, seed=seed, text_column=text_column,
+                                 label_column=label_column)
+        extractors, _ = load_extractors(specs, device=device, image_size=image_size)
         store = Store(cache)
         results = []
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=console, disable=as_json) as bars:
-            for spec in specs:
-                extractor = load_extractor(spec, device=device)
-                bar = bars.add_task(spec, total=len(task_data.inputs))
-                features = extract_features(extractor, task_data, store=store, batch_size=batch_size,
-                                            progress=lambda n, bar=bar: bars.advance(bar, n))
-                key = features_key(extractor, task_data)
-                results.append({"model": spec, "identity": extractor.identity, "key": key,
-                                "shape": list(features.shape), "path": str(store.entry_path(key) / "data.npy")})
+        with progress_reporter(not as_json) as draw:
+            for spec, extractor in extractors.items():
+                features, probs = extract_model(extractor, task_data, store, batch_size,
+                                                lambda done, total, spec=spec: draw("extract features", spec, done, total))
+                entry = with_source_probs(extractor) if has_source_head(extractor) else extractor
+                key = features_key(entry, task_data)
+                results.append({"model": spec, "identity": entry.identity, "key": key,
+                                "shape": list(features.shape), "source_classes": None if probs is None else probs.shape[1],
+                                "path": str(store.entry_path(key) / "data.npy")})
         if as_json:
             print_json({"data": task_data.name, "fingerprint": task_data.fingerprint, "n_samples": len(task_data),
                         "cache": str(store.root), "features": results})
             return
-        console.print(f"{task_data.name}: {len(task_data)} samples ({task_data.task}); cache {store.root}",
-                      highlight=False)
+        say(f"{task_data.name}: {len(task_data)} samples ({task_data.task}); cache {store.root}")
         for row in results:
-            console.print(f"  {row['model']}: {tuple(row['shape'])} -> {row['path']}", highlight=False, soft_wrap=True)
+            head = "" if row["source_classes"] is None else f" + {row['source_classes']} source-class probabilities"
+            say(f"  {row['model']}: {tuple(row['shape'])}{head} -> {row['path']}")
