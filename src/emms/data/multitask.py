@@ -21,7 +21,7 @@ Kinds (label columns as ``emms.labels.TASK_COLUMNS``):
 ``vqa``         1-4 garments; two questions per canvas from counting ("How many items are there?"),
                 position ("What is at the top right?" -> class or "nothing"), presence ("Is there a
                 bag?") and attribute ("Is the coat dark, mid-toned or light?"). 20 possible answers.
-``referring``   2-4 garments; "the <class>" names one, its tight box is the target.
+``referring``   1-3 garments; "the <class>" names one, its tight box is the target.
 ``text_qa``     per fortune one question about the real text: "Which topic is this text filed
                 under?" (6 answers) or "Is this text about A or B?" (the true topic and another,
                 in random order); the context is the fortune itself.
@@ -53,7 +53,7 @@ TEXT_POOL = {"train": 120, "val": 20, "test": 60}
 DEFAULT_SIZES = {"train": 600, "val": 100, "test": 300}
 POSITIONS = ("top left", "top right", "bottom left", "bottom right")
 COUNTS = ("one", "two", "three", "four")
-ITEMS = {"captioning": (1, 3), "vqa": (1, 4), "referring": (2, 4)}
+ITEMS = {"captioning": (1, 3), "vqa": (1, 4), "referring": (1, 3)}
 _SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 _KIND_SEEDS = {"captioning": 10, "vqa": 20, "referring": 30, "text_qa": 40}
 

@@ -3,7 +3,8 @@
 Names: a packaged backbone ``NAME`` or ``builtin:NAME[?image_size=..&pretrained=false&seed=..]``;
 ``NAME_random`` is ``NAME`` randomly initialised (seed 0). Precomputed features (``file:``), ONNX
 encoders and hub models have no fine-tuning path here: :func:`load_backbone` refuses them with an
-InputError naming the model. (Text candidates for text QA are added here by the multi-task heads.)
+InputError naming the model. Text candidates for text QA (``minilm_l6``, ``minilm_l6_layer3``,
+``minilm_l6_layer1``, each also ``_random``) come from :mod:`emms.finetune.text_backbones`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from emms.errors import InputError
+from emms.finetune.text_backbones import TEXT_BACKBONES, text_backbone
 
 if TYPE_CHECKING:
     import torch
@@ -56,6 +58,8 @@ def parse_model(name: str) -> tuple[str, bool, dict]:
     pretrained = bool(options.pop("pretrained", True))
     if name not in BACKBONES and name.endswith(RANDOM_SUFFIX):
         name, pretrained = name[: -len(RANDOM_SUFFIX)], False
+    if name in TEXT_BACKBONES:
+        return name, pretrained, options
     try:
         get_backbone_spec(name)
     except InputError as exc:
@@ -70,6 +74,8 @@ def load_backbone(model: str, image_size: int, bn_momentum: float) -> Backbone:
     from emms.models.backbones import build_backbone, get_backbone_spec, preprocess_images
 
     name, pretrained, options = parse_model(model)
+    if name in TEXT_BACKBONES:
+        return text_backbone(name, pretrained, seed=int(options.get("seed", 0)))
     spec = get_backbone_spec(name)
     size = spec.native_size if spec.fixed_size else int(options.get("image_size", image_size))
     module = build_backbone(name, pretrained=pretrained, seed=int(options.get("seed", 0)))

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from emms.finetune.data import FinetuneData
 
 #: task kind -> module under emms.finetune.heads that registers its head (imported on first use)
-HEAD_MODULES: dict[str, str] = {"classification": "classification"}
+HEAD_MODULES: dict[str, str] = {"classification": "classification", "captioning": "captioning", "vqa": "vqa",
+                               "referring": "referring", "text_qa": "text_qa"}
 _HEADS: dict[str, type[TaskHead]] = {}
 
 Rows = "torch.Tensor | dict[str, torch.Tensor]"

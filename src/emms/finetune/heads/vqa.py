@@ -1,7 +1,8 @@
 """VQA: the question, embedded by a fixed text encoder, fused with the image features; answer accuracy.
 
-Targets: a dict with ``question`` (n, E) float question embeddings (:func:`emms.finetune.heads._fusion.text_embeddings`,
-not fine-tuned) and ``answer`` (n,) int ids into the answer vocabulary ``data.class_names``.
+Targets: a structured array (:func:`row_table`) with ``question``, the (E,) question embedding
+(:func:`emms.finetune.heads._fusion.text_embeddings`, not fine-tuned), and ``answer``, the answer's
+id in the vocabulary ``data.class_names``.
 Head: :class:`~emms.finetune.heads._fusion.FusionMLP` -> answer logits; cross-entropy; metrics
 ``accuracy`` (exact answer) and ``loss``.
 """
@@ -17,15 +18,26 @@ from emms.finetune.heads import TaskHead, register_head
 from emms.finetune.heads._fusion import FusionMLP
 
 
+def row_table(text_key: str, text: np.ndarray, value_key: str, values: np.ndarray) -> np.ndarray:
+    """A structured array with one row per sample: ``text_key`` (E,) float32 and ``value_key``.
+
+    Rows first, so ``len`` and fancy indexing work as for any other targets array."""
+    text, values = np.asarray(text, dtype=np.float32), np.asarray(values)
+    table = np.zeros(len(values), dtype=[(text_key, np.float32, text.shape[1:]), (value_key, values.dtype, values.shape[1:])])
+    table[text_key], table[value_key] = text, values
+    return table
+
+
 def text_and_values(raw: object, text_key: str, value_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """``raw[text_key]`` as float32 (n, E) and ``raw[value_key]`` as an array with n rows."""
-    if not isinstance(raw, dict) or text_key not in raw or value_key not in raw:
-        raise InputError(f"targets: expected a dict with {text_key!r} (text embeddings) and {value_key!r}, "
-                         f"got {type(raw).__name__}")
-    text, values = np.asarray(raw[text_key], dtype=np.float32), np.asarray(raw[value_key])
-    if text.ndim != 2 or len(text) != len(values):
-        raise InputError(f"targets[{text_key!r}]: expected (n, E) embeddings for {len(values)} rows, got {text.shape}")
-    return text, values
+    """The ``text_key`` (n, E) float32 embeddings and the ``value_key`` rows of a :func:`row_table`."""
+    names = getattr(getattr(raw, "dtype", None), "names", None) or ()
+    if text_key not in names or value_key not in names:
+        raise InputError(f"targets: expected a structured array with fields {text_key!r} (text embeddings) and "
+                         f"{value_key!r} (emms.finetune.heads.vqa.row_table), got {type(raw).__name__}")
+    text = np.asarray(raw[text_key], dtype=np.float32)
+    if text.ndim != 2:
+        raise InputError(f"targets[{text_key!r}]: expected (n, E) embeddings, got shape {text.shape}")
+    return text, np.asarray(raw[value_key])
 
 
 @register_head

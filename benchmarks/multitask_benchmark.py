@@ -1,0 +1,242 @@
+"""The multi-task benchmark (issue 18): fine-tuned truth and scores for captioning, VQA, referring and
+text QA, on the GENERATED tasks of :mod:`emms.data.multitask` (real Fashion-MNIST garments and real
+Debian fortunes, templated labels).
+
+Three steps, each resumable:
+
+    # 1. ground truth: fine-tune every candidate (all layers + the kind's head), one JSON record per run
+    nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/multitask_benchmark.py grid --kinds captioning,vqa
+    # 2. scores on frozen features of each kind's TRAIN split (what a user has before fine-tuning)
+    OMP_NUM_THREADS=1 python benchmarks/multitask_benchmark.py score --kinds captioning,vqa
+    # 3. correlations with bootstrap intervals, noise ceiling, per-model tables, timings
+    python benchmarks/multitask_benchmark.py report
+
+Per-kind protocol (:data:`PROTOCOLS`): AdamW + one-cycle as ``emms.finetune`` (batch 64, BN momentum
+0.1, no flips: the labels name positions), one lr per kind (:data:`LRS`), seeds 0 and 1; the truth
+of a (kind, model) is the mean test score over seeds (captioning BLEU-4, VQA and text QA answer
+accuracy, referring acc@IoU>=0.5). Outputs under ``benchmarks/data/``: ``multitask_runs/`` (records),
+``multitask_truth.csv``, ``multitask_results.csv``, ``multitask_scores.csv``,
+``multitask_correlations.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent
+DATA = ROOT / "data"
+RUNS = DATA / "multitask_runs"
+SIZES = {"train": 600, "val": 100, "test": 300}
+IMAGE_KINDS = ("captioning", "vqa", "referring")
+#: Image candidates: 6 packaged backbones + the random MobileNetV2 (the cheaper 7 of the 10; see BENCHMARKS.md).
+IMAGE_MODELS = ("mnv2_imagenet", "mnv2_keras_dogs", "efflite0_imagenet", "effb0_photo_vs_drawing",
+                "ocrvgg_easyocr", "onet_mtcnn", "mnv2_imagenet_random")
+TEXT_MODELS = ("minilm_l6", "minilm_l6_layer3", "minilm_l6_layer1", "minilm_l6_random")
+EPOCHS = {"captioning": 8, "vqa": 6, "referring": 8, "text_qa": 3}
+LRS = {"captioning": 1e-3, "vqa": 1e-3, "referring": 1e-3, "text_qa": 1e-4}
+SEEDS = (0, 1)
+#: Metrics scored per kind (besides EMMS): what the kind's native target allows.
+CLASS_METRICS = ("logme", "hscore_reg", "transrate", "gbc", "sfda", "nleep", "knn", "linear_probe", "leep")
+BASELINES = {"captioning": (), "vqa": CLASS_METRICS, "referring": ("logme",), "text_qa": CLASS_METRICS}
+
+
+def protocol(kind: str):  # noqa: ANN201 - emms.finetune.FinetuneProtocol
+    from emms.finetune import FinetuneProtocol
+
+    return FinetuneProtocol(epochs=EPOCHS[kind], hflip=False)
+
+
+def finetune_data(kind: str, store=None):  # noqa: ANN001, ANN201 - Store -> (FinetuneData, TaskData of train)
+    """The kind's FinetuneData (train / val / test prepared for its head) and its train TaskData."""
+    from emms.data.multitask import multitask_tasks
+    from emms.finetune.heads._prepare import from_splits
+
+    splits = multitask_tasks([kind], sizes=SIZES)[kind]
+    return from_splits(splits["train"], splits["val"], splits["test"], name=f"mt-{kind}", store=store), splits["train"]
+
+
+def models_of(kind: str) -> tuple[str, ...]:
+    return TEXT_MODELS if kind == "text_qa" else IMAGE_MODELS
+
+
+def run_grid(kinds: list[str], seeds: tuple[int, ...], models: list[str] | None) -> None:
+    """Fine-tune, kind by kind, seed by seed (so that what finishes first is a complete seed)."""
+    import torch
+
+    from emms.finetune import run_grid as grid
+
+    torch.set_num_threads(1)
+    for seed in seeds:
+        for kind in kinds:
+            data, _ = finetune_data(kind)
+            chosen = [m for m in models_of(kind) if models is None or m in models]
+
+            def progress(record: dict, reused: bool) -> None:
+                if not reused:
+                    print(f"{time.strftime('%H:%M:%S')} {kind} {record['model']} seed {record['seed']}: "
+                          f"test {record['test_score']:.4f} ({record['cpu_seconds']:.0f} CPU s)", flush=True)
+
+            result = grid([data], chosen, lrs=[LRS[kind]], seeds=[seed], out_dir=RUNS, protocol=protocol(kind),
+                          on_record=progress)
+            for failure in result.failures:
+                print(f"FAILED {failure}", file=sys.stderr, flush=True)
+    write_truth(kinds)
+
+
+def write_truth(kinds: list[str]) -> None:
+    """Collect every record under :data:`RUNS` into multitask_results.csv and multitask_truth.csv."""
+    import json
+
+    from emms.finetune import aggregate_truth
+
+    rows = []
+    for path in sorted(RUNS.glob("runs/*/*.json")):
+        record = json.loads(path.read_text())
+        rows.append({"target": record["target"], "model": record["model"], "lr": record["lr"], "seed": record["seed"],
+                     "metric": record["primary"], "val_score": record["val_score"], "test_score": record["test_score"],
+                     **{f"test_{k}": v for k, v in (record["test_metrics"] or {}).items()},
+                     "cpu_seconds": record["cpu_seconds"], "seconds": record["seconds"]})
+    results = pd.DataFrame(rows)
+    if results.empty:
+        return
+    results.to_csv(DATA / "multitask_results.csv", index=False, float_format="%.6g")
+    metric = results.groupby("target").metric.first()
+    truth = aggregate_truth(results).assign(metric=lambda t: t.target.map(metric))
+    truth.to_csv(DATA / "multitask_truth.csv", index=False, float_format="%.6g")
+    print(truth.to_string(index=False))
+
+
+def text_extractor(name: str):  # noqa: ANN201 - a frozen text candidate as a FeatureExtractor
+    import torch
+
+    from emms.finetune.backbones import parse_model
+    from emms.finetune.text_backbones import text_backbone
+    from emms.models import from_callable
+
+    base, pretrained, _ = parse_model(name)
+    backbone = text_backbone(base, pretrained)
+    backbone.module.eval()
+
+    def features(batch: list[str]) -> np.ndarray:
+        with torch.no_grad():
+            return backbone.module(backbone.encode(batch)).numpy()
+
+    return from_callable(features, identity=f"finetune-text:{name}", modality="text")
+
+
+def score(kinds: list[str], cache: Path) -> None:
+    """Frozen features of each kind's train split -> EMMS, LogME-F and the kind's baselines."""
+    import emms
+    from emms.embedders import embed_f_labels
+    from emms.extract import extract_features, extract_features_and_source_probs
+    from emms.labels import native_target
+    from emms.metrics import get_metric
+    from emms.models import load_extractor
+    from emms.store import Store
+
+    store = Store(cache)
+    path = DATA / "multitask_scores.csv"
+    old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["target", "model", "metric", "score", "seconds"])
+    rows = []
+    for kind in kinds:
+        data, task = finetune_data(kind, store)
+        target_name = data.name
+        features, probs = {}, {}
+        for model in models_of(kind):
+            print(f"{kind}: features of {model}", file=sys.stderr, flush=True)
+            if kind == "text_qa":
+                features[model] = extract_features(text_extractor(model), task, store, 64)
+                continue
+            base = model.removesuffix("_random")
+            spec = f"builtin:{base}?image_size=64" + ("&pretrained=false" if model.endswith("_random") else "")
+            extractor = load_extractor(spec)
+            if hasattr(extractor, "extract_with_source_probs") and not model.endswith("_random"):
+                features[model], probs[model] = extract_features_and_source_probs(extractor, task, store, 64)
+            else:
+                features[model] = extract_features(extractor, task, store, 64)
+        flabels = embed_f_labels(task.task, task.labels, task.class_names, encoders="offline", store=store).arrays
+        classes = (np.asarray(data.train[1], dtype=np.int64) if kind == "text_qa"
+                   else native_target(task.task, task.labels, task.class_names) if kind != "captioning" else None)
+        for metric in ("emms", "logme_flabels", *BASELINES[kind]):
+            info = get_metric(metric)
+            target = flabels if "flabels" in info.targets else classes
+            print(f"{kind}: {metric}", file=sys.stderr, flush=True)
+            for model, feats in features.items():
+                if info.needs_source_probs and model not in probs:
+                    continue
+                extra = {"source_probs": probs[model]} if info.needs_source_probs else {}
+                started = time.perf_counter()
+                value = emms.score(feats, target, metric, **extra)
+                rows.append({"target": target_name, "model": model, "metric": metric, "score": float(value),
+                             "seconds": time.perf_counter() - started})
+    new = pd.DataFrame(rows)
+    merged = pd.concat([old[~old.target.isin(new.target.unique())], new], ignore_index=True)
+    merged.sort_values(["target", "metric", "model"]).to_csv(path, index=False, float_format="%.10g")
+
+
+def report(n_resamples: int) -> str:
+    """Markdown: per kind the truth, every metric's agreement with it, and EMMS vs LogME-F timing."""
+    from emms.evaluate import evaluate_scores, weighted_tau
+
+    truth = pd.read_csv(DATA / "multitask_truth.csv")
+    scores = pd.read_csv(DATA / "multitask_scores.csv")
+    complete = truth[truth.n_seeds >= len(SEEDS)]
+    kinds = [t for t in sorted(complete.target.unique())  # every scored model has its full truth
+             if not scores[scores.target == t].empty
+             and set(complete[complete.target == t].model) >= set(scores[scores.target == t].model)]
+    corr = evaluate_scores(scores[scores.target.isin(kinds)], complete[complete.target.isin(kinds)], n_resamples=n_resamples)
+    corr.to_csv(DATA / "multitask_correlations.csv", index=False, float_format="%.6g")
+    rng = np.random.default_rng(0)
+    lines = []
+    for kind in kinds:
+        part = complete[complete.target == kind].sort_values("value", ascending=False)
+        sem = (part.value_std / np.sqrt(part.n_seeds)).to_numpy()
+        ceiling = np.mean([weighted_tau(part.value.to_numpy(), part.value.to_numpy() + rng.normal(0, sem), variant="symmetric")
+                           for _ in range(2000)])
+        lines += [f"#### {kind}: truth = mean test {part.metric.iloc[0]} over {int(part.n_seeds.min())} seeds "
+                  f"(noise ceiling of weighted τ: {ceiling:.2f})", "",
+                  "| model | truth ± seed sd | " + " | ".join(("emms", "logme_flabels")) + " |", "|---|---:|---:|---:|"]
+        wide = scores[scores.target == kind].pivot_table(index="model", columns="metric", values="score")
+        for _, row in part.iterrows():
+            lines.append(f"| {row.model} | {row.value:.4f} ± {row.value_std:.4f} | "
+                         + " | ".join(f"{wide.loc[row.model, m]:.4g}" for m in ("emms", "logme_flabels")) + " |")
+        c = corr[(corr.target == kind)]
+        lines += ["", "| metric | weighted τ (95% CI) | Kendall τ | rel@1 | s per model |", "|---|---|---:|---:|---:|"]
+        seconds = scores[scores.target == kind].groupby("metric").seconds.mean()
+        wt = c[c.statistic == "weighted_tau_symmetric"].sort_values("value", ascending=False)
+        for _, r in wt.iterrows():
+            cell = c[c.metric == r.metric].set_index("statistic")
+            lines.append(f"| {r.metric} | {r.value:+.3f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}] | "
+                         f"{cell.loc['kendall_tau'].value:+.3f} | {cell.loc['rel@1'].value:.4f} | {seconds[r.metric]:.3f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("step", choices=("grid", "score", "report", "truth"))
+    parser.add_argument("--kinds", default="captioning,vqa,referring,text_qa")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--models", default=None, help="comma-separated subset of the candidates")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/emms-multitask-cache"))
+    parser.add_argument("--n-resamples", type=int, default=1000)
+    args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.kinds.split(",")]
+    if args.step == "grid":
+        run_grid(kinds, tuple(int(s) for s in args.seeds.split(",")), args.models.split(",") if args.models else None)
+    elif args.step == "truth":
+        write_truth(kinds)
+    elif args.step == "score":
+        score(kinds, args.cache)
+    else:
+        print(report(args.n_resamples))
+
+
+if __name__ == "__main__":
+    main()

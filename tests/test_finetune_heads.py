@@ -1,0 +1,171 @@
+"""Multi-task fine-tuning (issue 18): every non-classification head trains on tiny GENERATED data and
+beats its own untrained start; a multi-task grid resumes after SIGKILL; the benchmark tasks'
+fingerprints are pinned, so committed truth stays tied to the code that built the data.
+
+Everything is built from the package's shipped samples; nothing outside the repository is read."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emms.data.multitask import KINDS, multitask_task, multitask_tasks
+from emms.errors import InputError
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sacrebleu")
+
+from emms.finetune import FinetuneProtocol, finetune_run, run_grid  # noqa: E402
+from emms.finetune.backbones import load_backbone  # noqa: E402
+from emms.finetune.heads import head_class  # noqa: E402
+from emms.finetune.heads._prepare import finetune_data, from_splits, prepare  # noqa: E402
+from emms.finetune.heads.captioning import references  # noqa: E402
+from emms.finetune.heads.referring import iou  # noqa: E402
+from emms.finetune.heads.vqa import text_and_values  # noqa: E402
+
+#: sha256[:16] of every split of the benchmark tasks (defaults of multitask_tasks: 600 / 100 / 300
+#: canvases, seed 0). A change here invalidates benchmarks/data/multitask_runs and multitask_truth.csv.
+FINGERPRINTS = {
+    "captioning": {"train": "6197328fa3d0797b", "val": "0d9bcacb8efd34ad", "test": "dc682bd7665492af"},
+    "vqa": {"train": "dd63ef4098cda61a", "val": "5b545bf3e068718a", "test": "44720e11c3a757c8"},
+    "referring": {"train": "3f00f5a0f75743e1", "val": "c51611bfa097679d", "test": "72c3dc7e59b43257"},
+    "text_qa": {"train": "b323908d8004cda7", "val": "c985e65d5322438e", "test": "13529bc02c462a09"},
+}
+IMAGE_MODEL = "onet_mtcnn"         # 0.39M parameters, 48x48: the cheapest packaged backbone
+TEXT_MODEL = "minilm_l6_layer1"    # one transformer layer of the packaged all-MiniLM-L6-v2
+# kind -> (model, lr, epochs, metric compared with the untrained head)
+CASES = {"captioning": (IMAGE_MODEL, 3e-3, 6, "bleu4"), "vqa": (IMAGE_MODEL, 3e-3, 4, "accuracy"),
+         "referring": (IMAGE_MODEL, 3e-3, 4, "mean_iou"), "text_qa": (TEXT_MODEL, 3e-4, 3, "accuracy")}
+
+
+def tiny(kind: str, n_train: int = 128, n_val: int = 64):
+    """A small FinetuneData of ``kind`` from the benchmark's generators (train / val only)."""
+    if kind == "text_qa":  # every fortune of the split's pool: take a seeded subset
+        train, val = multitask_task(kind, "train"), multitask_task(kind, "val")
+        train = train.take(np.random.default_rng(0).permutation(len(train))[:n_train])
+        val = val.take(np.random.default_rng(1).permutation(len(val))[:n_val])
+    else:
+        train, val = multitask_task(kind, "train", n_train), multitask_task(kind, "val", n_val)
+    return from_splits(train, val, name=f"tiny-{kind}")
+
+
+def untrained(data, model: str, seed: int, protocol: FinetuneProtocol) -> dict[str, float]:
+    """Validation metrics of the network a run starts from (same seed, same build order)."""
+    head = head_class(data.task)(data)
+    torch.manual_seed(seed)
+    backbone = load_backbone(model, protocol.image_size, protocol.bn_momentum)
+    module = head.build(backbone.feature_dim)
+    backbone.module.eval()
+    module.eval()
+    with torch.no_grad():
+        return head.evaluate(module, backbone.module(backbone.encode(data.val[0])), head.targets(data.val[1], "cpu"))
+
+
+def test_benchmark_task_fingerprints_are_pinned():
+    tasks = multitask_tasks()
+    assert {kind: {split: data.fingerprint[:16] for split, data in splits.items()} for kind, splits in tasks.items()} \
+        == FINGERPRINTS
+    for kind in KINDS:
+        assert all(data.name.endswith("(GENERATED)") and data.task == kind for data in tasks[kind].values())
+
+
+def test_benchmark_splits_use_disjoint_real_images():
+    tasks = multitask_tasks(["referring"], sizes={"train": 200, "val": 50, "test": 100})["referring"]
+    crops = {split: {data.inputs[i, y1:y2, x1:x2].tobytes() for i, (x1, y1, x2, y2) in
+                     enumerate(data.labels[["x1", "y1", "x2", "y2"]].to_numpy())} for split, data in tasks.items()}
+    assert not crops["train"] & crops["test"] and not crops["train"] & crops["val"]
+    labels = tasks["train"].labels
+    assert ((labels.x2 > labels.x1) & (labels.y2 > labels.y1) & (labels.x2 <= 64) & (labels.y2 <= 64)).all()
+
+
+@pytest.mark.parametrize("kind", ["captioning", "vqa", "referring", "text_qa"])
+def test_head_trains_and_beats_its_untrained_start(kind):
+    model, lr, epochs, metric = CASES[kind]
+    data = tiny(kind)
+    protocol = FinetuneProtocol(epochs=epochs, image_size=48, batch_size=16, hflip=False)
+    before = untrained(data, model, 0, protocol)
+    record = finetune_run(data, model, lr, 0, protocol)
+    after = record["val_metrics"]
+    assert record["task"] == kind and record["primary"] == head_class(kind).primary and record["complete"]
+    assert len(record["curve"]) == epochs and np.isfinite(record["final_train_loss"])
+    assert after[metric] > before[metric] + 0.05, (before, after)
+
+
+def test_captioning_scores_perfect_and_empty_captions():
+    data = tiny("captioning", n_train=8, n_val=8)
+    head = head_class("captioning")(data)
+    targets = head.targets(data.val[1], "cpu")
+    assert targets["tokens"].shape[0] == 8 and int(targets["tokens"][0, 0, 0]) == 1  # <bos>
+    assert references(["a bag", ("a coat", "a dark coat")]) == [["a bag"], ["a coat", "a dark coat"]]
+    with pytest.raises(InputError, match=r"targets\[1\]"):
+        references(["a bag", ""])
+
+
+def test_iou_and_target_validation():
+    a = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.5, 0.5]])
+    b = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.25, 0.0, 0.75, 0.5]])
+    assert torch.allclose(iou(a, b), torch.tensor([1.0, 1 / 3]))
+    assert float(iou(a, b, generalised=True)[1]) == pytest.approx(1 / 3 - (0.375 - 0.375) / 0.375)
+    with pytest.raises(InputError, match="structured array"):
+        text_and_values({"question": np.zeros((2, 3)), "answer": np.zeros(2)}, "question", "answer")
+    detection = multitask_task("referring", "val", 4)
+    detection.task = "detection"
+    with pytest.raises(InputError, match="no head for 'detection'"):
+        prepare(detection)
+
+
+def test_val_answers_outside_the_training_vocabulary_count_as_wrong():
+    train, val = multitask_task("vqa", "train", 20), multitask_task("vqa", "val", 20)
+    data = from_splits(train.take(np.flatnonzero(train.labels.answer != "yes")), val, name="vqa-unseen")
+    assert "yes" not in data.class_names
+    answers = text_and_values(data.val[1], "question", "answer")[1]
+    assert np.all(answers[val.labels.answer.to_numpy() == "yes"] == -100)
+
+
+def test_finetune_data_keeps_every_image_in_one_split():
+    data = multitask_task("vqa", "train", 50)  # 2 questions per canvas
+    split = finetune_data(data, val_fraction=0.2, test_fraction=0.2, seed=0)
+    sizes = [len(part[1]) for part in (split.train, split.val, split.test)]
+    assert sum(sizes) == 100 and all(size % 2 == 0 for size in sizes)
+    with pytest.raises(InputError, match="val_fraction"):
+        finetune_data(data, val_fraction=0.0)
+
+
+GRID_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_finetune_heads import tiny
+from emms.finetune import FinetuneProtocol, run_grid
+run_grid([tiny("vqa", 64, 32)], ["onet_mtcnn", "onet_mtcnn_random"], lrs=[1e-3], seeds=[0], out_dir={out!r},
+         protocol=FinetuneProtocol(epochs=2, image_size=48, batch_size=16, hflip=False))
+"""
+
+
+def test_multitask_grid_resumes_after_sigkill(tmp_path):
+    out = tmp_path / "grid"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = GRID_SCRIPT.format(tests=str(Path(__file__).parent), out=str(out))
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    first = out / "runs" / "tiny-vqa" / "onet_mtcnn__lr0.001__seed0.json"
+    deadline = time.monotonic() + 240
+    while not first.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert first.is_file()
+    kept = first.stat().st_mtime_ns
+    result = run_grid([tiny("vqa", 64, 32)], ["onet_mtcnn", "onet_mtcnn_random"], lrs=[1e-3], seeds=[0], out_dir=out,
+                      protocol=FinetuneProtocol(epochs=2, image_size=48, batch_size=16, hflip=False))
+    second = out / "runs" / "tiny-vqa" / "onet_mtcnn_random__lr0.001__seed0.json"
+    assert result.failures == [] and result.n_reused + result.n_trained == 2 and result.n_reused >= 1
+    assert first.stat().st_mtime_ns == kept and second.is_file()
+    assert json.loads(first.read_text())["task"] == "vqa"
