@@ -10,7 +10,7 @@ A. **Full budget, from the truth's own records** (``benchmarks/data/finetune_run
 B. **A curve over budgets, replayed from recorded learning curves** (``--runs``, default
    ``benchmarks/data/select_runs``: full 4-epoch runs with validation after every epoch, seed 3, split
    seed 1, n_train 2000, CPU): the race of :mod:`emms.finetune.race` is run on the records (a run
-   viewed at epoch e costs what it had cost at epoch e), for each budget, beside the same-cost
+   viewed at epoch e costs the CPU seconds it had used by epoch e), for each budget, beside the same-cost
    baselines "one epoch each, then the top K to the end" and "random candidates fully trained", and
    the free ones: every frozen metric (``offline_scores.csv``) and the size prior (parameter count).
 
@@ -31,7 +31,7 @@ import pandas as pd
 
 from emms.evaluate import regret_at_k, top1_hit, weighted_tau
 from emms.finetune import FinetuneProtocol
-from emms.finetune.race import RecordTrainer, plan_race, predict, recall_order, run_race
+from emms.finetune.race import RecordTrainer, plan_race, predict, recall_order, run_race, view_at
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data"
@@ -86,7 +86,25 @@ def full_budget_from_truth_records(truth: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def replayed_targets(runs_dir: Path) -> dict[str, SimpleNamespace]:
+class CpuReplay:
+    """Serves recorded runs viewed at an epoch, with costs in CPU seconds: the curves were recorded on
+    a shared machine whose load changed the wall time several-fold, so each point's cost is its
+    ``cpu_seconds`` (older records: wall seconds scaled by the run's CPU / wall ratio)."""
+
+    def __init__(self, records: dict[str, dict]) -> None:
+        self.records = {m: self._in_cpu_seconds(r) for m, r in records.items()}
+
+    @staticmethod
+    def _in_cpu_seconds(record: dict) -> dict:
+        ratio = record["cpu_seconds"] / record["seconds"]
+        curve = [{**p, "seconds": p.get("cpu_seconds", p["seconds"] * ratio)} for p in record["curve"]]
+        return {**record, "curve": curve, "seconds": record["cpu_seconds"]}
+
+    def train(self, models, until_epoch):  # noqa: ANN001, ANN201
+        return {m: view_at(self.records[m], until_epoch, 4) for m in models}
+
+
+def replayed_targets(runs_dir: Path) -> dict[str, CpuReplay]:
     """Targets whose every candidate has a complete recorded curve under ``runs_dir``."""
     from emms.evaluate.targets import benchmark_targets
 
@@ -97,11 +115,11 @@ def replayed_targets(runs_dir: Path) -> dict[str, SimpleNamespace]:
         trainer = RecordTrainer(data, FinetuneProtocol(), lr=RUN_LR, seed=RUN_SEED, out_dir=runs_dir, replay_only=True)
         records = {m: trainer.recorded(m) for m in MODELS}
         if all(r is not None and r["complete"] and len(r["curve"]) == 4 for r in records.values()):
-            out[target] = SimpleNamespace(trainer=trainer, records=records)
+            out[target] = CpuReplay(records)
     return out
 
 
-def race_curve(replay: SimpleNamespace, frozen: dict[str, dict[str, float]], truth: dict[str, float]) -> list[dict]:
+def race_curve(replay: CpuReplay, frozen: dict[str, dict[str, float]], truth: dict[str, float]) -> list[dict]:
     """B: the race at each budget and recall rule, replayed."""
     full = {m: r["seconds"] for m, r in replay.records.items()}
     grid = sum(full.values())
@@ -114,7 +132,7 @@ def race_curve(replay: SimpleNamespace, frozen: dict[str, dict[str, float]], tru
             except Exception as exc:  # noqa: BLE001 - InputError: the budget trains nothing
                 rows.append({"method": f"race ({recall_name})", "budget": budget, "spent": 0.0, "note": str(exc)[:60]})
                 continue
-            result = run_race(plan, replay.trainer, dict(full), 4, budget * grid)
+            result = run_race(plan, replay, dict(full), 4, budget * grid)
             table = predict(result.records, 4)
             finished = table[table.complete]
             pick = str((finished if len(finished) else table).iloc[0]["model"])
@@ -126,7 +144,7 @@ def race_curve(replay: SimpleNamespace, frozen: dict[str, dict[str, float]], tru
     return rows
 
 
-def baselines(replay: SimpleNamespace, truth: dict[str, float], rng: np.random.Generator) -> list[dict]:
+def baselines(replay: CpuReplay, truth: dict[str, float], rng: np.random.Generator) -> list[dict]:
     """B: one epoch each then top-K; random candidates fully trained; both at each budget."""
     records = replay.records
     full = {m: r["seconds"] for m, r in records.items()}
@@ -162,10 +180,9 @@ def baselines(replay: SimpleNamespace, truth: dict[str, float], rng: np.random.G
                 continue
             scores = {m: (2.0 + final[m]) if m in trained else -float(order.index(m)) for m in MODELS}
             draws.append(statistics(scores, truth))
-        if draws:
-            mean = pd.DataFrame(draws).mean().to_dict()
-            rows.append({"method": "random, fully trained", "budget": budget, "spent": np.nan,
-                         "entrants": np.nan, **mean, "note": f"{len(draws)} of 1000 draws trained a model"})
+        mean = pd.DataFrame(draws).mean().to_dict() if draws else {}
+        rows.append({"method": "random, fully trained", "budget": budget, "spent": np.nan, "entrants": np.nan, **mean,
+                     "note": f"{len(draws)} of 1000 draws could train a model (mean over those)"})
     return rows
 
 

@@ -14,8 +14,8 @@ that trains a model 1 epoch, then 2, then 4 pays for 4 epochs and ends with the 
 
 Record (``RECORD_VERSION`` 2, JSON): target, model, lr, seed, task, primary (metric name),
 ``val_score`` / ``test_score`` (primary metric of the last epoch's model), ``val_metrics`` /
-``test_metrics`` (every metric), ``curve`` (per finished epoch: epoch, steps, seconds (cumulative
-wall time of training + validation), val (primary), train_loss), ``epochs_done``, ``complete``,
+``test_metrics`` (every metric), ``curve`` (per finished epoch: epoch, steps, seconds and cpu_seconds
+(cumulative wall and process time of the run so far, setup included), val (primary), train_loss), ``epochs_done``, ``complete``,
 seconds / cpu_seconds / steps of the whole run so far, n_params, settings. Classification records
 keep ``val_accuracy`` / ``test_accuracy``. Version 1 records (no curve; the committed GPU truth)
 are read as complete runs with an empty curve (:func:`upgrade_record`).
@@ -183,8 +183,8 @@ def finetune_run(data: FinetuneData, model: str, lr: float, seed: int, protocol:
         state["val_metrics"] = _evaluate(backbone.module, head_module, head, x_val, y_val, protocol.eval_batch_size)
         state["train_loss"] = float(np.mean(losses))
         state["epochs_done"] = epoch + 1
-        wall, _ = elapsed()
-        state["curve"].append({"epoch": epoch + 1, "steps": (epoch + 1) * batches, "seconds": wall,
+        wall, cpu = elapsed()
+        state["curve"].append({"epoch": epoch + 1, "steps": (epoch + 1) * batches, "seconds": wall, "cpu_seconds": cpu,
                                "val": state["val_metrics"][head.primary], "train_loss": state["train_loss"]})
     complete = state["epochs_done"] == protocol.epochs
     test_metrics = None
