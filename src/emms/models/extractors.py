@@ -175,10 +175,15 @@ class _LayeredExtractor(_Extractor):
     def extract_layers(self, inputs: Sequence, layers: Sequence[int], batch_size: int = 64,
                        progress: Progress | None = None) -> tuple[np.ndarray, ...]:
         """Pooled features (n, D_k) float32 of each of ``layers`` (indices into ``layer_names``), from one pass per batch."""
+        index = self._indices(layers)
+        return _run_batches(inputs, batch_size, progress, lambda batch: self._layers(batch, index))
+
+    def _indices(self, layers: Sequence[int]) -> tuple[int, ...]:
+        """``layers`` as non-negative indices into ``layer_names``; InputError when out of range or none."""
         index = tuple(layer_index(int(k), len(self.layer_names), self.identity) for k in layers)
         if not index:
             raise InputError("layers: expected at least one layer index")
-        return _run_batches(inputs, batch_size, progress, lambda batch: self._layers(batch, index))
+        return index
 
     def _layers(self, batch: Sequence, indices: tuple[int, ...]) -> tuple[torch.Tensor, ...]:  # pragma: no cover
         raise NotImplementedError
@@ -218,7 +223,7 @@ class _HookedExtractor(TorchExtractor, _LayeredExtractor):
         with torch.inference_mode():
             x = self.preprocess(batch).to(self.device, non_blocking=True)
             with captured_outputs(self.module, [p for p in paths if p != "output"], _pool_output) as inside:
-                output = self.module(x)
+                output = _pool_output(self.module(x), "module output")
             found = tuple(output if p == "output" else inside[p] for p in paths)
             return (*found, self.module.source_probs(output)) if probs else found
 
@@ -282,8 +287,7 @@ class BuiltinHeadExtractor(BuiltinExtractor):
     def extract_layers_with_source_probs(self, inputs: Sequence, layers: Sequence[int], batch_size: int = 64,
                                          progress: Progress | None = None) -> tuple[np.ndarray, ...]:
         """:meth:`extract_layers` plus the source probabilities (n, source_classes) last, from one pass per batch."""
-        index = [layer_index(int(k), len(self.layer_names), self.identity) for k in layers]
-        paths = [self.layer_names[k] for k in index]
+        paths = [self.layer_names[k] for k in self._indices(layers)]
         return _run_batches(inputs, batch_size, progress, lambda batch: self._outputs(batch, paths, probs=True))
 
     def source_probs(self, inputs: Sequence, batch_size: int = 64, progress: Progress | None = None) -> np.ndarray:
