@@ -55,7 +55,7 @@ def read_manifest(path: Path, task: str | None = None, image_root: Path | None =
 
 def read_table(frame: pd.DataFrame, task: str | None = None, *, name: str = "table", description: str = "",
                base: Path | None = None, image_root: Path | None = None, columns: dict[str, str] | None = None,
-               where: str = "data") -> TaskData:
+               where: str = "the table") -> TaskData:
     """A table (pandas DataFrame) -> TaskData.
 
     Inputs come from an ``image`` column (paths, relative to ``base``, default the working folder;
@@ -143,7 +143,7 @@ def read_hf_dataset(path: Path, task: str | None = None, split: str | None = Non
 
 
 def read_hf_in_memory(loaded, task: str | None = None, *, name: str = "dataset", description: str = "",
-                      columns: dict[str, str] | None = None, where: str = "data") -> TaskData:
+                      columns: dict[str, str] | None = None, where: str = "the dataset") -> TaskData:
     """A ``datasets.Dataset`` -> TaskData.
 
     An ``image`` column of images is stacked into a uint8 array (all images must share one size); a
