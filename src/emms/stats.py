@@ -134,16 +134,19 @@ class SufficientStats:
 
     ``update(x_chunk, z_chunks)`` adds rows; ``merge(other)`` combines two partial results;
     ``standardised()`` returns the :class:`StandardStats` EMMS needs. Shapes are fixed by the first
-    chunk. Memory: O(D² + D·ΣL_k + K²·max L_k).
+    chunk. Memory: O(D² + D·ΣL_k + K²·max L_k). ``paired=False`` skips the cross-encoder paired
+    co-moments (K(K−1)/2 passes over the F-labels), which only the column mixture needs.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, paired: bool = True) -> None:
+        self.paired = paired
         self.n_samples = 0
         self._widths: tuple[int, ...] | None = None
         self._n_features: int | None = None
 
     @classmethod
-    def from_arrays(cls, features: object, f_labels: object, *, chunk_rows: int | None = None) -> SufficientStats:
+    def from_arrays(cls, features: object, f_labels: object, *, chunk_rows: int | None = None,
+                    paired: bool = True) -> SufficientStats:
         """Statistics of whole arrays: features (N, D), f_labels as in :meth:`update`.
 
         Any array-like (float32, float64, integer, ``numpy.memmap``) is read ``chunk_rows`` rows at
@@ -155,10 +158,11 @@ class SufficientStats:
         z = as_f_labels(f_labels, "f_labels", n_samples=x.shape[0], convert=False)
         names = ["features"] + [f"f_labels[{k}]" for k in range(len(z))]
         rows = chunk_rows_for(x.shape[1] + sum(b.shape[1] for b in z)) if chunk_rows is None else int(chunk_rows)
-        stats = cls()
+        stats = None
         for start in range(0, x.shape[0], rows):
             stop = min(start + rows, x.shape[0])
-            stats._absorb(cls._of_chunk(x[start:stop], [b[start:stop] for b in z], names))
+            chunk = cls._of_chunk(x[start:stop], [b[start:stop] for b in z], names, paired)
+            stats = chunk if stats is None else stats._absorb(chunk)
         return stats
 
     @classmethod
@@ -186,7 +190,8 @@ class SufficientStats:
         """
         x = as_numeric_matrix(x_chunk, "x_chunk", min_rows=1)
         z = as_f_labels(z_chunks, "z_chunks", n_samples=x.shape[0], min_rows=1, convert=False)
-        return self._absorb(self._of_chunk(x, z, ["x_chunk"] + [f"z_chunks[{k}]" for k in range(len(z))]))
+        names = ["x_chunk"] + [f"z_chunks[{k}]" for k in range(len(z))]
+        return self._absorb(self._of_chunk(x, z, names, self.paired))
 
     def merge(self, other: SufficientStats) -> SufficientStats:
         """Add the rows summarised by ``other`` into self (Chan's pairwise update); returns self."""
@@ -204,6 +209,8 @@ class SufficientStats:
         """
         if labels not in ("columns", "blocks"):
             raise InputError(f"labels: expected 'columns' or 'blocks', got {labels!r}")
+        if labels == "columns" and not self.paired and len(self._widths) > 1:
+            raise InputError("stats: the column mixture needs the paired co-moments; accumulate with paired=True")
         n = self.n_samples
         if n < 2:
             raise InputError(f"features: expected at least 2 samples, got {n}")
@@ -243,7 +250,7 @@ class SufficientStats:
         return [(int(e - w), int(e)) for e, w in zip(ends, self._widths)]
 
     @classmethod
-    def _of_chunk(cls, x: np.ndarray, z: Sequence[np.ndarray], names: Sequence[str]) -> SufficientStats:
+    def _of_chunk(cls, x: np.ndarray, z: Sequence[np.ndarray], names: Sequence[str], paired: bool) -> SufficientStats:
         """Statistics of one chunk: the one computation behind :meth:`from_arrays` and :meth:`update`.
 
         ``x`` (n, D) and the blocks of ``z`` (n, L_k) are numeric arrays of any dtype (read, never
@@ -251,7 +258,7 @@ class SufficientStats:
         [Z_1 − z̄_1, …, Z_K − z̄_K] (n, ΣL_k); then XᵀX, XᵀZ and the paired co-moments. NaN/Inf
         show up in the chunk's minima/maxima, which are checked (InputError naming ``names[i]``).
         """
-        stats = cls()
+        stats = cls(paired=paired)
         stats.n_samples = n = x.shape[0]
         stats._n_features = x.shape[1]
         stats._widths = widths = tuple(block.shape[1] for block in z)
@@ -265,12 +272,15 @@ class SufficientStats:
             np.subtract(block, stats._z_mean[start:stop], out=zc[:, start:stop], dtype=np.float64)
         stats._xx = xc.T @ xc
         stats._xz = cross_product(xc, zc)
-        # Paired co-moments: _zz[k, j, l] = Σ_i zc_k[i, l] zc_j[i, l] for l < min(L_k, L_j).
+        # Paired co-moments: _zz[k, j, l] = Σ_i zc_k[i, l] zc_j[i, l] for l < min(L_k, L_j) (k = j only
+        # unless ``paired``: the per-encoder score needs just each column's sum of squares).
         stats._zz = np.zeros((len(z), len(z), max(widths)))
-        for k, (a, _) in enumerate(offsets):
-            for j in range(k, len(z)):
-                m, b = min(widths[k], widths[j]), offsets[j][0]
-                stats._zz[k, j, :m] = stats._zz[j, k, :m] = np.einsum("nl,nl->l", zc[:, a:a + m], zc[:, b:b + m])
+        squares = np.einsum("nl,nl->l", zc, zc)
+        for k, (a, b) in enumerate(offsets):
+            stats._zz[k, k, : b - a] = squares[a:b]
+            for j in range(k + 1, len(z) if paired else k + 1):
+                m, c = min(widths[k], widths[j]), offsets[j][0]
+                stats._zz[k, j, :m] = stats._zz[j, k, :m] = np.einsum("nl,nl->l", zc[:, a:a + m], zc[:, c:c + m])
         return stats
 
     def _absorb(self, other: SufficientStats) -> SufficientStats:
@@ -282,6 +292,8 @@ class SufficientStats:
         if other._n_features != self._n_features:
             raise InputError(f"x_chunk: expected {self._n_features} feature columns (as in earlier chunks), "
                              f"got {other._n_features}")
+        if other.paired != self.paired:
+            raise InputError(f"other: cannot merge statistics with paired={other.paired} into paired={self.paired}")
         if other._widths != self._widths:
             raise InputError(f"z_chunks: expected F-label widths {list(self._widths)} (as in earlier chunks), "
                              f"got {list(other._widths)}")

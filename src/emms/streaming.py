@@ -400,7 +400,8 @@ class StreamPlan:
     def chunk(self, pass_index: int, state: object, start: int, stop: int) -> object:
         m = self.metric
         if m == "emms":
-            return SufficientStats().update(self.features.read(start, stop),  # validated chunk by chunk there
+            paired = self.options.get("mixture") == "columns"  # only the column mixture needs cross-encoder terms
+            return SufficientStats(paired=paired).update(self.features.read(start, stop),  # validated there
                                             [src.read(start, stop) for src in self.flabels])
         if m in ("logme", "logme_flabels"):
             x = self.read_features(start, stop)

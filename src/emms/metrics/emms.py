@@ -110,7 +110,9 @@ class EMMS(BaseEstimator):
         self._check_params()
         if self.solver == "official":
             return self._fit_official(features, f_labels)
-        return self.fit_stats(SufficientStats.from_arrays(features, f_labels, chunk_rows=self.chunk_rows))
+        stats = SufficientStats.from_arrays(features, f_labels, chunk_rows=self.chunk_rows,
+                                            paired=self.mixture == "columns")
+        return self.fit_stats(stats)
 
     def fit_stats(self, stats: SufficientStats | StandardStats) -> EMMS:
         """Fit from sufficient statistics alone (exact or alternating solver); returns self.
