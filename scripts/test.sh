@@ -10,7 +10,7 @@ export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 failed=()
 ruff check src tests benchmarks || failed+=("ruff")
 mypy || failed+=("mypy")
-python -m pytest -n 2 "$@" || failed+=("pytest")
+python -m pytest -n 2 -rs "$@" || failed+=("pytest")   # -rs: every skip with its reason
 # timm imports torchvision, which does not load beside .venv's torch: its tests run in a venv of their
 # own (scripts/test_timm.sh). A run limited by pytest arguments skips them.
 if [ $# -eq 0 ]; then ./scripts/test_timm.sh || failed+=("timm tests"); fi
