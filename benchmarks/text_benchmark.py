@@ -136,6 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-resamples", type=int, default=1000)
     args = parser.parse_args(argv)
 
+    if not (args.fortunes_dir / TOPICS[0]).is_file():
+        parser.error(f"--fortunes-dir: no fortune files in {args.fortunes_dir}; install the Debian package fortunes "
+                     "(or `apt-get download fortunes` and `dpkg-deb -x` it) and point --fortunes-dir at its "
+                     "usr/share/games/fortunes")
     store = Store(args.cache)
     splits = fortune_splits(args.fortunes_dir, args.seed)
     models = candidates()
