@@ -199,3 +199,41 @@ def test_a_budget_too_small_to_train_anything_says_so(tmp_path):
     assert result.exit_code == 2, result.output
     assert "budget: too small to train anything" in result.output
     assert not list((tmp_path / "o").rglob("*.json")) or not (tmp_path / "o" / "runs").exists()
+
+
+def test_a_killed_select_resumes_from_its_records(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import emms
+    from emms.finetune import FinetuneProtocol
+
+    out_dir, cache = tmp_path / "o", tmp_path / "c"
+    args = ["select", "--data", "builtin:fashion-mnist", "--models", "onet_mtcnn,ocrvgg_easyocr", "--max-samples", "300",
+            "--epochs", "2", "--image-size", "32", "--budget", "0", "--max-seconds", "600", "--score-samples", "240",
+            "--out-dir", str(out_dir), "--cache", str(cache)]
+    process = subprocess.Popen([sys.executable, "-c", "from emms.cli import main; main()", *args],
+                               env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out_dir.glob("runs/*/*.json")) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert list(out_dir.glob("runs/*/*.json")), "no run was recorded"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    killed = {p: json.loads(p.read_text())["curve"] for p in out_dir.glob("runs/*/*.json")}
+    resumed = emms.select("builtin:fashion-mnist", ["onet_mtcnn", "ocrvgg_easyocr"], budget=None, max_seconds=600,
+                          max_samples=300, score_samples=240, out_dir=out_dir, cache=cache,
+                          protocol=FinetuneProtocol(epochs=2, image_size=32))
+    assert resumed.cost["replayed_seconds"] > 0  # what the killed call recorded was not trained again
+    assert (resumed.table["status"] == "finished").all()
+    assert resumed.cost["probe_seconds"] == pytest.approx(sum(json.loads((out_dir / "costs.json").read_text())[m]["probe_seconds"]
+                                                              for m in ("onet_mtcnn", "ocrvgg_easyocr")))
+    for path, curve in killed.items():  # kept and continued, not redone: the recorded epochs are unchanged
+        assert json.loads(path.read_text())["curve"][:len(curve)] == curve
