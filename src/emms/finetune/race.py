@@ -116,9 +116,10 @@ def plan_race(order: Sequence[str], full_seconds: dict[str, float], epochs: int,
         if fits:
             k = max(fits)
             return RacePlan(entrants=list(order[:k]), rungs=rungs[:depth + 1], eta=eta, planned_seconds=cost(k, depth))
-    need = cost(2, 0)
+    need, grid = cost(2, 0), sum(full_seconds[m] for m in order)
     raise InputError(f"budget: too small to train anything: one epoch of the first two candidates "
-                     f"({', '.join(order[:2])}) is estimated at {need:.0f} s, the budget allows {budget_seconds:.0f} s")
+                     f"({', '.join(order[:2])}) is estimated at {need:.0f} s ({need / grid:.1%} of the full grid), "
+                     f"the budget allows {budget_seconds:.0f} s")
 
 
 def run_race(plan: RacePlan, trainer: Trainer, full_seconds: dict[str, float], epochs: int, budget_seconds: float,
