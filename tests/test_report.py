@@ -155,3 +155,18 @@ def test_wide_table_and_the_result_document(tmp_path):
     assert (tmp_path / "r.csv").read_text().startswith("model,metric,score,rank,seconds")
     with pytest.raises(InputError, match="out: expected a file name ending in .json or .csv"):
         ranking.write(tmp_path / "r.txt")
+
+
+def test_a_fine_tuning_race_appears_in_the_answer_and_the_report():
+    ranking = _ranking({"emms": FIVE})
+    ranking.selection = {  # the shape of emms.selection.Selection.to_dict()
+        "meta": {"primary": "accuracy"}, "recommended": "builtin:m1",
+        "summary": "recommended: builtin:m1 (predicted fine-tuned accuracy 0.9100, interval 0.9000-0.9200, finished)",
+        "results": [{"model": "builtin:m1", "predicted": 0.91, "low": 0.90, "high": 0.92, "status": "finished"},
+                    {"model": "builtin:m0", "predicted": 0.88, "low": None, "high": None, "status": "not raced"}]}
+    doc = ranking.answer()
+    assert doc["race"]["recommended"] == "builtin:m1"
+    assert doc["sentences"][-2] == "Fine-tuning race: " + ranking.selection["summary"]
+    page = ranking.to_html()
+    assert "<h2>Fine-tuning race</h2>" in page and "predicted fine-tuned accuracy" in page
+    assert "[0.900, 0.920]" in page and "not raced" in page

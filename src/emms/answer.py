@@ -11,7 +11,8 @@ report say the same thing:
 * **agreement** — which model every other metric puts first, and Kendall's tau between the first
   metric's order and each other metric's order (on the models both scored; too few models: none).
 * **truth** — with a fine-tuned ground truth: where the pick really came, and the regret.
-* **race** — with a fine-tuning race (``Ranking.selection``): the model it chose and its fine-tuned scores.
+* **race** — with a fine-tuning race (``Ranking.selection``, a ``Selection.to_dict()``): the model it
+  recommends and every model's predicted fine-tuned score.
 """
 
 from __future__ import annotations
@@ -61,10 +62,8 @@ def answer(ranking) -> dict:
                          f"{t['n_models']} ({t['pick_value']:.4g}; best {t['best']} {t['best_value']:.4g}, "
                          f"regret {t['regret']:.3g}).")
     if ranking.selection:
-        doc["race"] = _race(ranking.selection)
-        if doc["race"]["chosen"] is not None:
-            sentences.append(f"Fine-tuning race: {doc['race']['chosen']} won"
-                             + (f" ({doc['race']['chosen_score']:.4g})." if doc["race"]["chosen_score"] is not None else "."))
+        doc["race"] = race(ranking.selection)
+        sentences.append(f"Fine-tuning race: {doc['race']['summary']}")
     sentences.append(MEANING)
     doc["sentences"] = sentences
     return doc
@@ -134,13 +133,14 @@ def _truth_check(truth: dict[str, float], pick: str) -> dict:
             "n_models": len(truth), "regret": truth[best] - truth[pick]}
 
 
-def _race(selection: dict) -> dict:
-    """The parts of a race result (``Selection.to_dict()``) the answer shows."""
-    chosen = selection.get("chosen") or selection.get("best")
-    scores = selection.get("finetuned") or selection.get("scores") or {}
-    score = scores.get(chosen) if isinstance(scores, dict) else None
-    return {"chosen": chosen, "chosen_score": score if isinstance(score, (int, float)) else None,
-            "finetuned": scores if isinstance(scores, dict) else {}}
+def race(selection: dict) -> dict:
+    """What the answer shows of a fine-tuning race (``emms.selection.Selection.to_dict()``): the model
+    it recommends, its one-sentence summary, and per model the predicted fine-tuned score with its
+    interval and how far it was trained."""
+    rows = [{"model": r["model"], "predicted": r.get("predicted"), "low": r.get("low"), "high": r.get("high"),
+             "status": r.get("status")} for r in selection.get("results", [])]
+    return {"recommended": selection.get("recommended"), "summary": selection.get("summary", ""),
+            "metric": selection.get("meta", {}).get("primary"), "models": rows}
 
 
 def _ordinal(n: int) -> str:

@@ -60,7 +60,7 @@ def render_html(ranking) -> str:
         parts += ["<h2>Agreement with fine-tuned performance</h2>", _correlation_table(ranking.correlations),
                   _img(_truth_figure(ranking))]
     if ranking.selection:
-        parts += ["<h2>Fine-tuning race</h2>", _race_section(answer["race"], ranking.selection)]
+        parts += ["<h2>Fine-tuning race</h2>", _race_section(answer["race"])]
     parts += _weights_section(ranking)
     parts += ["<h2>Timings</h2>", _timings_table(ranking), _img(_timings_figure(ranking))]
     if ranking.notes:
@@ -122,13 +122,16 @@ def _correlation_table(corr) -> str:
     return "<table>" + "".join(rows) + "</table>" + note
 
 
-def _race_section(race: dict, selection: dict) -> str:
-    chosen = race["chosen"]
-    lines = [f"<p>The race fine-tuned the leading candidates and chose <b>{_e(chosen)}</b>.</p>" if chosen else ""]
-    if race["finetuned"]:
-        lines.append("<table><tr><th>model</th><th>fine-tuned score</th></tr>" + "".join(
-            f"<tr><td>{_e(m)}</td><td>{_fmt(v)}</td></tr>" for m, v in race["finetuned"].items()) + "</table>")
-    return "".join(lines) or f"<pre>{_e(selection)}</pre>"
+def _race_section(race: dict) -> str:
+    """The fine-tuning race: its summary and every model's predicted fine-tuned score with its interval."""
+    metric = _e(race["metric"] or "score")
+    rows = ["<tr><th>model</th><th>predicted fine-tuned " + metric + "</th><th>interval</th><th>status</th></tr>"]
+    for r in race["models"]:
+        cls = " class='best'" if r["model"] == race["recommended"] else ""
+        interval = (f"[{_fmt(r['low'])}, {_fmt(r['high'])}]" if r["low"] is not None and r["high"] is not None else "—")
+        rows.append(f"<tr><td{cls}>{_e(r['model'])}</td><td>{_fmt(r['predicted'])}</td><td>{interval}</td>"
+                    f"<td>{_e(r['status'] or '')}</td></tr>")
+    return f"<p>{_e(race['summary'])}</p><table>" + "".join(rows) + "</table>"
 
 
 def _weights_section(ranking) -> list[str]:
@@ -280,6 +283,8 @@ def _n_models(ranking) -> int:
 
 
 def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
     if isinstance(value, (float, np.floating)):
         return "n/a" if not np.isfinite(value) else f"{value:.3f}"
     return _e(value)
