@@ -1,37 +1,43 @@
 """EMMS: Efficient Multi-task Model Selector (Meng et al., NeurIPS 2023, arXiv 2308.06262).
 
-A candidate model's features X (N, D) are scored by how well a linear map predicts a convex
-mixture of K foundation-model label embeddings ("F-labels") Z_k (N, L), all columns standardised::
+A candidate model's features X (N, D) are scored by how well a linear map predicts K foundation-model
+label embeddings ("F-labels") Z_k (N, L_k). Features are standardised per column (X̃, G = X̃ᵀX̃ =
+V diag(s) Vᵀ); everything below is a function of the sufficient statistics (:mod:`emms.stats`).
+
+**Default, ``mixture="per_encoder"``** (issue 19; derivation in ``docs/emms-score.md``). Each
+block is only centred (Z̃_k = Z_k − z̄_k, T_k = ‖Z̃_k‖²_F), ĉ_k = Vᵀ X̃ᵀ Z̃_k, q_{k,i} = ‖ĉ_{k,i}‖²/s_i::
+
+    RSS_k(λ) = T_k − Σ_i q_{k,i} (1 − (λ/(s_i+λ))²)           ridge residual of X̃ → Z̃_k
+    GCV_k(λ) = RSS_k(λ)/N / (1 − (df(λ)+1)/N)²,   df(λ) = Σ_i s_i/(s_i+λ)
+    R²_k     = 1 − min(min_λ GCV_k(λ), T_k·N/(N−1)²) / (T_k·N/(N−1)²)
+    score    = max_k R²_k,      t = uniform over the encoders reaching the max (a vertex unless tied)
+
+T_k·N/(N−1)² is GCV at λ → ∞, exactly the leave-one-out error of predicting each row by the mean of
+the others, so R²_k ∈ [0, 1] is an out-of-sample fraction of variance explained: scale-free (a
+useless model scores 0 whatever K), invariant to Z_k → c·Z_k·Q + b (Q orthogonal) and to X → X·diag(a) + b.
+t is the encoder whose labels the features predict best. ``score="in_sample"``: R²_k = 1 − RSS_k(0)/T_k.
+
+**``mixture="columns"``**, the paper's column-wise mixture (the default before issue 19). All
+columns standardised, blocks rescaled to N·L and zero-padded to L = max L_k::
 
     min_{W, t ∈ simplex}  ‖X W − Σ_k t_k Z_k‖²_F  (+ λ‖W‖²_F)
 
-For fixed t the best W is a ridge fit, so the problem collapses onto the K×K matrix (G = XᵀX =
-V diag(s) Vᵀ, ĉ_k = Vᵀ XᵀZ_k, row i of ĉ_k written ĉ_{k,i}, A_kj = ⟨Z_k, Z_j⟩)::
+For fixed t the best W is a ridge fit, so the problem collapses onto K×K matrices (A_kj = ⟨Z_k, Z_j⟩)::
 
     penalised objective   P(λ)_kj = A_kj − Σ_i ⟨ĉ_{k,i}, ĉ_{j,i}⟩ / (s_i + λ)
     ridge residual        R(λ)_kj = A_kj − Σ_i ⟨ĉ_{k,i}, ĉ_{j,i}⟩ (s_i + 2λ) / (s_i + λ)²
-    degrees of freedom    df(λ)   = Σ_i s_i / (s_i + λ)
 
-t(λ) = argmin over the simplex of tᵀP(λ)t is an exact K-dimensional QP (active set), and the fit's
-residual is ‖XW − Zt‖² = tᵀR(λ)t. Everything is a function of the sufficient statistics
-(:mod:`emms.stats`). Scores (higher = better):
+t(λ) = argmin over the simplex of tᵀP(λ)t (an exact active-set QP); ``score="gcv"``: score =
+−GCV(λ*)/L with GCV(λ) = tᵀR(λ)t / N / (1 − (df(λ) + 1)/N)²; ``score="in_sample"``: the paper's plain
+residual −tᵀR(0)t / (N·L) (minimum-norm least squares: eigen-directions below
+``s_max · max(N, D) · eps`` ignored). λ is searched on a log grid around N and refined with bounded
+Brent. This score is not scale-free (a useless model scores −1/K with K disagreeing encoders) and
+depends on each encoder's coordinate basis (docs/emms-score.md).
 
-* ``score="gcv"`` (default): generalised cross-validation of the ridge fit, with one degree of
-  freedom for the centring (intercept)::
-
-      GCV(λ) = tᵀR(λ)t / N / (1 − (df(λ) + 1)/N)²,   t = t(λ),   λ* = argmin GCV,
-      score  = −GCV(λ*) / L
-
-  an out-of-sample estimate of the mean squared error per entry of the standardised F-label
-  mixture. λ is searched per model on a log grid around N (G's mean eigenvalue) and refined with
-  bounded Brent. Unlike the in-sample residual it does not reward wide features (issue 10).
-* ``score="in_sample"``: the paper's plain residual at λ = 0 (minimum-norm least squares, i.e.
-  eigen-directions below ``s_max · max(N, D) · eps`` ignored): ``score = −tᵀR(0)t / (N·L)``.
-
-Solvers: ``exact`` (the reduction above), ``alternating`` (the paper's alternating minimisation at
-the same λ, iterated to ``tol``: W-step ridge least squares, t-step the exact simplex minimiser for
-fixed W; it reaches the same optimum) and ``official`` (the released code's number: one
-alternation, t = sparsemax of the unconstrained least-squares t, stale W, score −SSE/N·L).
+Solvers: ``exact`` (the reductions above), ``alternating`` (columns only: the paper's alternating
+minimisation at the same λ, iterated to ``tol``; it reaches the same optimum) and ``official``
+(the released code's number: one alternation, t = sparsemax of the unconstrained least-squares t,
+stale W, score −SSE/N·L).
 """
 
 from __future__ import annotations
