@@ -145,6 +145,15 @@ def tiny_select(tmp_path_factory):
     return first, again, out_dir
 
 
+def test_the_race_appears_in_the_frozen_rankings_report(tiny_select):
+    # what `emms select --report` writes: the frozen ranking's report with the race's predictions
+    first, _, _ = tiny_select
+    first.frozen.selection = first.to_dict()
+    page = first.frozen.to_html()
+    assert "<h2>Fine-tuning race</h2>" in page and first.summary() in page.replace("&#x27;", "'")
+    assert first.frozen.answer()["race"]["recommended"] == first.recommended
+
+
 def test_select_races_on_a_held_out_split_and_reports_cost(tiny_select):
     first, _, out_dir = tiny_select
     table = first.table
@@ -163,6 +172,8 @@ def test_select_races_on_a_held_out_split_and_reports_cost(tiny_select):
     doc = json.loads(first.to_json())
     assert doc["recommended"] == first.recommended and len(doc["results"]) == 2 and doc["curves"]
     assert first.to_csv().splitlines()[0].startswith("model,rank,predicted,low,high")
+    html = first.to_html()
+    assert "Fine-tuning race" in html and first.recommended in html
 
 
 def test_a_rerun_replays_the_records_and_gives_the_same_answer(tiny_select):

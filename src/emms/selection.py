@@ -38,7 +38,8 @@ class Selection:
     column per frozen score. ``recommended``: the model to use. ``cost``: seconds spent (fine-tuning
     + timing probes, reused records included), the full-grid estimate, the fraction spent, the
     budget, wall seconds of this call. ``curves``: per model, its learning curve (epoch, steps,
-    seconds, val). ``frozen``: the :class:`emms.pipeline.Ranking` of the recall stage.
+    seconds, val). ``frozen``: the :class:`emms.pipeline.Ranking` of the recall stage (its
+    ``selection`` is this race's :meth:`to_dict`, so its report shows both).
     """
 
     table: pd.DataFrame
@@ -71,6 +72,10 @@ class Selection:
         if path is not None:
             atomic_write_text(Path(path), text)
         return text
+
+    def to_html(self, path: str | Path | None = None) -> str:
+        """The HTML report of the recall stage with the race in it (see :mod:`emms.report`)."""
+        return self.frozen.to_html(path)
 
     def to_csv(self, path: str | Path | None = None) -> str:
         """The table as CSV text (and written atomically to ``path`` if given)."""
@@ -193,9 +198,11 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     elif table.iloc[0]["model"] != recommended:
         notes.append(f"{table.iloc[0]['model']} is predicted higher than {recommended} but was not fine-tuned to the end; "
                      f"{recommended} is recommended as the best model that was (a larger budget would settle it)")
-    return Selection(table=table, recommended=recommended, cost=cost,
-                     curves={m: r["curve"] for m, r in result.records.items()}, history=result.history,
-                     frozen=frozen, meta=meta, notes=notes)
+    selection = Selection(table=table, recommended=recommended, cost=cost,
+                          curves={m: r["curve"] for m, r in result.records.items()}, history=result.history,
+                          frozen=frozen, meta=meta, notes=notes)
+    frozen.selection = selection.to_dict()  # the report shows the race beside the frozen scores
+    return selection
 
 
 def _check_budget(budget: float | None, max_seconds: float | None) -> float | None:
