@@ -47,6 +47,9 @@ def finetune(
         from emms.models.backbones import BACKBONES  # imports torch: only when the command runs
 
         protocol = FinetuneProtocol(epochs=epochs, image_size=image_size, batch_size=batch_size)
+        if not test_fraction > 0:
+            raise InputError(f"--test-fraction: the ground truth is measured on a test split; expected a fraction above 0, "
+                             f"got {test_fraction!r}")
         targets = _load_targets(data, n_train=n_train, n_val=n_val, n_test=n_test, seed=data_seed,
                                 val_fraction=val_fraction, test_fraction=test_fraction, max_samples=max_samples)
         model_names = list(BACKBONES) if models.strip() == "all" else split_list(models, "--models")
