@@ -11,8 +11,8 @@ Three steps, each resumable:
     # 3. correlations with bootstrap intervals, noise ceiling, per-model tables, timings
     python benchmarks/multitask_benchmark.py report
 
-Per-kind protocol (:data:`PROTOCOLS`): AdamW + one-cycle as ``emms.finetune`` (batch 64, BN momentum
-0.1, no flips: the labels name positions), one lr per kind (:data:`LRS`), seeds 0 and 1; the truth
+Per-kind protocol (:data:`SETTINGS`: epochs, batch size, peak lr): AdamW + one-cycle as ``emms.finetune``
+(BN momentum 0.1, no flips: the labels name positions), seeds 0 and 1; the truth
 of a (kind, model) is the mean test score over seeds (captioning BLEU-4, VQA and text QA answer
 accuracy, referring acc@IoU>=0.5). Outputs under ``benchmarks/data/``: ``multitask_runs/`` (records),
 ``multitask_truth.csv``, ``multitask_results.csv``, ``multitask_scores.csv``,
@@ -32,14 +32,15 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data"
 RUNS = DATA / "multitask_runs"
-SIZES = {"train": 600, "val": 100, "test": 300}
+SIZES = {"train": 300, "val": 100, "test": 200}
 IMAGE_KINDS = ("captioning", "vqa", "referring")
 #: Image candidates: 6 packaged backbones + the random MobileNetV2 (the cheaper 7 of the 10; see BENCHMARKS.md).
 IMAGE_MODELS = ("mnv2_imagenet", "mnv2_keras_dogs", "efflite0_imagenet", "effb0_photo_vs_drawing",
                 "ocrvgg_easyocr", "onet_mtcnn", "mnv2_imagenet_random")
-TEXT_MODELS = ("minilm_l6", "minilm_l6_layer3", "minilm_l6_layer1", "minilm_l6_random")
-EPOCHS = {"captioning": 8, "vqa": 6, "referring": 8, "text_qa": 3}
-LRS = {"captioning": 1e-3, "vqa": 1e-3, "referring": 1e-3, "text_qa": 1e-4}
+TEXT_MODELS = ("minilm_l6_layer1", "minilm_l6_layer3", "minilm_l6", "minilm_l6_random")
+#: Per kind: (epochs, batch size, peak lr); calibrated on CPU (BENCHMARKS.md §11). Referring needs
+#: more optimisation steps than 300 canvases give at batch 64, hence batch 16.
+SETTINGS = {"captioning": (8, 64, 1e-3), "vqa": (6, 32, 1e-3), "referring": (10, 16, 1e-3), "text_qa": (3, 32, 1e-4)}
 SEEDS = (0, 1)
 #: Metrics scored per kind (besides EMMS): what the kind's native target allows.
 CLASS_METRICS = ("logme", "hscore_reg", "transrate", "gbc", "sfda", "nleep", "knn", "linear_probe", "leep")
@@ -49,7 +50,8 @@ BASELINES = {"captioning": (), "vqa": CLASS_METRICS, "referring": ("logme",), "t
 def protocol(kind: str):  # noqa: ANN201 - emms.finetune.FinetuneProtocol
     from emms.finetune import FinetuneProtocol
 
-    return FinetuneProtocol(epochs=EPOCHS[kind], hflip=False)
+    epochs, batch_size, _ = SETTINGS[kind]
+    return FinetuneProtocol(epochs=epochs, batch_size=batch_size, hflip=False)
 
 
 def finetune_data(kind: str, store=None):  # noqa: ANN001, ANN201 - Store -> (FinetuneData, TaskData of train)
@@ -66,15 +68,15 @@ def models_of(kind: str) -> tuple[str, ...]:
 
 
 def run_grid(kinds: list[str], seeds: tuple[int, ...], models: list[str] | None) -> None:
-    """Fine-tune, kind by kind, seed by seed (so that what finishes first is a complete seed)."""
+    """Fine-tune kind by kind (so that what finishes first is a complete kind), seed by seed."""
     import torch
 
     from emms.finetune import run_grid as grid
 
     torch.set_num_threads(1)
-    for seed in seeds:
-        for kind in kinds:
-            data, _ = finetune_data(kind)
+    for kind in kinds:
+        data, _ = finetune_data(kind)
+        for seed in seeds:
             chosen = [m for m in models_of(kind) if models is None or m in models]
 
             def progress(record: dict, reused: bool) -> None:
@@ -82,14 +84,14 @@ def run_grid(kinds: list[str], seeds: tuple[int, ...], models: list[str] | None)
                     print(f"{time.strftime('%H:%M:%S')} {kind} {record['model']} seed {record['seed']}: "
                           f"test {record['test_score']:.4f} ({record['cpu_seconds']:.0f} CPU s)", flush=True)
 
-            result = grid([data], chosen, lrs=[LRS[kind]], seeds=[seed], out_dir=RUNS, protocol=protocol(kind),
+            result = grid([data], chosen, lrs=[SETTINGS[kind][2]], seeds=[seed], out_dir=RUNS, protocol=protocol(kind),
                           on_record=progress)
             for failure in result.failures:
                 print(f"FAILED {failure}", file=sys.stderr, flush=True)
-    write_truth(kinds)
+    write_truth()
 
 
-def write_truth(kinds: list[str]) -> None:
+def write_truth() -> None:
     """Collect every record under :data:`RUNS` into multitask_results.csv and multitask_truth.csv."""
     import json
 
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.step == "grid":
         run_grid(kinds, tuple(int(s) for s in args.seeds.split(",")), args.models.split(",") if args.models else None)
     elif args.step == "truth":
-        write_truth(kinds)
+        write_truth()
     elif args.step == "score":
         score(kinds, args.cache)
     else:

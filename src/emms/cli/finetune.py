@@ -39,6 +39,8 @@ def finetune(
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Other datasets: validation fraction."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Other datasets: test fraction."),
     max_samples: int | None = typer.Option(None, "--max-samples", help="Other datasets: use a stratified sample of this many images."),
+    task: str = typer.Option("classification", "--task", help="Other datasets: task kind to fine-tune, classification, "
+                                                               "captioning, vqa, referring or text_qa (docs/finetune.md)."),
 ) -> None:
     """Fine-tune every backbone on every target for each lr and seed; write per-run records,
     results.csv and the ground-truth CSV (mean test score over seeds at the lr chosen on validation).
@@ -51,7 +53,7 @@ def finetune(
             raise InputError(f"--test-fraction: the ground truth is measured on a test split; expected a fraction above 0, "
                              f"got {test_fraction!r}")
         targets = _load_targets(data, n_train=n_train, n_val=n_val, n_test=n_test, seed=data_seed,
-                                val_fraction=val_fraction, test_fraction=test_fraction, max_samples=max_samples)
+                                val_fraction=val_fraction, test_fraction=test_fraction, max_samples=max_samples, task=task)
         model_names = list(BACKBONES) if models.strip() == "all" else split_list(models, "--models")
         lr_values = [_number(v, "lrs", float) for v in split_list(lrs, "--lrs")]
         seed_values = [_number(v, "seeds", int) for v in split_list(seeds, "--seeds")]
@@ -93,21 +95,23 @@ def finetune(
 
 
 def _load_targets(spec: str, *, n_train: int, n_val: int, n_test: int, seed: int, val_fraction: float,
-                  test_fraction: float, max_samples: int | None) -> list:
+                  test_fraction: float, max_samples: int | None, task: str = "classification") -> list:
     names = []
     for item in split_list(spec, "--data"):
         names.extend(TARGETS if item == BENCHMARK else [item])
     out = []
     for name in dict.fromkeys(names):
         if name in TARGETS:
+            if task != "classification":
+                raise InputError(f"--task: benchmark target {name} is a classification task, got --task {task}")
             target = benchmark_targets([name], n_train=n_train, n_val=n_val, n_test=n_test, n_probe=1, seed=seed)[name]
             out.append(FinetuneData.from_benchmark(target))
         else:
             from emms.data import load_dataset
+            from emms.finetune.heads._prepare import finetune_data
 
-            task_data = load_dataset(name, task="classification", max_samples=max_samples, seed=seed)
-            out.append(FinetuneData.from_task_data(task_data, val_fraction=val_fraction, test_fraction=test_fraction,
-                                                   seed=seed))
+            task_data = load_dataset(name, task=task, max_samples=max_samples, seed=seed)
+            out.append(finetune_data(task_data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed))
     return out
 
 

@@ -7,12 +7,12 @@ images and texts; the labels are templates filled from the real content, not hum
 * images: the bundled Fashion-MNIST sample (5,000 test-split images, 500 per class). Its rows are
   split per class (seed ``seed``) into disjoint pools — 300 train, 50 val, 150 test per class — so
   no garment image is in two splits. Each split's canvases are drawn from its own pool.
-* canvases: 64 x 64 black images with 1-4 garments of distinct classes, each in its own cell of a
+* canvases (default 300 train, 100 val, 200 test per kind): 64 x 64 black images with 1-4 garments of distinct classes, each in its own cell of a
   2 x 2 grid (position jittered by 0-4 px), built by ``emms.data.builtin._canvases``. A garment's
   tone (dark / mid-toned / light) is its mean item brightness against the terciles of the whole
   sample (``builtin._tones``).
 * texts: the bundled Debian fortunes sample (1,200 texts, 200 in each of 6 categories), split per
-  category into 120 train, 20 val, 60 test.
+  category into 80 train, 20 val, 60 test (40 per category are left unused).
 
 Kinds (label columns as ``emms.labels.TASK_COLUMNS``):
 
@@ -48,9 +48,9 @@ SPLITS = ("train", "val", "test")
 CANVAS = 64
 #: Garments per class in each split's image pool, and fortunes per category in each split.
 IMAGE_POOL = {"train": 300, "val": 50, "test": 150}
-TEXT_POOL = {"train": 120, "val": 20, "test": 60}
+TEXT_POOL = {"train": 80, "val": 20, "test": 60}
 #: Default number of canvases (image kinds) per split; text QA uses every fortune of its pool.
-DEFAULT_SIZES = {"train": 600, "val": 100, "test": 300}
+DEFAULT_SIZES = {"train": 300, "val": 100, "test": 200}
 POSITIONS = ("top left", "top right", "bottom left", "bottom right")
 COUNTS = ("one", "two", "three", "four")
 ITEMS = {"captioning": (1, 3), "vqa": (1, 4), "referring": (1, 3)}
