@@ -308,3 +308,28 @@ def test_features_are_extracted_once_whatever_the_metrics(tmp_path):
         result = runner.invoke(app, ["rank", *args, "--metrics", metric, "--resamples", "0"])
         assert result.exit_code == 0, result.output
         assert {e["key"]: e["created"] for e in Store(tmp_path).entries()} == entries
+
+
+def test_warnings_about_the_encoders_own_columns_are_not_shown():
+    # a text encoder can give embedding columns that are constant over a task's few class names (the
+    # demo saw 2 of MiniLM's 384): a property of the encoder, not of the user's data, so rank's own
+    # F-labels do not warn about it; F-labels a user passes to the estimator still do
+    import warnings
+
+    from emms.errors import EmmsWarning
+    from emms.metrics import get_metric
+    from emms.pipeline import _ScoringJob
+
+    rng = np.random.default_rng(0)
+    features = {"a": rng.normal(size=(60, 5)), "b": rng.normal(size=(60, 7))}
+    z = rng.normal(size=(60, 6))
+    z[:, 2] = 0.5  # a constant column
+    for own, expected in ((True, 0), (False, 1)):
+        job = _ScoringJob(get_metric("emms"), features, [z, rng.normal(size=(60, 6))], {}, {}, ["e1", "e2"], "cpu",
+                          own_flabels=own)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", EmmsWarning)
+            rows = job.run([])
+        assert len(rows) == 2
+        shown = {str(w.message) for w in caught if str(w.message).startswith("f_labels[0]: ignored 1 constant column")}
+        assert len(shown) == expected, [str(w.message) for w in caught]
