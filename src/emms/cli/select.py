@@ -39,6 +39,7 @@ def select(
     threads: int = typer.Option(1, "--threads", help="torch threads per worker."),
     out: Path | None = typer.Option(None, "--out", help="Write the selection to this .json or .csv file."),
     as_json: bool = typer.Option(False, "--json", help="Print the selection as JSON instead of a table."),
+    report: Path | None = typer.Option(None, "--report", help="Write an HTML report: the frozen ranking with the race's predicted fine-tuned scores."),
 ) -> None:
     """Recommend the model that will fine-tune best: order the pool by frozen scores, then fine-tune
     the first candidates in a successive-halving race on a train split, judged on a held-out
@@ -63,6 +64,9 @@ def select(
                              progress=progress)
         if out is not None:
             (result.to_json if out.suffix.lower() == ".json" else result.to_csv)(out)
+        if report is not None:
+            result.frozen.selection = result.to_dict()
+            result.frozen.to_html(report)
         if as_json:
             print_json(result.to_dict())
         else:
@@ -73,8 +77,9 @@ def select(
             say(result.summary())
             for note in result.notes:
                 say(f"note: {note}")
-        if out is not None:
-            err_console.print(f"selection written to {out}", highlight=False)
+        for path, what in ((out, "selection"), (report, "report")):
+            if path is not None:
+                err_console.print(f"{what} written to {path}", highlight=False)
 
 
 def _rows(result) -> tuple[list[str], list[list[str]]]:  # noqa: ANN001 - emms.selection.Selection
