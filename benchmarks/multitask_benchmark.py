@@ -144,9 +144,8 @@ def score(kinds: list[str], cache: Path) -> None:
 
     store = Store(cache)
     path = DATA / "multitask_scores.csv"
-    old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["target", "model", "metric", "score", "seconds"])
-    rows = []
     for kind in kinds:
+        rows = []
         data, task = finetune_data(kind, store)
         target_name = data.name
         features, probs = {}, {}
@@ -177,9 +176,9 @@ def score(kinds: list[str], cache: Path) -> None:
                 value = emms.score(feats, target, metric, **extra)
                 rows.append({"target": target_name, "model": model, "metric": metric, "score": float(value),
                              "seconds": time.perf_counter() - started})
-    new = pd.DataFrame(rows)
-    merged = pd.concat([old[~old.target.isin(new.target.unique())], new], ignore_index=True)
-    merged.sort_values(["target", "metric", "model"]).to_csv(path, index=False, float_format="%.10g")
+        old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["target", "model", "metric", "score", "seconds"])
+        merged = pd.concat([old[old.target != target_name], pd.DataFrame(rows)], ignore_index=True)
+        merged.sort_values(["target", "metric", "model"]).to_csv(path, index=False, float_format="%.10g")
 
 
 def report(n_resamples: int) -> str:
