@@ -65,8 +65,7 @@ def select(
         if out is not None:
             (result.to_json if out.suffix.lower() == ".json" else result.to_csv)(out)
         if report is not None:
-            result.frozen.selection = result.to_dict()
-            result.frozen.to_html(report)
+            result.to_html(report)
         if as_json:
             print_json(result.to_dict())
         else:
