@@ -333,3 +333,28 @@ def test_warnings_about_the_encoders_own_columns_are_not_shown():
         assert len(rows) == 2
         shown = {str(w.message) for w in caught if str(w.message).startswith("f_labels[0]: ignored 1 constant column")}
         assert len(shown) == expected, [str(w.message) for w in caught]
+
+
+def test_demo_compares_with_the_shipped_fine_tuned_truth(monkeypatch, tmp_path):
+    # the package's copy equals the fm10 rows of the committed benchmark truth, and the demo passes it to rank
+    import pandas as pd
+
+    import emms.pipeline
+    from emms.cli.rank import DEMO_MODELS, demo_truth
+
+    from pathlib import Path
+
+    committed = pd.read_csv(Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "finetune_truth.csv")
+    fm10 = committed[(committed.target == "fm10") & committed.model.isin(DEMO_MODELS)]
+    assert demo_truth() == pytest.approx(dict(zip(fm10.model, fm10.value))) and len(fm10) == len(DEMO_MODELS)
+    seen = {}
+
+    def capture(data, models, **kwargs):
+        seen.update(kwargs, models=models)
+        raise InputError("stop here")
+
+    monkeypatch.setattr(emms.pipeline, "rank", capture)
+    result = runner.invoke(app, ["demo", "--out-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "stop here" in result.stderr
+    assert emms.evaluate.summary.match_truth(seen["truth"], seen["models"]) == pytest.approx(
+        {f"builtin:{m}": v for m, v in zip(fm10.model, fm10.value)})
