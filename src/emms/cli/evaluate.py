@@ -22,11 +22,16 @@ CONFIDENCE = 0.95
 
 @app.command()
 def evaluate(
-    scores: Path = typer.Option(..., "--scores", help="What `emms rank --out` wrote (.json or .csv), or a CSV: model, metric, score (long) or model + one column per metric; optional target column."),
-    truth: Path = typer.Option(..., "--truth", help="CSV of fine-tuned performance (higher is better): a model column (names with or without builtin:) and a value column; optional target column."),
-    truth_column: str = typer.Option("value", "--truth-column", help="The --truth column holding the fine-tuned performance (e.g. accuracy)."),
-    target: str = typer.Option(None, "--target", help="Evaluate against this target of --truth only (needed when the scores name no target and the truth holds several)."),
-    out: Path = typer.Option(None, "--out", help="Write the evaluation here: JSON (.json, the --json document) or CSV (.csv, one row per statistic)."),
+    scores: Path = typer.Option(..., "--scores", help="What `emms rank --out` wrote (.json or .csv), or a CSV: model, metric, "
+            "score (long) or model + one column per metric; optional target column."),
+    truth: Path = typer.Option(..., "--truth", help="CSV of fine-tuned performance (higher is better): a model column (names "
+            "with or without builtin:) and a value column; optional target column."),
+    truth_column: str = typer.Option("value", "--truth-column", help="The --truth column holding the fine-tuned performance "
+            "(e.g. accuracy)."),
+    target: str = typer.Option(None, "--target", help="Evaluate against this target of --truth only (needed when the scores "
+            "name no target and the truth holds several)."),
+    out: Path = typer.Option(None, "--out", help="Write the evaluation here: JSON (.json, the --json document) or CSV (.csv, "
+            "one row per statistic)."),
     as_json: bool = typer.Option(False, "--json", help="Print the evaluation document as JSON instead of tables."),
     resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples over models for the intervals."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),

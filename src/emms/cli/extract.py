@@ -16,13 +16,17 @@ from emms.cli._common import app, errors_as_exit, print_json, progress_reporter,
 
 @app.command()
 def extract(
-    data: str = typer.Option(..., "--data", help="Dataset: builtin:NAME, an image folder, a CSV/JSONL/Parquet manifest or a saved Hugging Face dataset."),
-    models: str = typer.Option(..., "--models", help="Comma-separated model specs (builtin:NAME, hf:ID, st:ID, timm:NAME, file:X.npy)."),
+    data: str = typer.Option(..., "--data", help="Dataset: builtin:NAME, an image folder, a CSV/JSONL/Parquet manifest or a "
+            "saved Hugging Face dataset."),
+    models: str = typer.Option(..., "--models", help="Comma-separated model specs (builtin:NAME, hf:ID, st:ID, timm:NAME, "
+            "file:X.npy)."),
     cache: Path = typer.Option(None, "--cache", help="Cache directory (default $EMMS_CACHE or ~/.cache/emms)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or mps."),
     batch_size: int = typer.Option(64, "--batch-size"),
-    image_size: int = typer.Option(None, "--image-size", help="Input resolution for the packaged backbones (default: native); as rank's."),
-    max_samples: int = typer.Option(None, "--max-samples", help="Seeded subsample, as rank's (for captioning and VQA it counts images)."),
+    image_size: int = typer.Option(None, "--image-size", help="Input resolution for the packaged backbones (default: native); "
+            "as rank's."),
+    max_samples: int = typer.Option(None, "--max-samples", help="Seeded subsample, as rank's (for captioning and VQA it counts "
+            "images)."),
     seed: int = typer.Option(0, "--seed", help="Subsampling seed."),
     task: str = typer.Option(None, "--task", help="Task kind of a manifest (inferred from its columns when omitted)."),
     text_column: str = typer.Option(None, "--text-column", help="The data's input text column, when it is not named 'text'."),

@@ -28,33 +28,53 @@ _OUT_SUFFIXES = (".json", ".csv")
 
 @app.command()
 def rank(
-    data: str = typer.Option(..., "--data", help="Dataset: builtin:NAME, an image folder, a CSV/JSONL/Parquet manifest or a saved Hugging Face dataset."),
-    models: str = typer.Option(..., "--models", help="Comma-separated model specs (builtin:NAME, hf:ID, st:ID, timm:NAME, file:X.npy)."),
-    task: str = typer.Option(None, "--task", help="Task kind (classification, multilabel, regression, captioning, vqa, text_qa, referring, detection); inferred when omitted."),
-    encoders: str = typer.Option("offline", "--encoders", help="Foundation text encoders for F-labels: a named set (offline, paper) or a comma-separated list."),
-    metrics: str = typer.Option("emms", "--metrics", help="Comma-separated metric names (see `emms metrics`); the first one makes the recommendation."),
-    option: list[str] = typer.Option(None, "--option", help="A metric option METRIC.NAME=VALUE (repeatable), e.g. knn.k=3 or emms.score=in_sample."),
-    template: list[str] = typer.Option(None, "--template", help="Class-name prompt template with {} (repeatable; several are averaged), e.g. 'a photo of a {}.'."),
-    truth: Path = typer.Option(None, "--truth", help="CSV of fine-tuned performance: a model column (names with or without builtin:) and a value column; optional target column."),
-    truth_column: str = typer.Option("value", "--truth-column", help="The --truth column holding the fine-tuned performance (e.g. accuracy)."),
-    target: str = typer.Option(None, "--target", help="The --truth target these models were ranked for, when its CSV holds several."),
-    out: Path = typer.Option(None, "--out", help="Write the result here: JSON (.json, the --json document) or CSV (.csv, one row per model and metric)."),
+    data: str = typer.Option(..., "--data", help="Dataset: builtin:NAME, an image folder, a CSV/JSONL/Parquet manifest or a "
+            "saved Hugging Face dataset."),
+    models: str = typer.Option(..., "--models", help="Comma-separated model specs (builtin:NAME, hf:ID, st:ID, timm:NAME, "
+            "file:X.npy)."),
+    task: str = typer.Option(None, "--task", help="Task kind (classification, multilabel, regression, captioning, vqa, text_qa, "
+            "referring, detection); inferred when omitted."),
+    encoders: str = typer.Option("offline", "--encoders", help="Foundation text encoders for F-labels: a named set (offline, "
+            "paper) or a comma-separated list."),
+    metrics: str = typer.Option("emms", "--metrics", help="Comma-separated metric names (see `emms metrics`); the first one "
+            "makes the recommendation."),
+    option: list[str] = typer.Option(None, "--option", help="A metric option METRIC.NAME=VALUE (repeatable), e.g. knn.k=3 "
+            "or emms.score=in_sample."),
+    template: list[str] = typer.Option(None, "--template", help="Class-name prompt template with {} (repeatable; several are "
+            "averaged), e.g. 'a photo of a {}.'."),
+    truth: Path = typer.Option(None, "--truth", help="CSV of fine-tuned performance: a model column (names with or without "
+            "builtin:) and a value column; optional target column."),
+    truth_column: str = typer.Option("value", "--truth-column", help="The --truth column holding the fine-tuned performance "
+            "(e.g. accuracy)."),
+    target: str = typer.Option(None, "--target", help="The --truth target these models were ranked for, when its CSV holds "
+            "several."),
+    out: Path = typer.Option(None, "--out", help="Write the result here: JSON (.json, the --json document) or CSV (.csv, one "
+            "row per model and metric)."),
     report: Path = typer.Option(None, "--report", help="Write a self-contained HTML report here."),
     as_json: bool = typer.Option(False, "--json", help="Print the result document as JSON instead of tables."),
-    cache: Path = typer.Option(None, "--cache", help="Cache directory for features and label embeddings (default $EMMS_CACHE or ~/.cache/emms)."),
+    cache: Path = typer.Option(None, "--cache", help="Cache directory for features and label embeddings (default $EMMS_CACHE or "
+            "~/.cache/emms)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or mps: runs the models and text encoders; "
                                                        "on a GPU also EMMS's statistics and solve."),
-    max_samples: int = typer.Option(None, "--max-samples", help="Seeded subsample of the data: rows, stratified by class for classification; for captioning and VQA it counts images, and every caption or question of a kept image stays (so there are more rows)."),
+    max_samples: int = typer.Option(None, "--max-samples", help="Seeded subsample of the data: rows, stratified by class for "
+            "classification; for captioning and VQA it counts images, and every caption or question of a kept image stays (so "
+            "there are more rows)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the subsample and the resamples."),
-    resamples: int = typer.Option(10, "--resamples", help="Re-score the first metric on this many random halves of the samples to tell how often each model comes out best (0: skip)."),
+    resamples: int = typer.Option(10, "--resamples", help="Re-score the first metric on this many random halves of the samples "
+            "to tell how often each model comes out best (0: skip)."),
     text_column: str = typer.Option(None, "--text-column", help="The data's input text column, when it is not named 'text'."),
-    label_column: str = typer.Option(None, "--label-column", help="The data's label column, when it is not named 'label' (or the task's label column)."),
+    label_column: str = typer.Option(None, "--label-column", help="The data's label column, when it is not named 'label' (or "
+            "the task's label column)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     image_size: int = typer.Option(None, "--image-size", help="Input resolution for the packaged backbones (default: native)."),
-    layers: str = typer.Option("last", "--layers", help="Layers to score: last (the model's own features), best (each layer scored, the best kept per model and metric), mean (mean of the pooled layers), all, or indices such as 3,-2 (each its own candidate)."),
-    scheduler: str = typer.Option(None, "--scheduler", help="Extract features and score on Dask: 'local' (a LocalCluster) or a scheduler address (tcp://host:8786; workers must share the --cache directory); default: in this process."),
+    layers: str = typer.Option("last", "--layers", help="Layers to score: last (the model's own features), best (each layer "
+            "scored, the best kept per model and metric), mean (mean of the pooled layers), all, or indices such as 3,-2 "
+            "(each its own candidate)."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Extract features and score on Dask: 'local' (a LocalCluster) or a "
+            "scheduler address (tcp://host:8786; workers must share the --cache directory); default: in this process."),
 ) -> None:
-    """Rank MODELS on DATA by each metric: the recommended model and how sure, then the table; optionally JSON/CSV and an HTML report."""
+    """Rank MODELS on DATA by each metric: the recommended model and how sure, then the table; optionally
+    JSON/CSV and an HTML report."""
     with errors_as_exit(resumable=True):
         _check_outputs(out, report)
         metric_names = split_list(metrics, "--metrics")

@@ -39,7 +39,8 @@ def select(
     threads: int = typer.Option(1, "--threads", help="torch threads per worker."),
     out: Path | None = typer.Option(None, "--out", help="Write the selection to this .json or .csv file."),
     as_json: bool = typer.Option(False, "--json", help="Print the selection as JSON instead of a table."),
-    report: Path | None = typer.Option(None, "--report", help="Write an HTML report: the frozen ranking with the race's predicted fine-tuned scores."),
+    report: Path | None = typer.Option(None, "--report", help="Write an HTML report: the frozen ranking with the race's "
+                                                              "predicted fine-tuned scores."),
 ) -> None:
     """Recommend the model that will fine-tune best: order the pool by frozen scores, then fine-tune
     the first candidates in a successive-halving race on a train split, judged on a held-out
