@@ -160,7 +160,7 @@ def test_cli_rank_with_truth(cache, tmp_path):
     truth = tmp_path / "truth.csv"
     names = [m.removeprefix("builtin:") for m in MODELS]
     truth.write_text("target,model,accuracy\n" + "".join(f"{t},{m},{v}\n" for t in ("a", "b")
-                                                         for m, v in zip(names, (0.8, 0.9, 0.85))))
+                                                         for m, v in zip(names + ["not_ranked"], (0.8, 0.9, 0.85, 1))))
     args = ["rank", "--data", DATA, "--task", "classification", "--models", ",".join(MODELS),
             "--encoders", "minilm-l6,paraphrase-minilm-l3", "--metrics", "emms,logme", "--max-samples", "150",
             "--cache", str(cache), "--json", "--truth", str(truth), "--truth-column", "accuracy", "--resamples", "0"]
@@ -175,6 +175,7 @@ def test_cli_rank_with_truth(cache, tmp_path):
         assert corr[metric]["kendall_tau"] == pytest.approx(stats.kendalltau(s, t).statistic)
         assert corr[metric]["weighted_tau"] == pytest.approx(stats.weightedtau(s, t).statistic)
     assert doc["answer"]["truth"]["best"] == MODELS[1]
+    assert "truth rows for models not ranked are ignored: not_ranked" in doc["notes"]
     two_targets = runner.invoke(app, args)
     assert two_targets.exit_code == 2 and "--target" in two_targets.stderr
 

@@ -214,7 +214,7 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
             Features and scores equal the in-process ones.
     """
     from emms.data import as_task_data
-    from emms.evaluate.summary import match_truth
+    from emms.evaluate.summary import match_truth, model_key
     from emms.extract import extract_layer_choice
     from emms.labels import NATIVE_TARGET_KINDS, embed_f_labels, native_target
     from emms.models.layers import check_layer_choice, collapse_resampled, collapse_rows, layer_meta
@@ -329,6 +329,10 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
     if truth_values is not None:
         result.truth = truth_values
         result.correlations = correlations_table(result.table, result.truth)
+        ranked = {model_key(m) for m in truth_values}
+        unused = [str(name) for name in truth if model_key(name) not in ranked]
+        if unused:
+            notes.append(f"truth rows for models not ranked are ignored: {', '.join(unused)}")
     return result
 
 
