@@ -178,6 +178,17 @@ def test_chunked_equals_in_memory_and_streamed(mixture, tmp_path):
     assert from_map.score_ == pytest.approx(in_memory.score_, rel=1e-10, abs=1e-12)
 
 
+def test_large_offsets_take_the_centred_path_and_lose_nothing():
+    """Float64 chunks use raw products only when no column's offset would cost accuracy."""
+    x, z = _informative(11, n=600)
+    shifted = x + np.where(np.arange(x.shape[1]) % 2 == 0, 1e7, 0.0)    # half the columns far off zero
+    for rows in (64, 10_000):
+        assert _fit(shifted, [b + 1e6 for b in z], chunk_rows=rows).score_ == pytest.approx(_fit(x, z).score_, rel=1e-9)
+    xs = (x - x.mean(0)) / x.std(0)  # the raw-product path agrees with a two-pass computation
+    gram = SufficientStats.from_arrays(x, z, chunk_rows=50).standardised().gram
+    np.testing.assert_allclose(gram, xs.T @ xs, rtol=0, atol=1e-10 * len(x))
+
+
 def test_integer_and_float32_inputs_are_never_modified():
     x, z = _informative(6)
     xi = np.round(x * 10).astype(np.int32)

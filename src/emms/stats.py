@@ -41,6 +41,8 @@ _GROUPED_MAX_DISTINCT_FRACTION = 0.25
 _GROUPED_MIN_COLUMNS = 16
 
 
+#: Raw (uncentred) products are used for a float64 chunk only if every column has mean² <= this × variance.
+_MAX_OFFSET_RATIO = 1e4
 #: :meth:`SufficientStats.from_arrays` reads about this many bytes of float64 per chunk.
 _CHUNK_BYTES = 32 * 2**20
 
@@ -91,6 +93,8 @@ def _distinct_rows(y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     projection collision (distinct rows, same value) falls back to sorting the rows themselves.
     """
     n = y.shape[0]
+    if np.unique(y[:, 0]).size > _GROUPED_MAX_DISTINCT_FRACTION * n:  # rows differ at least that much: no grouping
+        return None
     probe = y @ np.random.default_rng(0).standard_normal(y.shape[1])
     _, first, inverse = np.unique(probe, return_index=True, return_inverse=True)
     if first.size > _GROUPED_MAX_DISTINCT_FRACTION * n:
@@ -257,6 +261,7 @@ class SufficientStats:
         written). Each is centred on its chunk mean into one float64 buffer, [X − x̄] (n, D) and
         [Z_1 − z̄_1, …, Z_K − z̄_K] (n, ΣL_k); then XᵀX, XᵀZ and the paired co-moments. NaN/Inf
         show up in the chunk's minima/maxima, which are checked (InputError naming ``names[i]``).
+        Float64 chunks skip the centred copy when that loses nothing (:meth:`_uncentred_moments`).
         """
         stats = cls(paired=paired)
         stats.n_samples = n = x.shape[0]
@@ -265,6 +270,8 @@ class SufficientStats:
         stats._x_mean, stats._x_min, stats._x_max = _column_summary(x, names[0])
         summaries = [_column_summary(block, name) for block, name in zip(z, names[1:])]
         stats._z_mean, stats._z_min, stats._z_max = (np.concatenate(parts) for parts in zip(*summaries))
+        if x.dtype == np.float64 and all(b.dtype == np.float64 for b in z) and stats._uncentred_moments(x, z):
+            return stats
         xc = np.subtract(x, stats._x_mean, dtype=np.float64)
         zc = np.empty((n, sum(widths)))
         offsets = stats._offsets()
@@ -282,6 +289,38 @@ class SufficientStats:
                 m, c = min(widths[k], widths[j]), offsets[j][0]
                 stats._zz[k, j, :m] = stats._zz[j, k, :m] = np.einsum("nl,nl->l", zc[:, a:a + m], zc[:, c:c + m])
         return stats
+
+    def _uncentred_moments(self, x: np.ndarray, z: Sequence[np.ndarray]) -> bool:
+        """Co-moments of float64 chunks from raw products, without a centred copy; False (nothing set)
+        when a column's offset would cost accuracy.
+
+        M = AᵀB − n·āb̄ᵀ loses about log10(ā²/var_a) digits to cancellation; it is used only when
+        every column has mean² <= 1e4·variance (error <= ~1e-12 relative), else the caller centres.
+        """
+        n = self.n_samples
+        spread = np.concatenate([self._x_max - self._x_min, self._z_max - self._z_min])
+        if np.any(np.abs(np.concatenate([self._x_mean, self._z_mean])) > 100.0 * spread):
+            return False  # the variance is at most the range squared: certainly too large an offset
+        xx = x.T @ x
+        xx -= n * np.outer(self._x_mean, self._x_mean)
+        offsets = self._offsets()
+        squares = np.concatenate([np.einsum("nl,nl->l", block, block) for block in z]) - n * self._z_mean**2
+        variances = np.concatenate([np.diag(xx), squares]) / n
+        if np.any(np.concatenate([self._x_mean, self._z_mean]) ** 2 > _MAX_OFFSET_RATIO * variances):
+            return False
+        self._xx = xx
+        self._xz = np.empty((x.shape[1], offsets[-1][1]))
+        for (a, b), block in zip(offsets, z):
+            self._xz[:, a:b] = cross_product(x, block)
+        self._xz -= n * np.outer(self._x_mean, self._z_mean)
+        self._zz = np.zeros((len(z), len(z), max(self._widths)))
+        for k, (a, b) in enumerate(offsets):
+            self._zz[k, k, : b - a] = squares[a:b]
+            for j in range(k + 1, len(z) if self.paired else k + 1):
+                m, c = min(b - a, offsets[j][1] - offsets[j][0]), offsets[j][0]
+                self._zz[k, j, :m] = self._zz[j, k, :m] = (np.einsum("nl,nl->l", z[k][:, :m], z[j][:, :m])
+                                                           - n * self._z_mean[a:a + m] * self._z_mean[c:c + m])
+        return True
 
     def _absorb(self, other: SufficientStats) -> SufficientStats:
         if other.n_samples == 0:
