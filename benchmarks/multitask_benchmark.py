@@ -2,7 +2,7 @@
 text QA, on the GENERATED tasks of :mod:`emms.data.multitask` (real Fashion-MNIST garments and real
 Debian fortunes, templated labels).
 
-Three steps, each resumable:
+Three steps, each resumable (after ``calibrate``: the difficulty check on 3 candidates, run first):
 
     # 1. ground truth: fine-tune every candidate (all layers + the kind's head), one JSON record per run
     nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/multitask_benchmark.py grid --kinds captioning,vqa
@@ -42,6 +42,9 @@ TEXT_MODELS = ("minilm_l6_layer1", "minilm_l6_layer3", "minilm_l6", "minilm_l6_r
 #: more optimisation steps than 300 canvases give at batch 64, hence batch 16.
 SETTINGS = {"captioning": (8, 64, 1e-3), "vqa": (6, 32, 1e-3), "referring": (10, 16, 1e-3), "text_qa": (3, 32, 1e-4)}
 SEEDS = (0, 1)
+#: Calibration candidates: the cheapest backbone, a mid-size ImageNet one and its random copy.
+CALIBRATION_IMAGE = ("onet_mtcnn", "mnv2_imagenet", "mnv2_imagenet_random")
+CALIBRATION_TEXT = ("minilm_l6_layer1", "minilm_l6", "minilm_l6_random")
 #: Metrics scored per kind (besides EMMS): what the kind's native target allows.
 CLASS_METRICS = ("logme", "hscore_reg", "transrate", "gbc", "sfda", "nleep", "knn", "linear_probe", "leep")
 BASELINES = {"captioning": (), "vqa": CLASS_METRICS, "referring": ("logme",), "text_qa": CLASS_METRICS}
@@ -89,6 +92,23 @@ def run_grid(kinds: list[str], seeds: tuple[int, ...], models: list[str] | None)
             for failure in result.failures:
                 print(f"FAILED {failure}", file=sys.stderr, flush=True)
     write_truth()
+
+
+def calibrate(kinds: list[str]) -> None:
+    """Difficulty check before the grid: the calibration candidates, both seeds, the grid's protocol,
+    records in ``multitask_calibration/`` (separate from the grid's); prints each kind's spread."""
+    import torch
+
+    from emms.finetune import run_grid as grid
+
+    torch.set_num_threads(1)
+    for kind in kinds:
+        data, _ = finetune_data(kind)
+        models = CALIBRATION_TEXT if kind == "text_qa" else CALIBRATION_IMAGE
+        result = grid([data], models, lrs=[SETTINGS[kind][2]], seeds=list(SEEDS), out_dir=DATA / "multitask_calibration",
+                      protocol=protocol(kind))
+        print(result.results[["target", "model", "seed", "val_score", "test_score", "cpu_seconds"]].to_string(index=False))
+        print(result.truth.to_string(index=False), flush=True)
 
 
 def write_truth() -> None:
@@ -221,7 +241,7 @@ def report(n_resamples: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=("grid", "score", "report", "truth"))
+    parser.add_argument("step", choices=("calibrate", "grid", "score", "report", "truth"))
     parser.add_argument("--kinds", default="captioning,vqa,referring,text_qa")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--models", default=None, help="comma-separated subset of the candidates")
@@ -231,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
     kinds = [k.strip() for k in args.kinds.split(",")]
     if args.step == "grid":
         run_grid(kinds, tuple(int(s) for s in args.seeds.split(",")), args.models.split(",") if args.models else None)
+    elif args.step == "calibrate":
+        calibrate(kinds)
     elif args.step == "truth":
         write_truth()
     elif args.step == "score":
