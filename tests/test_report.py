@@ -170,3 +170,12 @@ def test_a_fine_tuning_race_appears_in_the_answer_and_the_report():
     page = ranking.to_html()
     assert "<h2>Fine-tuning race</h2>" in page and "predicted fine-tuned accuracy" in page
     assert "[0.900, 0.920]" in page and "not raced" in page
+
+
+def test_a_pick_that_loses_most_resamples_is_called_unstable():
+    ranking = _ranking({"emms": FIVE}, resampled=_resamples(dict(zip(FIVE, (4, 6, 0, 0, 0))), 10))
+    sentence = ranking.answer()["sentences"][1]
+    assert sentence.startswith("How sure: builtin:m0 scored best in 4 of 10 random halves")
+    assert "builtin:m1 did more often (60%), so the pick is not stable" in sentence
+    page = ranking.to_html()
+    assert "<th>emms interval</th>" in page

@@ -48,8 +48,14 @@ def answer(ranking) -> dict:
         n = int(resampled["resample"].nunique())
         share = doc["p_best"][pick]
         runner = max((m for m in doc["p_best"] if m != pick), key=lambda m: doc["p_best"][m])
-        sentences.append(f"How sure: {pick} scored best in {round(share * n)} of {n} random halves of the samples "
-                         f"({share:.0%}); next {runner} ({doc['p_best'][runner]:.0%}).")
+        text = (f"How sure: {pick} scored best in {round(share * n)} of {n} random halves of the samples "
+                f"({share:.0%}); ")
+        if doc["p_best"][runner] > share:
+            text += (f"{runner} did more often ({doc['p_best'][runner]:.0%}), so the pick is not stable: "
+                     "the two are within the score noise.")
+        else:
+            text += f"next {runner} ({doc['p_best'][runner]:.0%})."
+        sentences.append(text)
     elif n_models >= 2:
         sentences.append("How sure: not measured (no resamples were run).")
     if len(ranking.metrics) > 1 and n_models >= 2:

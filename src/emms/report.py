@@ -89,7 +89,8 @@ def _ranking_table(ranking, answer: dict) -> str:
     intervals = answer["intervals"] or {}
     head = "<tr><th>model</th>"
     head += "<th>best in resamples</th>" if answer["p_best"] else ""
-    head += "".join(f"<th>{_e(m)} (rank)</th>" for m in metrics)
+    head += "".join(f"<th>{_e(m)} (rank)</th>" + (f"<th>{_e(m)} interval</th>" if m == answer["metric"] and intervals
+                                                   else "") for m in metrics)
     head += "<th>fine-tuned</th>" if ranking.truth else ""
     rows = [head + "</tr>"]
     for model in wide.index:
@@ -100,12 +101,13 @@ def _ranking_table(ranking, answer: dict) -> str:
             score = wide.loc[model, metric]
             if not np.isfinite(score):
                 cells.append("<td class='na' title='not scored: see the notes'>—</td>")
-                continue
-            rank = int(ranks.loc[model, metric])
-            cls = " class='best'" if rank == 1 else ""
-            interval = intervals.get(model) if metric == answer["metric"] else None
-            extra = f" <span class='meta'>[{interval[0]:.4g}, {interval[1]:.4g}]</span>" if interval else ""
-            cells.append(f"<td{cls}>{score:.4g} ({rank}){extra}</td>")
+            else:
+                rank = int(ranks.loc[model, metric])
+                cls = " class='best'" if rank == 1 else ""
+                cells.append(f"<td{cls}>{score:.4g} ({rank})</td>")
+            if metric == answer["metric"] and intervals:
+                interval = intervals.get(model)
+                cells.append(f"<td class='meta'>[{interval[0]:.4g}, {interval[1]:.4g}]</td>" if interval else "<td>—</td>")
         if ranking.truth:
             cells.append(f"<td>{ranking.truth[model]:.4g}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
