@@ -55,7 +55,7 @@ def answer(ranking) -> dict:
                      "the two are within the score noise.")
         else:
             text += f"next {runner} ({doc['p_best'][runner]:.0%})."
-        sentences.append(text)
+        sentences.append(text + f" This is how stable {metric}'s pick is on this data, not whether fine-tuning agrees.")
     elif n_models >= 2:
         sentences.append("How sure: not measured (no resamples were run).")
     if len(ranking.metrics) > 1 and n_models >= 2:

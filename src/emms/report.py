@@ -22,9 +22,9 @@ from matplotlib.ticker import MaxNLocator
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 h1{font-size:1.6em} h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5em 0} td,th{padding:.25em .7em;border-bottom:1px solid #eee;text-align:right}
+table{border-collapse:collapse;margin:.5em 0} td,th{padding:.25em .7em;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
 th{background:#f5f5f5} td:first-child,th:first-child{text-align:left} .best{font-weight:bold;color:#075}
-.meta{color:#555} img{max-width:100%;border:1px solid #eee} .na{color:#999}
+.meta{color:#555} img{max-width:100%;border:1px solid #eee} .na{color:#999} .scroll{overflow-x:auto}
 #answer{background:#f1f8f5;border:1px solid #bfe0d2;border-radius:6px;padding:.6em 1.2em;margin:1em 0}
 #answer .pick{font-size:1.35em;margin:.3em 0} #answer p{margin:.45em 0}
 """
@@ -79,7 +79,9 @@ def _answer_section(answer: dict) -> str:
 def _interval_words() -> str:
     from emms.answer import INTERVAL
 
-    return f"{INTERVAL:.0%} range of the half-sample scores, centred on the full-sample score"
+    return (f"{INTERVAL:.0%} range of the half-sample scores, centred on the full-sample score; every model is scored "
+            "on the same halves, so the differences between models are steadier than overlapping bars suggest "
+            "(the share of halves each model wins, above, is the paired comparison)")
 
 
 def _ranking_table(ranking, answer: dict) -> str:
@@ -111,7 +113,7 @@ def _ranking_table(ranking, answer: dict) -> str:
         if ranking.truth:
             cells.append(f"<td>{ranking.truth[model]:.4g}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return "<table>" + "".join(rows) + "</table>"
+    return "<div class='scroll'><table>" + "".join(rows) + "</table></div>"
 
 
 def _correlation_table(corr) -> str:
