@@ -179,3 +179,9 @@ def test_a_pick_that_loses_most_resamples_is_called_unstable():
     assert "builtin:m1 did more often (60%), so the pick is not stable" in sentence
     page = ranking.to_html()
     assert "<th>emms interval</th>" in page
+
+
+def test_p_best_with_models_a_resample_could_not_score():
+    resampled = pd.DataFrame({"resample": [0, 0, 1, 2, 2], "model": ["a", "b", "a", "a", "b"],
+                              "score": [1.0, 2.0, 3.0, np.nan, np.nan]})
+    assert p_best(resampled, ["a", "b"]) == {"a": 0.5, "b": 0.5}  # resample 2 scored nobody: left out

@@ -76,11 +76,14 @@ def answer(ranking) -> dict:
 
 
 def p_best(resampled: pd.DataFrame, models: list[str]) -> dict[str, float]:
-    """Share of resamples in which each model has the top score (a tie shares the win)."""
+    """Share of resamples in which each model has the top score (a tie shares the win; a model a
+    resample could not score does not win it)."""
     wide = resampled.pivot(index="resample", columns="model", values="score").reindex(columns=models)
     top = wide.to_numpy(float)
-    best = np.nanmax(top, axis=1, keepdims=True)
-    winners = (top == best).astype(float)
+    top = top[np.isfinite(top).any(axis=1)]  # a resample where no model could be scored says nothing
+    if not len(top):
+        return dict.fromkeys(models, 0.0)
+    winners = (top == np.nanmax(top, axis=1, keepdims=True)).astype(float)
     share = (winners / winners.sum(axis=1, keepdims=True)).mean(axis=0)
     return {m: float(s) for m, s in zip(models, share)}
 
