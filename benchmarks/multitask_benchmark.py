@@ -47,6 +47,8 @@ CALIBRATION_IMAGE = ("onet_mtcnn", "mnv2_imagenet", "mnv2_imagenet_random")
 CALIBRATION_TEXT = ("minilm_l6_layer1", "minilm_l6", "minilm_l6_random")
 #: Metrics scored per kind (besides EMMS): what the kind's native target allows.
 CLASS_METRICS = ("logme", "hscore_reg", "transrate", "gbc", "sfda", "nleep", "knn", "linear_probe", "leep")
+#: EMMS as scored: the default (GCV-corrected residual) and the official code's single-alternation number.
+EMMS_VARIANTS = {"emms": ("emms", {}), "emms_official": ("emms", {"solver": "official"})}
 BASELINES = {"captioning": (), "vqa": CLASS_METRICS, "referring": ("logme",), "text_qa": CLASS_METRICS}
 
 
@@ -64,6 +66,9 @@ def finetune_data(kind: str, store=None):  # noqa: ANN001, ANN201 - Store -> (Fi
 
     splits = multitask_tasks([kind], sizes=SIZES)[kind]
     return from_splits(splits["train"], splits["val"], splits["test"], name=f"mt-{kind}", store=store), splits["train"]
+
+
+KINDS_ORDER = ("captioning", "vqa", "referring", "text_qa")
 
 
 def models_of(kind: str) -> tuple[str, ...]:
@@ -184,37 +189,89 @@ def score(kinds: list[str], cache: Path) -> None:
         flabels = embed_f_labels(task.task, task.labels, task.class_names, encoders="offline", store=store).arrays
         classes = (np.asarray(data.train[1], dtype=np.int64) if kind == "text_qa"
                    else native_target(task.task, task.labels, task.class_names) if kind != "captioning" else None)
-        for metric in ("emms", "logme_flabels", *BASELINES[kind]):
+        for name, (metric, options) in {**EMMS_VARIANTS, **{m: (m, {}) for m in ("logme_flabels", *BASELINES[kind])}}.items():
             info = get_metric(metric)
             target = flabels if "flabels" in info.targets else classes
-            print(f"{kind}: {metric}", file=sys.stderr, flush=True)
+            print(f"{kind}: {name}", file=sys.stderr, flush=True)
             for model, feats in features.items():
                 if info.needs_source_probs and model not in probs:
                     continue
                 extra = {"source_probs": probs[model]} if info.needs_source_probs else {}
                 started = time.perf_counter()
-                value = emms.score(feats, target, metric, **extra)
-                rows.append({"target": target_name, "model": model, "metric": metric, "score": float(value),
+                value = emms.score(feats, target, metric, **options, **extra)
+                rows.append({"target": target_name, "model": model, "metric": name, "score": float(value),
                              "seconds": time.perf_counter() - started})
         old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["target", "model", "metric", "score", "seconds"])
         merged = pd.concat([old[old.target != target_name], pd.DataFrame(rows)], ignore_index=True)
         merged.sort_values(["target", "metric", "model"]).to_csv(path, index=False, float_format="%.10g")
 
 
+#: The paper's abstract, per kind: EMMS's gain over LogME with F-labels (%, weighted τ) and its wall-clock speed-up.
+PAPER = {"captioning": (20.1, 3.59), "vqa": (54.8, 6.19), "referring": (26.3, 6.29), "text_qa": (12.2, 5.66)}
+
+
+def read_records(folder: Path) -> pd.DataFrame:
+    """One row per run record under ``folder``/runs: target, model, seed, test score, CPU seconds."""
+    import json
+
+    rows = [json.loads(path.read_text()) for path in sorted(folder.glob("runs/*/*.json"))]
+    return pd.DataFrame([{"target": r["target"], "model": r["model"], "seed": r["seed"], "metric": r["primary"],
+                          "test_score": r["test_score"], "cpu_seconds": r["cpu_seconds"]} for r in rows],
+                        columns=["target", "model", "seed", "metric", "test_score", "cpu_seconds"])
+
+
+def spread_table(records: pd.DataFrame) -> list[str]:
+    """Per target: mean ± sd over seeds per model and each gap to the next model in seed standard errors."""
+    lines = []
+    for target, part in records.groupby("target"):
+        stats = (part.groupby("model").test_score.agg(["mean", "std", "count"]).sort_values("mean", ascending=False))
+        lines += [f"{target} ({part.metric.iloc[0]}, test split):", "",
+                  "| model | seeds | mean | sd over seeds | gap to next / its standard error |", "|---|---:|---:|---:|---:|"]
+        rows = list(stats.itertuples())
+        for i, row in enumerate(rows):
+            gap = ""
+            if i + 1 < len(rows) and row.count > 1 and rows[i + 1].count > 1:
+                nxt = rows[i + 1]
+                se = np.sqrt(row.std ** 2 / row.count + nxt.std ** 2 / nxt.count)
+                gap = f"{row.mean - nxt.mean:.3f} / {se:.3f} = {(row.mean - nxt.mean) / max(se, 1e-12):.1f}"
+            lines.append(f"| {row.Index} | {row.count} | {row.mean:.4f} | {row.std:.4f} | {gap} |")
+        lines.append("")
+    return lines
+
+
 def report(n_resamples: int) -> str:
-    """Markdown: per kind the truth, every metric's agreement with it, and EMMS vs LogME-F timing."""
+    """Markdown: calibration spreads, grid progress, scores vs truth for finished kinds, EMMS vs LogME-F timing."""
     from emms.evaluate import evaluate_scores, weighted_tau
 
-    truth = pd.read_csv(DATA / "multitask_truth.csv")
+    lines = ["### Calibration (3 candidates x 2 seeds, the grid's protocol)", ""]
+    lines += spread_table(read_records(DATA / "multitask_calibration"))
+    grid = read_records(RUNS)
+    lines += ["### Grid progress", "", "| kind | runs finished | of |", "|---|---:|---:|"]
+    for kind in KINDS_ORDER:
+        lines.append(f"| {kind} | {int((grid.target == f'mt-{kind}').sum())} | {len(models_of(kind)) * len(SEEDS)} |")
+    lines.append("")
     scores = pd.read_csv(DATA / "multitask_scores.csv")
+    seconds = scores.groupby(["target", "metric"]).seconds.sum().unstack()
+    lines += ["### EMMS vs LogME with F-labels: wall-clock per kind (seconds summed over the candidates, one call each)", "",
+              "| kind | EMMS (GCV) s | EMMS official s | LogME-F s | LogME-F / EMMS | LogME-F / EMMS official | paper |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for target in seconds.index:
+        kind = target.removeprefix("mt-")
+        e, o, lf = (seconds.loc[target].get(m, np.nan) for m in ("emms", "emms_official", "logme_flabels"))
+        lines.append(f"| {kind} | {e:.2f} | {o:.2f} | {lf:.2f} | {lf / e:.2f}x | {lf / o:.2f}x | {PAPER[kind][1]:.2f}x |")
+    lines.append("")
+    write_truth()
+    truth = pd.read_csv(DATA / "multitask_truth.csv") if (DATA / "multitask_truth.csv").is_file() else pd.DataFrame(
+        columns=["target", "model", "value", "value_std", "n_seeds", "metric"])
     complete = truth[truth.n_seeds >= len(SEEDS)]
-    kinds = [t for t in sorted(complete.target.unique())  # every scored model has its full truth
+    kinds = [t for t in sorted(complete.target.unique())  # every candidate of the kind has its full truth
              if not scores[scores.target == t].empty
-             and set(complete[complete.target == t].model) >= set(scores[scores.target == t].model)]
+             and set(complete[complete.target == t].model) >= set(models_of(t.removeprefix("mt-")))]
+    if not kinds:
+        return "\n".join(lines + ["No kind's grid has finished: no correlations yet.", ""])
     corr = evaluate_scores(scores[scores.target.isin(kinds)], complete[complete.target.isin(kinds)], n_resamples=n_resamples)
     corr.to_csv(DATA / "multitask_correlations.csv", index=False, float_format="%.6g")
     rng = np.random.default_rng(0)
-    lines = []
     for kind in kinds:
         part = complete[complete.target == kind].sort_values("value", ascending=False)
         sem = (part.value_std / np.sqrt(part.n_seeds)).to_numpy()
@@ -222,20 +279,23 @@ def report(n_resamples: int) -> str:
                            for _ in range(2000)])
         lines += [f"#### {kind}: truth = mean test {part.metric.iloc[0]} over {int(part.n_seeds.min())} seeds "
                   f"(noise ceiling of weighted τ: {ceiling:.2f})", "",
-                  "| model | truth ± seed sd | " + " | ".join(("emms", "logme_flabels")) + " |", "|---|---:|---:|---:|"]
+                  "| model | truth ± seed sd | emms | logme_flabels |", "|---|---:|---:|---:|"]
         wide = scores[scores.target == kind].pivot_table(index="model", columns="metric", values="score")
         for _, row in part.iterrows():
             lines.append(f"| {row.model} | {row.value:.4f} ± {row.value_std:.4f} | "
                          + " | ".join(f"{wide.loc[row.model, m]:.4g}" for m in ("emms", "logme_flabels")) + " |")
         c = corr[(corr.target == kind)]
         lines += ["", "| metric | weighted τ (95% CI) | Kendall τ | rel@1 | s per model |", "|---|---|---:|---:|---:|"]
-        seconds = scores[scores.target == kind].groupby("metric").seconds.mean()
-        wt = c[c.statistic == "weighted_tau_symmetric"].sort_values("value", ascending=False)
-        for _, r in wt.iterrows():
+        per_model = scores[scores.target == kind].groupby("metric").seconds.mean()
+        for _, r in c[c.statistic == "weighted_tau_symmetric"].sort_values("value", ascending=False).iterrows():
             cell = c[c.metric == r.metric].set_index("statistic")
             lines.append(f"| {r.metric} | {r.value:+.3f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}] | "
-                         f"{cell.loc['kendall_tau'].value:+.3f} | {cell.loc['rel@1'].value:.4f} | {seconds[r.metric]:.3f} |")
-        lines.append("")
+                         f"{cell.loc['kendall_tau'].value:+.3f} | {cell.loc['rel@1'].value:.4f} | {per_model[r.metric]:.3f} |")
+        emms_tau, logme_tau = (c[(c.metric == m) & (c.statistic == "weighted_tau_symmetric")].value.iloc[0]
+                               for m in ("emms", "logme_flabels"))
+        paper_gain = PAPER[kind.removeprefix("mt-")][0]
+        lines += ["", f"EMMS vs LogME-F on {kind}: weighted τ {emms_tau:+.3f} vs {logme_tau:+.3f} "
+                      f"(difference {emms_tau - logme_tau:+.3f}); the paper reports a {paper_gain:.1f} % gain.", ""]
     return "\n".join(lines)
 
 
