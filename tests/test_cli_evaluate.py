@@ -98,3 +98,18 @@ def test_evaluate_with_too_few_models_says_so(tmp_path):
     # LEEP scored 2 models there: no correlation (it would be -1 by construction), top-1 hit still defined
     assert rows["leep", "pearson"]["n_models"] == 2 and rows["leep", "pearson"]["value"] is None
     assert rows["leep", "top1_hit"]["value"] == 0.0
+
+
+def test_evaluate_reads_what_select_writes(tmp_path):
+    # the shape of emms.selection.Selection.to_dict(): frozen scores and the race's predictions per model
+    doc = {"recommended": MODELS[0], "results": [
+        {"model": m, "rank": i + 1, "predicted": v, "low": v - 0.01, "high": v + 0.01, "status": "finished",
+         "frozen:emms": v * 2, "frozen:params": float(i)} for i, (m, v) in enumerate(TRUTH.items())]}
+    (tmp_path / "selection.json").write_text(json.dumps(doc))
+    truth = _truth(tmp_path, "model,value\n" + "".join(f"{m},{v}\n" for m, v in TRUTH.items()))
+    result = RUNNER.invoke(app, ["evaluate", "--scores", str(tmp_path / "selection.json"), "--truth", truth,
+                                 "--json", "--resamples", "50"])
+    assert result.exit_code == 0, result.output
+    rows = {(r["metric"], r["statistic"]): r["value"] for r in json.loads(result.stdout)["results"]}
+    assert rows["race_predicted", "kendall_tau"] == pytest.approx(1.0) and rows["emms", "kendall_tau"] == pytest.approx(1.0)
+    assert rows["params", "kendall_tau"] == pytest.approx(stats.kendalltau(range(6), list(TRUTH.values())).statistic)

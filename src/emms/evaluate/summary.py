@@ -36,6 +36,8 @@ from emms.evaluate.correlations import (
 
 MEAN_TARGET = "mean"
 DEFAULT_TARGET = "target"
+#: The "metric" name under which a selection's predicted fine-tuned scores are evaluated.
+SELECTION_PREDICTED = "race_predicted"
 
 
 #: Rank correlations: NaN below :data:`MIN_MODELS` models (with 2 models each of them is +-1).
@@ -67,7 +69,9 @@ CI_STATISTICS = {
 
 def read_scores(path: str | Path) -> pd.DataFrame:
     """Read scores into long format (columns target, model, metric, score): the JSON document rank
-    writes (its ``results``), or a CSV in long or wide format. Rows without a score are dropped."""
+    writes (its ``results``), the one ``emms select --out`` writes (each frozen score a metric, the
+    race's predicted fine-tuned score the metric :data:`SELECTION_PREDICTED`), or a CSV in long or
+    wide format. Rows without a score are dropped."""
     path = Path(path)
     if path.suffix.lower() == ".json":
         table = _read_json_results(path)
@@ -271,9 +275,16 @@ def _read_json_results(path: Path) -> pd.DataFrame:
         raise InputError(f"scores: {path} is not a result document; expected the JSON that `emms rank --out` writes "
                          "(a 'results' list of model, metric, score records)")
     table = pd.DataFrame(records)
-    if not {"model", "metric", "score"} <= set(table.columns):
-        raise InputError(f"scores: the results in {path} lack model, metric or score fields")
-    return table
+    if {"model", "metric", "score"} <= set(table.columns):
+        return table
+    frozen = [c for c in table.columns if str(c).startswith("frozen:")]
+    if "model" in table.columns and (frozen or "predicted" in table.columns):  # a selection (emms select --out)
+        columns = {c: c.removeprefix("frozen:") for c in frozen}
+        if "predicted" in table.columns:
+            columns["predicted"] = SELECTION_PREDICTED
+        wide = table[["model", *columns]].rename(columns=columns)
+        return wide.melt(id_vars=["model"], var_name="metric", value_name="score")
+    raise InputError(f"scores: the results in {path} lack model, metric or score fields")
 
 
 def _read_csv(path: str | Path, name: str) -> pd.DataFrame:
