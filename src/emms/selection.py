@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -189,10 +189,10 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     meta = {"data": task_data.name, "task": task_data.task, "primary": head.primary, "models": models,
             "recall": recall, "metrics": metrics, "entrants": plan.entrants, "rungs": plan.rungs, "eta": eta,
             "n_train": len(split.train[1]), "n_val": n_val, "n_scored": int(len(train_rows)), "seed": seed,
-            "finetune_seed": finetune_seed, "lr": lr, "protocol": protocol.__dict__, "out_dir": str(out_dir),
+            "finetune_seed": finetune_seed, "lr": lr, "protocol": asdict(protocol), "out_dir": str(out_dir),
             "device": device}
-    notes = [f"intervals: validation sampling (95 %) plus, for stopped runs, the spread of the finished runs' "
-             f"remaining gains; seed-to-seed variation is not included"]
+    notes = ["intervals: validation sampling (95 %) plus, for stopped runs, the spread of the finished runs' "
+             "remaining gains; seed-to-seed variation is not included"]
     if not len(finished):
         notes.append("no model finished the full protocol within the budget: the recommendation is an extrapolation")
     elif table.iloc[0]["model"] != recommended:
@@ -244,10 +244,14 @@ def _train_task_data(task_data, split, rows: np.ndarray):  # noqa: ANN001, ANN20
 
 
 def _probe_costs(split, models: list[str], protocol, device: str, out_dir: Path, say: EventCallback) -> dict:  # noqa: ANN001
-    """Each model's timing probe, cached in ``out_dir/costs.json`` so a resumed race plans the same."""
+    """Each model's timing probe, cached in ``out_dir/costs-<protocol and device>.json`` so a resumed
+    race plans the same."""
+    import hashlib
+
     from emms.finetune.run import estimate_cost
 
-    path = out_dir / "costs.json"
+    key = hashlib.sha256(json.dumps([asdict(protocol), str(device)], sort_keys=True).encode()).hexdigest()[:12]
+    path = out_dir / f"costs-{key}.json"
     cached = json.loads(path.read_text()) if path.is_file() else {}
     for model in models:
         if model not in cached:
