@@ -359,3 +359,15 @@ def test_demo_compares_with_the_shipped_fine_tuned_truth(monkeypatch, tmp_path):
     assert result.exit_code == 2 and "stop here" in result.stderr
     assert emms.evaluate.summary.match_truth(seen["truth"], seen["models"]) == pytest.approx(
         {f"builtin:{m}": v for m, v in zip(fm10.model, fm10.value)})
+
+
+def test_a_metric_that_cannot_score_on_dask_leaves_the_others(tmp_path):
+    rng = np.random.default_rng(0)
+    models = []
+    for name in ("a", "b"):
+        np.save(tmp_path / f"{name}.npy", rng.normal(size=(20, 6)).astype(np.float32))
+        models.append(f"file:{tmp_path / name}.npy")
+    result = emms.rank("builtin:digits", models, metrics=["logme", "knn"], metric_options={"knn": {"k": 50}},
+                       max_samples=20, cache=tmp_path / "c", scheduler="synchronous", resamples=2)
+    assert result.metrics == ["logme"] and result.wide()["knn"].isna().all()
+    assert result.notes == ["knn: cannot score any model (k: expected an integer between 1 and n_samples - 1 = 19, got 50)"]

@@ -589,12 +589,19 @@ def _score_metric(info, features: dict, target, source_probs: dict, options: dic
 
         t0 = time.perf_counter()
         probs = {m: source_probs[m] for m in features} if info.needs_source_probs else None
-        results = score_models(features, target_arrays, info.name, scheduler=scheduler, source_probs_by_model=probs,
-                               **options)
+        try:
+            results = score_models(features, target_arrays, info.name, scheduler=scheduler,
+                                   source_probs_by_model=probs, **options)
+        except InputError as exc:  # on Dask one model's rejection stops the metric: said for every model
+            if failures is None:
+                raise
+            failures.extend((m, _one_line(exc)) for m in features)
+            return []
         seconds = (time.perf_counter() - t0) / len(results)
-        return [{"model": m, "metric": info.name, "score": r.score, "seconds": seconds,
+        rows = [{"model": m, "metric": info.name, "score": r.score, "seconds": seconds,
                  "weights": None if r.weights is None else dict(zip(encoder_labels, map(float, r.weights)))}
                 for m, r in results.items()]
+        return [row for row in rows if _finite_or_noted(row, failures)]
     if info.pool_relative:
         t0 = time.perf_counter()
         try:
