@@ -371,3 +371,22 @@ def test_a_metric_that_cannot_score_on_dask_leaves_the_others(tmp_path):
                        max_samples=20, cache=tmp_path / "c", scheduler="synchronous", resamples=2)
     assert result.metrics == ["logme"] and result.wide()["knn"].isna().all()
     assert result.notes == ["knn: cannot score any model (k: expected an integer between 1 and n_samples - 1 = 19, got 50)"]
+
+
+def test_warnings_under_the_api_point_at_the_call_once(tmp_path):
+    # a metric's warning for every model of the pool is shown once, at the user's call of emms.rank
+    import warnings
+
+    from emms.errors import EmmsWarning
+
+    rng = np.random.default_rng(0)
+    models = []
+    for name in ("a", "b"):
+        np.save(tmp_path / f"{name}.npy", rng.normal(size=(20, 30)).astype(np.float32))
+        models.append(f"file:{tmp_path / name}.npy")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        emms.rank("builtin:digits", models, metrics=["hscore"], max_samples=20, cache=tmp_path / "c", resamples=3)
+    shown = [w for w in caught if issubclass(w.category, EmmsWarning)]
+    assert [str(w.message)[:7] for w in shown] == ["hscore:"]
+    assert shown[0].filename == __file__

@@ -413,13 +413,15 @@ class _ScoringJob:
             target = [a[rows] for a in target] if isinstance(target, list) else target[rows]
             probs = {m: p[rows] for m, p in probs.items()}
         failures: list[tuple[str, str]] = []
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             if self.own_flabels:
                 warnings.filterwarnings("ignore", message=_OWN_FLABEL_WARNING, category=EmmsWarning)
-            if rows is not None:  # the full-data run has already said what there is to say
-                warnings.simplefilter("ignore", EmmsWarning)
             scored = _score_metric(self.info, features, target, probs, self.options, self.encoder_labels, scheduler,
                                    device=self.device, failures=failures)
+        if rows is None:  # each distinct warning once, at the caller of rank (a resample repeats the full run's)
+            for category, message in dict.fromkeys((w.category, str(w.message)) for w in caught):
+                warnings.warn(message, category, stacklevel=3)
         if rows is None and failures:
             reasons = {reason for _, reason in failures}
             if len(failures) == len(self.features) and len(reasons) == 1:
