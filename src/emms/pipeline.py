@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,10 @@ from emms._io import atomic_write_text
 from emms.errors import EmmsWarning, InputError
 from emms.metrics import get_metric, score_pool
 from emms.metrics.emms import EMMS
+
+if TYPE_CHECKING:
+    from emms.metrics.registry import MetricInfo
+    from emms.models.layers import LayerPlan
 
 DEFAULT_METRICS = ("emms",)
 DEFAULT_RESAMPLES = 10
@@ -258,15 +263,16 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
         targets[native_kind] = native_target(task_data.task, task_data.labels, task_data.class_names)
     need_probs = any(info.needs_source_probs for info in infos)
     with _dask_target(scheduler) as target:
-        plan = None
+        plan: LayerPlan | None = None
         if layer_choice == "last":
             features, source_probs = _extract_all(extractors, sources, task_data, store, batch_size=batch_size,
                                                   notify=notify, timings=timings, scheduler=target)
         else:
-            with_probs = {name: need_probs and hasattr(e, "extract_with_source_probs") for name, e in extractors.items()}
-            features, source_probs, plan = extract_layer_choice(
+            with_probs = {name: need_probs and has_source_head(e) for name, e in extractors.items()}
+            features, source_probs, chosen = extract_layer_choice(
                 extractors, task_data, layer_choice, store, batch_size, with_probs=with_probs, timings=timings,
                 progress=lambda name, done, total: notify("extract features", name, done, total))
+            plan = cast("LayerPlan", chosen)
         rows, first = [], None
         for i, info in enumerate(infos):
             kind = _target_kind_for(info, targets)
@@ -330,7 +336,7 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
         result.truth = truth_values
         result.correlations = correlations_table(result.table, result.truth)
         ranked = {model_key(m) for m in truth_values}
-        unused = [str(name) for name in truth if model_key(name) not in ranked]
+        unused = [str(name) for name in (truth or {}) if model_key(name) not in ranked]
         if unused:
             notes.append(f"truth rows for models not ranked are ignored: {', '.join(unused)}")
     return result
@@ -395,9 +401,9 @@ def correlations_table(table: pd.DataFrame, truth: Mapping[str, float]) -> pd.Da
 class _ScoringJob:
     """One metric over the pool, with its inputs aligned row by row (so it can be re-run on a subset)."""
 
-    info: object
+    info: MetricInfo
     features: dict
-    target: object  # an array, or a list of K F-label arrays
+    target: np.ndarray | list[np.ndarray]  # a native target, or K F-label arrays
     probs: dict
     options: dict
     encoder_labels: list[str]

@@ -22,7 +22,8 @@ from matplotlib.ticker import MaxNLocator
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 h1{font-size:1.6em} h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5em 0} td,th{padding:.25em .7em;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
+table{border-collapse:collapse;margin:.5em 0}
+td,th{padding:.25em .7em;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
 th{background:#f5f5f5} td:first-child,th:first-child{text-align:left} .best{font-weight:bold;color:#075}
 .meta{color:#555} img{max-width:100%;border:1px solid #eee} .na{color:#999} .scroll{overflow-x:auto}
 #answer{background:#f1f8f5;border:1px solid #bfe0d2;border-radius:6px;padding:.6em 1.2em;margin:1em 0}
