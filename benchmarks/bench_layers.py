@@ -16,6 +16,7 @@ subsample, so the three columns are comparable with each other (not with §1's N
     OMP_NUM_THREADS=1 python benchmarks/bench_layers.py timing
     OMP_NUM_THREADS=1 EMMS_FASHION_MNIST_DIR=... python benchmarks/bench_layers.py images
     OMP_NUM_THREADS=1 python benchmarks/bench_layers.py text --fortunes-dir DIR
+    python benchmarks/bench_layers.py images --report-only      # re-evaluate the committed scores
 
 Outputs (images/text): ``benchmarks/data/layers_{images,text}_scores.csv`` (target, model, metric,
 layer, score) and ``layers_{images,text}_correlations.csv``, and a markdown report on stdout.
@@ -148,7 +149,7 @@ def text_layers(args, store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
     return score_layers(TARGET, layers, classes, flabels, metrics), read_truth(ROOT / "data" / "text_truth.csv")
 
 
-def report(scores: pd.DataFrame, corr: pd.DataFrame, title: str) -> str:
+def report(scores: pd.DataFrame, corr: pd.DataFrame, truth: pd.DataFrame, title: str) -> str:
     mean = corr[corr.target == ("mean" if scores.target.nunique() > 1 else scores.target.iloc[0])]
     cell = mean.set_index(["metric", "statistic"])
     n_targets = scores.target.nunique()
@@ -168,6 +169,10 @@ def report(scores: pd.DataFrame, corr: pd.DataFrame, title: str) -> str:
               "| model | " + " | ".join(dict.fromkeys(best.base)) + " |", "|---|" + "---|" * best.base.nunique()]
     for model in dict.fromkeys(best.model):
         lines.append(f"| {model} | " + " | ".join(picks.get((b, model), "–") for b in dict.fromkeys(best.base)) + " |")
+    if scores.model.nunique() > 2:
+        from offline_benchmark import leave_one_out_tables
+
+        lines += [""] + leave_one_out_tables(scores, truth, tuple(dict.fromkeys(scores.metric)))
     return "\n".join(lines)
 
 
@@ -184,20 +189,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-images", type=int, default=512)
     parser.add_argument("--n-texts", type=int, default=256)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--report-only", action="store_true", help="re-evaluate the committed scores CSV")
     args = parser.parse_args(argv)
     if args.what == "timing":
         timing(args)
         return
-    store = Store(args.cache)
-    scores, truth = (image_layers if args.what == "images" else text_layers)(args, store)
     out = ROOT / "data"
-    scores.to_csv(out / f"layers_{args.what}_scores.csv", index=False, float_format="%.10g")
+    if args.report_only:
+        scores = pd.read_csv(out / f"layers_{args.what}_scores.csv")
+        truth = read_truth(ROOT / "data" / ("finetune_truth.csv" if args.what == "images" else "text_truth.csv"))
+    else:
+        scores, truth = (image_layers if args.what == "images" else text_layers)(args, Store(args.cache))
+        scores.to_csv(out / f"layers_{args.what}_scores.csv", index=False, float_format="%.10g")
     corr = evaluate_scores(scores[["target", "model", "metric", "score"]], truth, n_resamples=args.n_resamples)
     corr.to_csv(out / f"layers_{args.what}_correlations.csv", index=False, float_format="%.6g")
     title = (f"Layer choice on the offline {args.what} benchmark: {scores.model.nunique()} candidates x "
              f"{scores.target.nunique()} target(s)" + (f", N = {args.n_probe} probe images per target" if
                                                        args.what == "images" else ""))
-    print(report(scores, corr, title))
+    print(report(scores, corr, truth, title))
 
 
 if __name__ == "__main__":
