@@ -113,3 +113,16 @@ def test_evaluate_reads_what_select_writes(tmp_path):
     rows = {(r["metric"], r["statistic"]): r["value"] for r in json.loads(result.stdout)["results"]}
     assert rows["race_predicted", "kendall_tau"] == pytest.approx(1.0) and rows["emms", "kendall_tau"] == pytest.approx(1.0)
     assert rows["params", "kendall_tau"] == pytest.approx(stats.kendalltau(range(6), list(TRUTH.values())).statistic)
+
+
+def test_a_closed_pipe_stops_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    truth = _truth(tmp_path, "model,value\n" + "".join(f"{m},{v}\n" for m, v in TRUTH.items()))
+    command = [sys.executable, "-c", "from emms.cli import main; main()", "evaluate", "--scores",
+               _rank_output(tmp_path, ".json"), "--truth", truth, "--resamples", "50"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader is gone before the first line, as `| head -0` would be
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and stderr == "", stderr

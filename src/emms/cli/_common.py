@@ -38,6 +38,8 @@ err_console = Console(stderr=True)
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 INTERRUPTED = 130
+#: Exit status when stdout's reader has gone (128 + SIGPIPE).
+BROKEN_PIPE = 141
 
 
 @contextlib.contextmanager
@@ -49,6 +51,10 @@ def errors_as_exit(resumable: bool = False) -> Iterator[None]:
         warnings.showwarning = _show_warning
         try:
             yield
+            sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+        except BrokenPipeError:  # the reader stopped (e.g. `| head`): stop quietly, as a killed C tool would
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(code=BROKEN_PIPE) from None
         except (EmmsError, OSError) as exc:  # OSError: a file or folder that cannot be read or written
             err_console.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
