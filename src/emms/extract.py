@@ -224,13 +224,15 @@ def extract_layer_features(extractor, task_data: TaskData, layers: Sequence[int]
                 if progress is not None:
                     progress(n)
 
-            def one(name: str, start: int = start, stop: int = stop) -> np.ndarray:
-                if not computed:  # the first output of this chunk missing from the store: compute them all at once
-                    computed.update(compute(slice(start, stop), todo, on_rows))
-                return computed[name]
+            def one(name: str) -> Callable[[int, int], np.ndarray]:
+                def chunk(first: int, last: int) -> np.ndarray:
+                    if not computed:  # the first output of this chunk missing from the store: compute them all at once
+                        computed.update(compute(slice(first, last), todo, on_rows))
+                    return computed[name]
+                return chunk
 
             for name in todo:
-                chunks[name].append(store.chunk(keys[name], start, stop, lambda a, b, name=name: one(name)))
+                chunks[name].append(store.chunk(keys[name], start, stop, one(name)))
             if progress is not None and stop - start > reported[0]:
                 progress(stop - start - reported[0])
         meta = features_meta(extractor, task_data)
@@ -280,7 +282,7 @@ def extract_layer_choice(extractors: Mapping[str, object], task_data: TaskData, 
     features, source_probs = {}, {}
     for entry, (model, layer) in plan.scored.items():
         layers = by_model[model]
-        features[entry] = mean_features(list(layers.values())) if layer == "mean" else layers[layer]
+        features[entry] = layers[layer] if isinstance(layer, int) else mean_features(list(layers.values()))
         if model in probs:
             source_probs[entry] = probs[model]
     return features, source_probs, plan
