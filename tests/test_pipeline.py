@@ -390,3 +390,24 @@ def test_warnings_under_the_api_point_at_the_call_once(tmp_path):
     shown = [w for w in caught if issubclass(w.category, EmmsWarning)]
     assert [str(w.message)[:7] for w in shown] == ["hscore:"]
     assert shown[0].filename == __file__
+
+
+def test_an_image_folder_of_mixed_modes_ranks_without_warnings(tmp_path):
+    # grayscale and RGB files side by side: PIL hands out read-only arrays, which torch warned about
+    import warnings
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(4):
+            pixels = (rng.random((28, 28)) * 255).astype(np.uint8)
+            image = Image.fromarray(pixels) if i % 2 else Image.fromarray(np.stack([pixels] * 3, -1))
+            image.save(tmp_path / "data" / label / f"{i}.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = emms.rank(tmp_path / "data", ["builtin:onet_mtcnn"], metrics=["logme"], cache=tmp_path / "c",
+                           resamples=0)
+    assert result.meta["n_samples"] == 8
+    assert not [str(w.message) for w in caught if "not writable" in str(w.message)]

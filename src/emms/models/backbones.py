@@ -292,7 +292,7 @@ def _to_tensor(batch: np.ndarray, spec: BackboneSpec, size: int, device: torch.d
     antialiased resize of the stored channels only (gray is replicated after it, not before), then
     one fused ``x * scale + shift`` that applies /255, mean and std and broadcasts gray to RGB.
     """
-    x = torch.from_numpy(np.ascontiguousarray(batch))
+    x = torch.from_numpy(np.require(batch, requirements=["C", "W"]))  # PIL's arrays are read-only: copied then
     if device is not None and torch.device(device).type == "cuda":
         x = x.pin_memory().to(device, non_blocking=True)  # a pageable copy would wait for the GPU queue
     x = x.to(device)[..., :3].permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
