@@ -168,7 +168,8 @@ def check_target_kind(info: MetricInfo, target: object, target_kind: str | None)
 def blas_limit(*feature_arrays: object) -> contextlib.AbstractContextManager:
     """One BLAS/OpenMP thread while scoring when the largest feature matrix (N, D) has N·D² <
     :data:`SMALL_PROBLEM` or the 1-minute load average exceeds the CPUs less one; else no change."""
-    sizes = [float(shape[0]) * float(shape[1]) ** 2 for shape in map(np.shape, feature_arrays) if len(shape) == 2]
+    shapes = [tuple(getattr(features, "shape", ())) for features in feature_arrays]  # arrays, memmaps, DataFrames
+    sizes = [float(shape[0]) * float(shape[1]) ** 2 for shape in shapes if len(shape) == 2]
     busy = hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1) - 1
     if sizes and max(sizes) >= SMALL_PROBLEM and not busy:
         return contextlib.nullcontext()
