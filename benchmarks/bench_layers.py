@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-texts", type=int, default=256)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--report-only", action="store_true", help="re-evaluate the committed scores CSV")
+    parser.add_argument("--update", action="store_true", help="replace only these metrics' rows in the scores CSV")
     args = parser.parse_args(argv)
     if args.what == "timing":
         timing(args)
@@ -200,6 +201,10 @@ def main(argv: list[str] | None = None) -> None:
         truth = read_truth(ROOT / "data" / ("finetune_truth.csv" if args.what == "images" else "text_truth.csv"))
     else:
         scores, truth = (image_layers if args.what == "images" else text_layers)(args, Store(args.cache))
+        path = out / f"layers_{args.what}_scores.csv"
+        if args.update and path.is_file():
+            old = pd.read_csv(path)
+            scores = pd.concat([old[~old.base.isin(scores.base.unique())], scores], ignore_index=True)
         scores.to_csv(out / f"layers_{args.what}_scores.csv", index=False, float_format="%.10g")
     corr = evaluate_scores(scores[["target", "model", "metric", "score"]], truth, n_resamples=args.n_resamples)
     corr.to_csv(out / f"layers_{args.what}_correlations.csv", index=False, float_format="%.6g")
