@@ -246,8 +246,9 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
     truth_values = match_truth(truth, list(extractors)) if truth is not None else None
     _check_modality(extractors, task_data)
     n_params = {name: _parameter_count(e) for name, e in extractors.items()}
-    if any(info.name == "params" for info in infos):  # the size prior reads each model's count (emms.metrics.size)
-        metric_options["params"] = {**metric_options.get("params", {}), "n_params": n_params}
+    for info in infos:  # the size prior reads each model's count (emms.metrics.size)
+        if info.needs_n_params:
+            metric_options[info.name] = {**metric_options.get(info.name, {}), "n_params": n_params}
     targets, notes, encoder_labels = {}, [], []
     if any("flabels" in info.targets for info in infos):  # before extraction: a bad encoder or option fails fast
         t0 = time.perf_counter()
@@ -652,7 +653,7 @@ def _score_one(info, model: str, feats, target_arrays, source_probs: dict, optio
         weights = dict(zip(encoder_labels, (float(w) for w in est.weights_)))
         return {"model": model, "metric": info.name, "score": float(est.score_), "weights": weights}
     probs = {model: source_probs[model]} if info.needs_source_probs else None
-    if info.name == "params":
+    if info.needs_n_params:
         options = {**options, "n_params": options["n_params"].get(model)}
     value = score_pool({model: feats}, target_arrays, info.name, source_probs_by_model=probs, **options)[model]
     return {"model": model, "metric": info.name, "score": float(value), "weights": None}
