@@ -304,21 +304,20 @@ class SufficientStats:
         xx = x.T @ x
         xx -= n * np.outer(self._x_mean, self._x_mean)
         offsets = self._offsets()
-        squares = np.concatenate([np.einsum("nl,nl->l", block, block) for block in z]) - n * self._z_mean**2
+        zr = z[0] if len(z) == 1 else np.concatenate(z, axis=1)  # one GEMM beats K narrow ones
+        squares = np.einsum("nl,nl->l", zr, zr) - n * self._z_mean**2
         variances = np.concatenate([np.diag(xx), squares]) / n
         if np.any(np.concatenate([self._x_mean, self._z_mean]) ** 2 > _MAX_OFFSET_RATIO * variances):
             return False
         self._xx = xx
-        self._xz = np.empty((x.shape[1], offsets[-1][1]))
-        for (a, b), block in zip(offsets, z):
-            self._xz[:, a:b] = cross_product(x, block)
+        self._xz = cross_product(x, zr)
         self._xz -= n * np.outer(self._x_mean, self._z_mean)
         self._zz = np.zeros((len(z), len(z), max(self._widths)))
         for k, (a, b) in enumerate(offsets):
             self._zz[k, k, : b - a] = squares[a:b]
             for j in range(k + 1, len(z) if self.paired else k + 1):
                 m, c = min(b - a, offsets[j][1] - offsets[j][0]), offsets[j][0]
-                self._zz[k, j, :m] = self._zz[j, k, :m] = (np.einsum("nl,nl->l", z[k][:, :m], z[j][:, :m])
+                self._zz[k, j, :m] = self._zz[j, k, :m] = (np.einsum("nl,nl->l", zr[:, a:a + m], zr[:, c:c + m])
                                                            - n * self._z_mean[a:a + m] * self._z_mean[c:c + m])
         return True
 
