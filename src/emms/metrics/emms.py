@@ -85,7 +85,7 @@ class EMMS(BaseEstimator):
     --------------------------
     score_ : float, higher = better (see the module docstring for its scale).
     weights_ : (K,) simplex weight t of each encoder.
-    encoder_scores_ : (K,) R² of each encoder (per_encoder mixture only).
+    encoder_scores_, ridges_ : (K,) R²_k and λ_k of each encoder (per_encoder mixture only).
     objective_ : columns: the minimised ‖XW − Zt‖² + λ‖W‖² (official: its stale SSE);
         per_encoder: Σ_k t_k ‖XW_k − Z_k‖² / ‖Z_k‖², the in-sample unexplained fraction of the chosen encoder.
     ridge_ : λ used (0 for in_sample and official); in units of G = X̃ᵀX̃ (eigenvalues average N).
