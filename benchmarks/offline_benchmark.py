@@ -46,7 +46,7 @@ from emms.extract import extract_features, extract_features_and_source_probs
 from emms.labels import native_target
 from emms.metrics import get_metric, score_pool
 from emms.metrics.emms import EMMS
-from emms.models import load_extractor
+from emms.models import load_extractor, parameter_count
 from emms.store import Store
 from _timing import median_seconds, median_seconds_and_result
 
@@ -84,8 +84,12 @@ def probe_features(extractor, task_data, store: Store, batch_size: int) -> tuple
 
 
 def score_target(target_name: str, features: dict[str, np.ndarray], probs: dict[str, np.ndarray],
-                 classes: np.ndarray, flabels: list[np.ndarray], metrics: list[str]) -> list[dict]:
-    """Rows (target, model, metric, score, seconds) for every requested metric on one target."""
+                 classes: np.ndarray, flabels: list[np.ndarray], metrics: list[str],
+                 n_params: dict[str, int | None]) -> list[dict]:
+    """Rows (target, model, metric, score, seconds) for every requested metric on one target.
+
+    ``n_params``: each model's parameter count, for the metrics that read it (the size prior).
+    """
     rows = []
 
     def add(model: str, metric: str, value: float, seconds: float) -> None:
@@ -115,6 +119,10 @@ def score_target(target_name: str, features: dict[str, np.ndarray], probs: dict[
                 if model not in probs:
                     continue
                 value, seconds = timed(emms.score, feats, target, metric, source_probs=probs[model])
+            elif info.needs_n_params:
+                if n_params.get(model) is None:  # no torch module to count (ONNX, C engine): left out, as LEEP is
+                    continue
+                value, seconds = timed(emms.score, feats, target, metric, n_params=n_params[model])
             else:
                 value, seconds = timed(emms.score, feats, target, metric)
             add(model, metric, value, seconds)
@@ -317,7 +325,8 @@ def main(argv: list[str] | None = None) -> None:
         classes = native_target(task_data.task, task_data.labels, task_data.class_names)
         flabels = embed_f_labels(task_data.task, task_data.labels, task_data.class_names, encoders="offline",
                                  store=store).arrays
-        rows += score_target(target_name, features, probs, classes, flabels, metrics)
+        counts = {name: parameter_count(extractor) for name, extractor in extractors.items()}
+        rows += score_target(target_name, features, probs, classes, flabels, metrics, counts)
         if args.repeats > 0 and "emms" in metrics:
             cost_rows += [{"target": target_name, **r} for r in gcv_cost_ratio(features, flabels, args.repeats)]
 

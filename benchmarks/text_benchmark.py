@@ -57,7 +57,7 @@ from emms.evaluate import read_truth
 from emms.extract import extract_features
 from emms.labels import native_target
 from emms.metrics import get_metric
-from emms.models import from_callable, load_extractor
+from emms.models import from_callable, load_extractor, parameter_count
 from emms.store import Store
 from offline_benchmark import correlations, machine, markdown_report, score_target
 
@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     probe = splits["probe"]
     flabels = embed_f_labels(probe.task, probe.labels, probe.class_names, encoders="offline", store=store).arrays
     metrics = [m.name for m in emms.available_metrics() if not get_metric(m.name).needs_source_probs]
-    scores = pd.DataFrame(score_target(TARGET, features["probe"], {}, labels["probe"], flabels, metrics))
+    counts = {name: parameter_count(extractor) for name, extractor in models.items()}
+    scores = pd.DataFrame(score_target(TARGET, features["probe"], {}, labels["probe"], flabels, metrics, counts))
     scores.to_csv(args.out_dir / "text_scores.csv", index=False, float_format="%.10g")
     corr = correlations(scores, read_truth(truth_path), args.n_resamples)
     corr.to_csv(args.out_dir / "text_correlations.csv", index=False, float_format="%.6g")

@@ -242,10 +242,12 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
                              label_column=label_column)
     timings.append({"stage": "load data", "model": "", "seconds": time.perf_counter() - t0})
 
+    from emms.models import parameter_count
+
     extractors, sources = load_extractors(models, device=device, image_size=image_size)
     truth_values = match_truth(truth, list(extractors)) if truth is not None else None
     _check_modality(extractors, task_data)
-    n_params = {name: _parameter_count(e) for name, e in extractors.items()}
+    n_params = {name: parameter_count(e) for name, e in extractors.items()}
     for info in infos:  # the size prior reads each model's count (emms.metrics.size)
         if info.needs_n_params:
             metric_options[info.name] = {**metric_options.get(info.name, {}), "n_params": n_params}
@@ -483,13 +485,6 @@ def load_extractors(models: Sequence, *, device: str, image_size: int | None) ->
             raise InputError(f"models: {name!r} is listed twice")
         out[name], sources[name] = extractor, source
     return out, sources
-
-
-def _parameter_count(extractor) -> int | None:  # noqa: ANN001
-    """Parameters of a candidate's torch module as loaded (None when it has none: features files, ONNX)."""
-    module = getattr(extractor, "module", None) or getattr(extractor, "model", None)
-    parameters = getattr(module, "parameters", None)
-    return int(sum(p.numel() for p in parameters())) if callable(parameters) else None
 
 
 def _check_modality(extractors: dict, task_data) -> None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 from emms.models.backbones import BACKBONES, BackboneSpec, build_backbone, preprocess_images
 from emms.models.extractors import (BuiltinExtractor, BuiltinHeadExtractor, CallableExtractor, FileExtractor,
                                     HFTextExtractor, HFVisionExtractor, SentenceTransformerExtractor, TimmExtractor,
-                                    TorchExtractor, from_callable, from_module, load_extractor)
+                                    TorchExtractor, from_callable, from_module, load_extractor, parameter_count)
 from emms.models.layers import parse_layers
 from emms.models.specs import KNOWN_SCHEMES, ModelSpec, parse_spec
 
 __all__ = ["BACKBONES", "BackboneSpec", "BuiltinExtractor", "BuiltinHeadExtractor", "CallableExtractor", "FileExtractor",
            "HFTextExtractor", "HFVisionExtractor", "KNOWN_SCHEMES", "ModelSpec", "SentenceTransformerExtractor",
            "TimmExtractor", "TorchExtractor", "build_backbone", "from_callable", "from_module", "load_extractor",
-           "parse_layers", "parse_spec", "preprocess_images"]
+           "parameter_count", "parse_layers", "parse_spec", "preprocess_images"]

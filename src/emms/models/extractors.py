@@ -147,6 +147,13 @@ def _check_image_size(image_size: object) -> None:
         raise InputError(f"image_size: expected an integer >= 8, got {image_size!r}")
 
 
+def parameter_count(extractor: object) -> int | None:
+    """Parameters of a candidate's torch module as loaded (None when it has none: features files, ONNX)."""
+    module = getattr(extractor, "module", None) or getattr(extractor, "model", None)
+    parameters = getattr(module, "parameters", None)
+    return int(sum(p.numel() for p in parameters())) if callable(parameters) else None
+
+
 class _Extractor:
     """Shared batching; subclasses implement ``_features(batch) -> (b, D)``."""
 
