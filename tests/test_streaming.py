@@ -15,8 +15,13 @@ from emms.metrics import get_metric, score, score_pool
 from emms.metrics.emms import EMMS
 from emms.metrics.hscore import hscore_reg_from_moments
 from emms.store import Store
-from emms.streaming import (STREAM_METHODS, ClassMoments, IndexedRows, chunk_bounds, open_source, read_rows,
-                            store_source, stream_fit, stream_score, stream_score_pool, subsample_rows, tree_reduce)
+from emms.metrics import available_metrics
+from emms.metrics.moments import ClassMoments
+from emms.metrics.protocol import MetricStream
+from emms.plans import tree_reduce
+from emms.sources import chunk_bounds, read_rows
+from emms.streaming import (IndexedRows, open_source, store_source, stream_fit, stream_score, stream_score_pool,
+                            subsample_rows)
 
 N, D, C = 420, 10, 4
 UNEVEN = [1, 97, 3, 200, 119]  # sums to N
@@ -59,10 +64,13 @@ def test_streamed_equals_in_memory_with_uneven_chunks(data, npy_path, metric, ta
     assert stream_score(data["x"], data[target], metric, chunk_rows=64, **opts) == pytest.approx(expected, rel=1e-9)
 
 
-def test_every_streamable_metric_is_flagged_in_the_registry():
-    for name in STREAM_METHODS:
-        assert get_metric(name).streamable, name
-    assert not get_metric("knn").streamable and not get_metric("parc").streamable
+def test_streamable_derives_from_the_metric_modules_stream():
+    streamable = {info.name for info in available_metrics() if info.streamable}
+    assert streamable == {m for m, _, _ in CASES} | {"hscore_reg"}
+    for name in streamable:
+        stream = get_metric(name).stream
+        assert issubclass(stream, MetricStream) and stream.__module__ == get_metric(name).function.__module__, name
+    assert get_metric("knn").stream is None and not get_metric("parc").streamable
 
 
 def test_emms_weights_and_zarr_store_and_indexed_sources(data, tmp_path):

@@ -28,7 +28,8 @@ from emms._validation import as_torch_device
 from emms.errors import InputError
 from emms.metrics.emms import EMMS
 from emms.stats import StandardStats, SufficientStats
-from emms.streaming import DEFAULT_CHUNK_ROWS, flabel_sources, chunk_bounds, open_source, tree_reduce
+from emms.plans import tree_reduce
+from emms.sources import DEFAULT_CHUNK_ROWS, chunk_bounds, flabel_sources, open_source
 
 DTYPES = ("float64", "float32")
 

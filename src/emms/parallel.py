@@ -2,7 +2,7 @@
 
 ``scheduler`` everywhere in the API:
 
-* ``None`` (default): no Dask; everything runs in this process (:func:`emms.streaming.run_plan`).
+* ``None`` (default): no Dask; everything runs in this process (:func:`emms.plans.run_plan`).
 * ``"local"``: a :class:`distributed.LocalCluster` started for the call (one thread per worker,
   dask's default number of worker processes, emms's malloc settings for extraction: see
   :func:`_fast_malloc_workers`) and closed afterwards.
@@ -21,9 +21,10 @@ workers (cloudpickle) instead. Same chunks, same batches ⇒ the same float32 fe
 (bit-identical with the same torch threads per process; a LocalCluster's worker processes run one
 thread each). Progress: per finished chunk with a distributed client, per model otherwise.
 
-**Scoring**: the graph of a streamed metric (:class:`emms.streaming.StreamPlan`) for each model:
+**Scoring**: the graph of a streamed metric (:class:`emms.plans.StreamPlan`, running the metric's
+streaming protocol, :mod:`emms.metrics.protocol`) for each model:
 ``chunk`` tasks read rows ``start:stop`` on the worker and return their statistics; these are merged
-along the fixed binary tree of :func:`emms.streaming.tree_reduce` (merges copy their left input, never
+along the fixed binary tree of :func:`emms.plans.tree_reduce` (merges copy their left input, never
 mutate it); ``finish`` solves. A second pass (LEEP, official TransRate) depends on the first one's
 ``finish``. Because the tree and the chunk boundaries are the same as in-process, the scores are
 bit-identical to :func:`emms.streaming.stream_score` with ``scheduler=None``.
@@ -46,7 +47,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from emms.errors import InputError, ResourceError
-from emms.streaming import DEFAULT_CHUNK_ROWS, ScoreResult, StreamPlan, tree_reduce
+from emms.metrics.protocol import ScoreResult
+from emms.metrics.registry import get_metric, score
+from emms.plans import StreamPlan, make_plan, tree_reduce
+from emms.sources import DEFAULT_CHUNK_ROWS, chunk_bounds
 
 LOCAL_SCHEDULERS = ("synchronous", "threads")
 
@@ -258,14 +262,11 @@ def score_models(features_by_model: Mapping[str, Any], target: object, metric: s
     Streamable metrics: one task per (model, chunk), a tree reduction and the solve (scores equal
     the in-memory ones to ~1e-12). Other metrics: one task per model running the in-memory metric.
     """
-    from emms.metrics import get_metric, score
-    from emms.streaming import STREAM_METHODS, chunk_bounds, make_plan
-
     info = get_metric(metric)
     if info.pool_relative:
         raise InputError(f"metric: {metric!r} is pool-relative; it is scored over the whole pool in one process")
     probs = source_probs_by_model or {}
-    if info.name in STREAM_METHODS:
+    if info.streamable:
         plans = {m: make_plan(f, target, metric, source_probs=probs.get(m), target_kind=target_kind, **options)
                  for m, f in features_by_model.items()}
         return run_plans(plans, {m: chunk_bounds(p.n_rows, chunk_rows) for m, p in plans.items()}, scheduler)

@@ -50,6 +50,7 @@ from sklearn.base import BaseEstimator
 
 from emms._validation import as_f_labels, as_float_matrix, drop_constant_columns, nonconstant_mask
 from emms.errors import EmmsWarning, InputError
+from emms.metrics.protocol import MetricStream, Rows, ScoreResult
 from emms.metrics.registry import register
 from emms.stats import StandardStats, SufficientStats
 
@@ -243,7 +244,29 @@ class EMMS(BaseEstimator):
         return self
 
 
-@register("emms", targets=("flabels",), streamable=True)
+class EMMSStream(MetricStream):
+    """EMMS over chunks: :class:`SufficientStats` per chunk (Chan's merge), :meth:`EMMS.fit_stats` at the end.
+
+    The chunk statistics accept torch tensors (``on_device``): one computation on any device.
+    """
+
+    on_device = True
+
+    def __init__(self, **options: object) -> None:
+        super().__init__(**options)
+        self.estimator = EMMS(**options)  # type: ignore[arg-type]
+        self.estimator._check_params()
+
+    def chunk(self, rows: Rows, start: int, stop: int, pass_index: int, state: object) -> SufficientStats:
+        paired = self.estimator.mixture == "columns"  # only the column mixture needs cross-encoder terms
+        return SufficientStats(paired=paired).update(rows.raw_features(start, stop), rows.target(start, stop))
+
+    def finish(self, rows: Rows, merged: SufficientStats, pass_index: int, state: object) -> ScoreResult:
+        estimator = EMMS(**self.estimator.get_params()).fit_stats(merged)
+        return ScoreResult(float(estimator.score_), np.asarray(estimator.weights_))
+
+
+@register("emms", targets=("flabels",), stream=EMMSStream)
 def emms_score(features: object, f_labels: object, *, solver: str = "exact", score: str = "gcv",
                mixture: str = "per_encoder", tol: float = 1e-10, max_iter: int = 100_000) -> float:
     """EMMS: out-of-sample R² of the best-predicted F-label encoder (GCV ridge; the paper's mixture as an option).

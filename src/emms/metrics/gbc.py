@@ -25,6 +25,8 @@ import scipy.spatial.distance
 from emms._validation import as_class_labels, as_float_matrix
 from emms.errors import InputError
 from emms.metrics._common import class_means
+from emms.metrics.moments import ClassMoments
+from emms.metrics.protocol import MetricStream, Rows, ScoreResult
 from emms.metrics.registry import register
 
 GAUSSIANS = ("spherical", "diagonal")
@@ -32,7 +34,19 @@ _VARIANCE_FLOOR = 1e-4
 _BLOCK_ELEMENTS = 1 << 22  # bound on the (block, C, D) temporaries of the diagonal case (32 MiB)
 
 
-@register("gbc", targets=("classes",), streamable=True)
+class GBCStream(MetricStream):
+    """GBC over chunks: class means and per-dimension class co-moments (:class:`ClassMoments`, ``"diag"``)."""
+
+    def chunk(self, rows: Rows, start: int, stop: int, pass_index: int, state: object) -> ClassMoments:
+        x = rows.features(start, stop)
+        return ClassMoments(rows.n_classes, x.shape[1], per_class="diag").update(x, rows.target(start, stop))
+
+    def finish(self, rows: Rows, merged: ClassMoments, pass_index: int, state: object) -> ScoreResult:
+        variances = merged.class_comoments / merged.counts[:, None]
+        return ScoreResult(gbc_from_moments(merged.class_means, variances, **self.options))
+
+
+@register("gbc", targets=("classes",), stream=GBCStream)
 def gbc(features: object, target: object, *, gaussian: str = "spherical") -> float:
     """GBC (CVPR 2022): minus the summed Bhattacharyya coefficients between class Gaussians.
 

@@ -9,7 +9,7 @@ of f after replacing every row by its class mean)::
 Σ_f⁺ is the pseudo-inverse; S is the population (ddof 0) covariance and a the Ledoit–Wolf
 shrinkage as scikit-learn's ``LedoitWolf`` computes it; Σ_f and Σ_g use ddof 1.
 
-Both scores are functions of moments, so they stream (:mod:`emms.streaming`): the centred
+Both scores are functions of moments, so they stream (:class:`HScoreStream`): the centred
 co-moment M = Σ_i (x_i − μ)(x_i − μ)ᵀ, the class offsets μ_c − μ and counts n_c, and for the
 shrinkage Q = Σ_i ‖x_i − μ‖⁴. With p = D and m = tr(M)/(N·p), scikit-learn's estimator is::
 
@@ -39,10 +39,35 @@ import numpy as np
 from emms._validation import as_class_labels, as_float_matrix
 from emms.errors import EmmsWarning
 from emms.metrics._common import class_means
+from emms.metrics.moments import ClassMoments
+from emms.metrics.protocol import MetricStream, Rows, ScoreResult
 from emms.metrics.registry import register
 
 
-@register("hscore", targets=("classes",), streamable=True)
+class HScoreStream(MetricStream):
+    """H-score over chunks: co-moment M, class means and counts (:class:`ClassMoments`)."""
+
+    regularised = False
+
+    def chunk(self, rows: Rows, start: int, stop: int, pass_index: int, state: object) -> ClassMoments:
+        x = rows.features(start, stop)
+        moments = ClassMoments(rows.n_classes, x.shape[1], norm_moments=self.regularised)
+        return moments.update(x, rows.target(start, stop))
+
+    def finish(self, rows: Rows, merged: ClassMoments, pass_index: int, state: object) -> ScoreResult:
+        offsets = merged.class_means - merged.mean
+        if self.regularised:
+            return ScoreResult(hscore_reg_from_moments(merged.comoment, offsets, merged.counts, merged.norm_fourth))
+        return ScoreResult(hscore_from_moments(merged.comoment, offsets, merged.counts))
+
+
+class HScoreRegStream(HScoreStream):
+    """Regularised H-score over chunks: as :class:`HScoreStream` plus Q = Σ‖x − μ‖⁴."""
+
+    regularised = True
+
+
+@register("hscore", targets=("classes",), stream=HScoreStream)
 def hscore(features: object, target: object) -> float:
     """H-score (ICIP 2019): tr(Σ_f⁺ Σ_g), between-class variance seen through the feature covariance.
 
@@ -53,7 +78,7 @@ def hscore(features: object, target: object) -> float:
     return hscore_from_moments(centred.T @ centred, class_offsets, counts)
 
 
-@register("hscore_reg", targets=("classes",), streamable=True)
+@register("hscore_reg", targets=("classes",), stream=HScoreRegStream)
 def hscore_reg(features: object, target: object) -> float:
     """Regularised H-score (Ibrahim et al. 2022): H-score with the Ledoit–Wolf shrunk covariance.
 

@@ -13,14 +13,36 @@ to every sum) and are dropped, where the reference would divide 0 by 0.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from emms._validation import as_class_labels, as_probability_matrix, row_count
 from emms.metrics._common import class_means
+from emms.metrics.protocol import MetricStream, Rows, ScoreResult, Sums
 from emms.metrics.registry import register
 
 
-@register("leep", targets=("classes",), needs_source_probs=True, streamable=True)
+class LEEPStream(MetricStream):
+    """LEEP in two passes: the joint sums N·P(y, z) add over chunks, then Σ_i log of the empirical predictor."""
+
+    n_passes = 2
+
+    def chunk(self, rows: Rows, start: int, stop: int, pass_index: int, state: Any) -> Sums:
+        probs, codes = rows.probs(start, stop), rows.target(start, stop)
+        if pass_index == 0:
+            joint = np.zeros((rows.n_classes, probs.shape[1]))
+            np.add.at(joint, codes, probs)
+            return Sums(joint=joint)
+        return Sums(log_sum=leep_log_predictions(probs, codes, state).sum(), n=codes.size)
+
+    def finish(self, rows: Rows, merged: Sums, pass_index: int, state: object) -> np.ndarray | ScoreResult:
+        if pass_index == 0:
+            return empirical_conditional(merged["joint"])
+        return ScoreResult(float(merged["log_sum"]) / int(merged["n"]))
+
+
+@register("leep", targets=("classes",), needs_source_probs=True, stream=LEEPStream)
 def leep(features: object, target: object, *, source_probs: object) -> float:
     """LEEP (ICML 2020): mean log of the empirical predictor's probability of the true label.
 
@@ -43,7 +65,7 @@ def expected_empirical_log_prediction(probs: np.ndarray, codes: np.ndarray, n_cl
 def empirical_conditional(joint: np.ndarray) -> np.ndarray:
     """P(y | z) (C, C_s) from the joint sums N·P(y, z) (C, C_s); all-zero source columns stay 0.
 
-    LEEP streams in two passes (:mod:`emms.streaming`): the joint sums add over chunks (pass 1),
+    LEEP streams in two passes (:class:`LEEPStream`): the joint sums add over chunks (pass 1),
     then the mean of :func:`leep_log_predictions` (pass 2).
     """
     keep = joint.sum(axis=0) > 0

@@ -47,8 +47,9 @@ import numpy as np
 from emms._validation import as_class_labels, as_f_labels, as_float_matrix, check_same_rows
 from emms.errors import EmmsWarning, InputError
 from emms.metrics._common import one_hot
+from emms.metrics.protocol import MetricStream, Rows, ScoreResult, Sums
 from emms.metrics.registry import infer_target_kind, register
-from emms.stats import cross_factors
+from emms.stats import cross_factors, cross_product
 
 SOLVERS = ("fixed_point", "icml")
 FLABEL_COMBINES = ("per_encoder", "concatenated")
@@ -70,7 +71,41 @@ class LogMEFit:
     rank: int
 
 
-@register("logme", targets=("classes", "multilabel", "real"), streamable=True)
+class LogMEStream(MetricStream):
+    """LogME over chunks: FᵀF, FᵀY and ‖y‖² add over chunks (Y: one-hot classes or target columns).
+
+    All-zero target columns (‖y‖² = 0) are dropped at the end, as :func:`target_columns` does.
+    """
+
+    def chunk(self, rows: Rows, start: int, stop: int, pass_index: int, state: object) -> Sums:
+        x = rows.features(start, stop)
+        y = self._columns(rows, start, stop)
+        return Sums(gram=x.T @ x, cross=cross_product(x, y), target_sq=np.einsum("nt,nt->t", y, y), n=x.shape[0])
+
+    def _columns(self, rows: Rows, start: int, stop: int) -> np.ndarray:
+        target = rows.target(start, stop)
+        return one_hot(target, rows.n_classes) if rows.kind == "classes" else target
+
+    def finish(self, rows: Rows, merged: Sums, pass_index: int, state: object) -> ScoreResult:
+        keep = _nonzero_columns(merged["target_sq"] > 0, "target")
+        fit = logme_from_stats(merged["gram"], merged["cross"][:, keep], merged["target_sq"][keep], int(merged["n"]),
+                               **self.options)
+        return ScoreResult(float(fit.evidence.mean()))
+
+
+class LogMEFlabelsStream(LogMEStream):
+    """LogME with F-labels over chunks: FᵀF, FᵀZ and ‖z‖² over the concatenated F-label columns."""
+
+    def _columns(self, rows: Rows, start: int, stop: int) -> np.ndarray:
+        return np.concatenate([as_float_matrix(block, f"f_labels[{k}]", min_rows=1)
+                               for k, block in enumerate(rows.target(start, stop))], axis=1)
+
+    def finish(self, rows: Rows, merged: Sums, pass_index: int, state: object) -> ScoreResult:
+        return ScoreResult(logme_flabels_from_stats(merged["gram"], merged["cross"], merged["target_sq"],
+                                                    int(merged["n"]), list(rows.flabel_widths), **self.options))
+
+
+@register("logme", targets=("classes", "multilabel", "real"), stream=LogMEStream)
 def logme(features: object, target: object, *, target_kind: str | None = None, solver: str = "fixed_point",
           epsilon: float = 1e-5, thuml_rank_quirk: bool = False) -> float:
     """LogME: mean over target columns of the maximised log evidence / N (You et al., ICML 2021 / JMLR 2022).
@@ -87,7 +122,7 @@ def logme(features: object, target: object, *, target_kind: str | None = None, s
     return float(_fit(x, y, solver, epsilon, thuml_rank_quirk).evidence.mean())
 
 
-@register("logme_flabels", targets=("flabels",), streamable=True)
+@register("logme_flabels", targets=("flabels",), stream=LogMEFlabelsStream)
 def logme_flabels(features: object, target: object, *, combine: str = "per_encoder", solver: str = "fixed_point",
                   epsilon: float = 1e-5, thuml_rank_quirk: bool = False) -> float:
     """LogME with F-labels: LogME over every F-label column, all columns solved at once.

@@ -17,10 +17,23 @@ from __future__ import annotations
 import numpy as np
 
 from emms._validation import as_class_labels, as_probability_matrix, row_count
+from emms.metrics.protocol import MetricStream, Rows, ScoreResult, Sums
 from emms.metrics.registry import register
 
 
-@register("nce", targets=("classes",), needs_source_probs=True, streamable=True)
+class NCEStream(MetricStream):
+    """NCE over chunks: the joint count table adds over chunks."""
+
+    def chunk(self, rows: Rows, start: int, stop: int, pass_index: int, state: object) -> Sums:
+        probs = rows.probs(start, stop)
+        return Sums(counts=joint_counts(rows.target(start, stop), np.argmax(probs, axis=1), rows.n_classes,
+                                        probs.shape[1]))
+
+    def finish(self, rows: Rows, merged: Sums, pass_index: int, state: object) -> ScoreResult:
+        return ScoreResult(nce_from_counts(merged["counts"]))
+
+
+@register("nce", targets=("classes",), needs_source_probs=True, stream=NCEStream)
 def nce(features: object, target: object, *, source_probs: object) -> float:
     """NCE (ICCV 2019): −H(target label | argmax source label).
 

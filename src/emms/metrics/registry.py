@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emms.errors import InputError
+from emms.metrics.protocol import MetricStream
 
 TARGET_KINDS = ("classes", "multilabel", "real", "flabels")
 #: Feature matrices with N·D² below this are scored on one BLAS/OpenMP thread (BENCHMARKS.md §2).
@@ -54,10 +55,15 @@ class MetricInfo:
     needs_source_probs: bool = False
     pool_relative: bool = False
     randomised: bool = False
-    streamable: bool = False
+    stream: type[MetricStream] | None = field(default=None, repr=False)  # its streaming protocol, if any
     summary: str = ""
     takes_target_kind: bool = False  # the function has a ``target_kind`` parameter (the kind is passed on)
     needs_n_params: bool = False  # it reads the model's parameter count (``n_params=``), not only arrays
+
+    @property
+    def streamable(self) -> bool:
+        """Whether the metric's module provides its streaming protocol (:mod:`emms.metrics.protocol`)."""
+        return self.stream is not None
 
     def as_dict(self) -> dict:
         """Capabilities as plain JSON-ready values."""
@@ -98,8 +104,12 @@ def _load_all_builtins() -> None:
 
 
 def register(name: str, *, targets: tuple[str, ...], needs_source_probs: bool = False,
-             pool_relative: bool = False, randomised: bool = False, streamable: bool = False) -> Callable:
-    """Decorator adding a scoring function to the registry under ``name`` (returned unchanged)."""
+             pool_relative: bool = False, randomised: bool = False,
+             stream: type[MetricStream] | None = None) -> Callable:
+    """Decorator adding a scoring function to the registry under ``name`` (returned unchanged).
+
+    ``stream``: the metric's :class:`~emms.metrics.protocol.MetricStream` (it is then streamable).
+    """
     unknown = set(targets) - set(TARGET_KINDS)
     if unknown:
         raise ValueError(f"register({name!r}): unknown target kinds {sorted(unknown)}")
@@ -110,7 +120,7 @@ def register(name: str, *, targets: tuple[str, ...], needs_source_probs: bool = 
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         _REGISTRY[name] = MetricInfo(name=name, function=fn, targets=frozenset(targets),
                                      needs_source_probs=needs_source_probs, pool_relative=pool_relative,
-                                     randomised=randomised, streamable=streamable, summary=summary,
+                                     randomised=randomised, stream=stream, summary=summary,
                                      takes_target_kind="target_kind" in inspect.signature(fn).parameters,
                                      needs_n_params="n_params" in inspect.signature(fn).parameters)
         return fn

@@ -26,12 +26,42 @@ import numpy as np
 
 from emms._validation import as_class_labels, as_float_matrix
 from emms.errors import InputError
+from emms.metrics.moments import ClassMoments
+from emms.metrics.protocol import MetricStream, Rows, ScoreResult
 from emms.metrics.registry import register
 
 VARIANTS = ("centred", "official")
 
 
-@register("transrate", targets=("classes",), streamable=True)
+class TransRateStream(MetricStream):
+    """TransRate over chunks: per-class (D, D) co-moments (:class:`ClassMoments`, ``"full"``; O(C·D²) memory).
+
+    ``"centred"``: one pass. ``"official"``: two passes, the mean μ, then the moments of the
+    centred, row-normalised rows (their Grams about 0).
+    """
+
+    def __init__(self, **options: object) -> None:
+        super().__init__(**options)
+        self.n_passes = 2 if options.get("variant") == "official" else 1
+
+    def chunk(self, rows: Rows, start: int, stop: int, pass_index: int, state: np.ndarray | None) -> ClassMoments:
+        x = rows.features(start, stop)
+        if pass_index == 1:  # official variant: centred, row-normalised features
+            x -= state
+            norms = np.linalg.norm(x, axis=1, keepdims=True)
+            x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+        per_class = "full" if pass_index == self.n_passes - 1 else "mean"
+        return ClassMoments(rows.n_classes, x.shape[1], per_class=per_class).update(x, rows.target(start, stop))
+
+    def finish(self, rows: Rows, merged: ClassMoments, pass_index: int, state: object) -> np.ndarray | ScoreResult:
+        if pass_index < self.n_passes - 1:
+            return merged.mean
+        centre = merged.mean if self.n_passes == 1 else np.zeros_like(merged.mean)
+        gram = merged.comoment + merged.n_samples * np.outer(merged.mean - centre, merged.mean - centre)
+        return ScoreResult(transrate_from_grams(gram, merged.class_grams(centre), merged.counts, **self.options))
+
+
+@register("transrate", targets=("classes",), stream=TransRateStream)
 def transrate(features: object, target: object, *, variant: str = "centred", eps: float = 1e-4) -> float:
     """TransRate (ICML 2022): coding rate of the features minus their rate given the labels.
 
