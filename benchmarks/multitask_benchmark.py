@@ -38,7 +38,7 @@ IMAGE_KINDS = ("captioning", "vqa", "referring")
 IMAGE_MODELS = ("mnv2_imagenet", "mnv2_keras_dogs", "efflite0_imagenet", "effb0_photo_vs_drawing",
                 "ocrvgg_easyocr", "onet_mtcnn", "mnv2_imagenet_random")
 TEXT_MODELS = ("minilm_l6_layer1", "minilm_l6_layer3", "minilm_l6", "minilm_l6_random")
-#: Per kind: (epochs, batch size, peak lr); calibrated on CPU (BENCHMARKS.md §11). Referring needs
+#: Per kind: (epochs, batch size, peak lr); calibrated on CPU (BENCHMARKS.md §13). Referring needs
 #: more optimisation steps than 300 canvases give at batch 64, hence batch 16.
 SETTINGS = {"captioning": (8, 64, 1e-3), "vqa": (6, 32, 1e-3), "referring": (10, 16, 1e-3), "text_qa": (3, 32, 1e-4)}
 SEEDS = (0, 1)
@@ -99,7 +99,7 @@ def run_grid(kinds: list[str], seeds: tuple[int, ...], models: list[str] | None)
     write_truth()
 
 
-def calibrate(kinds: list[str]) -> None:
+def calibrate(kinds: list[str], seeds: tuple[int, ...] = SEEDS) -> None:
     """Difficulty check before the grid: the calibration candidates, both seeds, the grid's protocol,
     records in ``multitask_calibration/`` (separate from the grid's); prints each kind's spread."""
     import torch
@@ -110,13 +110,13 @@ def calibrate(kinds: list[str]) -> None:
     for kind in kinds:
         data, _ = finetune_data(kind)
         models = CALIBRATION_TEXT if kind == "text_qa" else CALIBRATION_IMAGE
-        result = grid([data], models, lrs=[SETTINGS[kind][2]], seeds=list(SEEDS), out_dir=DATA / "multitask_calibration",
+        result = grid([data], models, lrs=[SETTINGS[kind][2]], seeds=list(seeds), out_dir=DATA / "multitask_calibration",
                       protocol=protocol(kind))
         print(result.results[["target", "model", "seed", "val_score", "test_score", "cpu_seconds"]].to_string(index=False))
         print(result.truth.to_string(index=False), flush=True)
 
 
-def write_truth() -> None:
+def write_truth(show: bool = True) -> None:
     """Collect every record under :data:`RUNS` into multitask_results.csv and multitask_truth.csv."""
     import json
 
@@ -136,7 +136,8 @@ def write_truth() -> None:
     metric = results.groupby("target").metric.first()
     truth = aggregate_truth(results).assign(metric=lambda t: t.target.map(metric))
     truth.to_csv(DATA / "multitask_truth.csv", index=False, float_format="%.6g")
-    print(truth.to_string(index=False))
+    if show:
+        print(truth.to_string(index=False))
 
 
 def text_extractor(name: str):  # noqa: ANN201 - a frozen text candidate as a FeatureExtractor
@@ -239,12 +240,32 @@ def spread_table(records: pd.DataFrame) -> list[str]:
     return lines
 
 
+def calibration_agreement(records: pd.DataFrame, scores: pd.DataFrame) -> list[str]:
+    """Per kind and metric: how many of the calibration candidates' pairs the scores order as the
+    truth does (3 models give 3 pairs: an anecdote, not a benchmark)."""
+    truth = records.groupby(["target", "model"]).test_score.mean()
+    lines = ["Pairs of calibration candidates ordered as by fine-tuning (of 3; ties in truth excluded):", "",
+             "| metric | " + " | ".join(t.removeprefix("mt-") for t in truth.index.unique(0)) + " |",
+             "|---|" + "---:|" * truth.index.unique(0).size]
+    for metric in sorted(scores.metric.unique()):
+        cells = []
+        for target in truth.index.unique(0):
+            values = scores[(scores.target == target) & (scores.metric == metric)].set_index("model").score
+            models = [m for m in truth[target].index if m in values.index]
+            pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:] if truth[target][a] != truth[target][b]]
+            agree = sum((truth[target][a] - truth[target][b]) * (values[a] - values[b]) > 0 for a, b in pairs)
+            cells.append(f"{agree}/{len(pairs)}" if pairs else "–")
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def report(n_resamples: int) -> str:
     """Markdown: calibration spreads, grid progress, scores vs truth for finished kinds, EMMS vs LogME-F timing."""
     from emms.evaluate import evaluate_scores, weighted_tau
 
     lines = ["### Calibration (3 candidates x 2 seeds, the grid's protocol)", ""]
     lines += spread_table(read_records(DATA / "multitask_calibration"))
+    lines += calibration_agreement(read_records(DATA / "multitask_calibration"), pd.read_csv(DATA / "multitask_scores.csv"))
     grid = read_records(RUNS)
     lines += ["### Grid progress", "", "| kind | runs finished | of |", "|---|---:|---:|"]
     for kind in KINDS_ORDER:
@@ -260,7 +281,7 @@ def report(n_resamples: int) -> str:
         e, o, lf = (seconds.loc[target].get(m, np.nan) for m in ("emms", "emms_official", "logme_flabels"))
         lines.append(f"| {kind} | {e:.2f} | {o:.2f} | {lf:.2f} | {lf / e:.2f}x | {lf / o:.2f}x | {PAPER[kind][1]:.2f}x |")
     lines.append("")
-    write_truth()
+    write_truth(show=False)
     truth = pd.read_csv(DATA / "multitask_truth.csv") if (DATA / "multitask_truth.csv").is_file() else pd.DataFrame(
         columns=["target", "model", "value", "value_std", "n_seeds", "metric"])
     complete = truth[truth.n_seeds >= len(SEEDS)]
@@ -312,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.step == "grid":
         run_grid(kinds, tuple(int(s) for s in args.seeds.split(",")), args.models.split(",") if args.models else None)
     elif args.step == "calibrate":
-        calibrate(kinds)
+        calibrate(kinds, tuple(int(s) for s in args.seeds.split(",")))
     elif args.step == "truth":
         write_truth()
     elif args.step == "score":
