@@ -7,8 +7,9 @@ images and texts; the labels are templates filled from the real content, not hum
 * images: the bundled Fashion-MNIST sample (5,000 test-split images, 500 per class). Its rows are
   split per class (seed ``seed``) into disjoint pools — 300 train, 50 val, 150 test per class — so
   no garment image is in two splits. Each split's canvases are drawn from its own pool.
-* canvases (default 300 train, 100 val, 200 test per kind): 64 x 64 black images with 1-4 garments of distinct classes, each in its own cell of a
-  2 x 2 grid (position jittered by 0-4 px), built by ``emms.data.builtin._canvases``. A garment's
+* canvases (default 300 train, 100 val, 200 test per kind): 64 x 64 black images with 1-4 garments
+  of distinct classes, each in its own cell of a 2 x 2 grid (position jittered by 0-4 px), built by
+  ``emms.data.builtin._canvases``. A garment's
   tone (dark / mid-toned / light) is its mean item brightness against the terciles of the whole
   sample (``builtin._tones``).
 * texts: the bundled Debian fortunes sample (1,200 texts, 200 in each of 6 categories), split per
