@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from emms.cli import app
 from emms.data.multitask import KINDS, multitask_task, multitask_tasks
 from emms.errors import InputError
 
@@ -171,3 +173,15 @@ def test_multitask_grid_resumes_after_sigkill(tmp_path):
     assert result.failures == [] and result.n_reused + result.n_trained == 2 and result.n_reused >= 1
     assert first.stat().st_mtime_ns == kept and second.is_file()
     assert json.loads(first.read_text())["task"] == "vqa"
+
+
+def test_cli_finetune_task_option(tmp_path):
+    out = tmp_path / "truth.csv"
+    args = ["finetune", "--data", "builtin:fashion-captions", "--task", "captioning", "--models", IMAGE_MODEL,
+            "--epochs", "1", "--seeds", "0", "--image-size", "48", "--max-samples", "60", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads(next((tmp_path / "truth_runs" / "runs").rglob("*.json")).read_text())
+    assert record["task"] == "captioning" and record["primary"] == "bleu4" and record["complete"]
+    wrong = CliRunner().invoke(app, ["finetune", "--data", "fm10", "--task", "vqa", "--out", str(out)])
+    assert wrong.exit_code != 0 and "--task" in wrong.output
