@@ -279,19 +279,20 @@ def test_emms_on_a_gpu_device_goes_through_the_torch_backend(monkeypatch):
     features = {"a": rng.normal(size=(80, 6)), "b": rng.normal(size=(80, 9))}
     f_labels = [features["a"] @ rng.normal(size=(6, 5)) + rng.normal(size=(80, 5)), rng.normal(size=(80, 5))]
     calls = []
-    real = backend.emms_fit_torch
+    real = backend.score_on_device
 
-    def observed(feats, z, *, device, **options):
+    def observed(feats, z, metric, *, device, **options):
         calls.append(device)
-        return real(feats, z, device="cpu", **options)
+        return real(feats, z, metric, device="cpu", **options)
 
-    monkeypatch.setattr(backend, "emms_fit_torch", observed)
+    monkeypatch.setattr(backend, "score_on_device", observed)
     info = get_metric("emms")
     on_gpu = pipeline._score_metric(info, features, f_labels, {}, {}, ["e1", "e2"], device="cuda")
     on_numpy = pipeline._score_metric(info, features, f_labels, {}, {}, ["e1", "e2"], device="cpu")
     assert calls == ["cuda", "cuda"]
     for gpu_row, numpy_row in zip(on_gpu, on_numpy):
         assert gpu_row["score"] == pytest.approx(numpy_row["score"], rel=1e-10)
+        assert gpu_row["weights"] == pytest.approx(numpy_row["weights"], abs=1e-8)
     official = pipeline._score_metric(info, features, f_labels, {}, {"solver": "official"}, ["e1", "e2"], device="cuda")
     assert len(calls) == 2 and len(official) == 2  # the official solver stays on numpy
 

@@ -637,14 +637,17 @@ def _score_metric(info, features: dict, target, source_probs: dict, options: dic
 
 def _score_one(info, model: str, feats, target_arrays, source_probs: dict, options: dict, encoder_labels: list[str],
                device: str) -> dict:
-    """One model's row (without seconds) for a per-model metric."""
-    if info.name == "emms":
-        if str(device) != "cpu" and options.get("solver") != "official":
-            from emms.backend import emms_fit_torch
+    """One model's row (without seconds) for a per-model metric. On a GPU device, a metric whose
+    statistics accumulate on a device (its stream is ``on_device``) is scored there (:mod:`emms.backend`)."""
+    stream = info.stream
+    if str(device) != "cpu" and stream is not None and stream.on_device and stream.accepts(options):
+        from emms.backend import score_on_device
 
-            est = emms_fit_torch(feats, target_arrays, device=device, **options)
-        else:
-            est = EMMS(**options).fit(feats, target_arrays)
+        result = score_on_device(feats, target_arrays, info.name, device=device, **options)
+        weights = None if result.weights is None else dict(zip(encoder_labels, map(float, result.weights)))
+        return {"model": model, "metric": info.name, "score": result.score, "weights": weights}
+    if info.name == "emms":  # in memory, keeping the fitted encoder weights t
+        est = EMMS(**options).fit(feats, target_arrays)
         weights = dict(zip(encoder_labels, (float(w) for w in est.weights_)))
         return {"model": model, "metric": info.name, "score": float(est.score_), "weights": weights}
     probs = {model: source_probs[model]} if info.needs_source_probs else None

@@ -6,7 +6,8 @@ rows a metric's stream asks for (the protocol's ``Rows``) and runs the stream's 
 their own and merged pairwise in a fixed binary tree (:func:`tree_reduce`), so the same chunks give
 bit-identical statistics here (:func:`run_plan`) and on Dask workers (:mod:`emms.parallel`).
 ``device``: where the chunk statistics are accumulated (a torch device, for streams that are
-``on_device``; None: numpy on this host).
+``on_device``, in ``device_dtype``; None: numpy on this host). The torch backend
+(:mod:`emms.backend`) is this executor with a device.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from emms._validation import as_class_labels, as_float_matrix, as_probability_matrix
+from emms._validation import as_class_labels, as_float_matrix, as_probability_matrix, as_torch_device
 from emms.errors import InputError
 from emms.metrics.protocol import ScoreResult
 from emms.metrics.registry import check_target_kind, get_metric
 from emms.sources import ChunkSource, flabel_sources, open_source
+
+#: Dtypes of the chunk moments on a torch device (the merge and the solve stay float64 on the host).
+DEVICE_DTYPES = ("float64", "float32")
 
 
 def tree_reduce(items: Iterable, merge: Callable[[Any, Any], Any]) -> Any:
@@ -55,13 +59,18 @@ class StreamPlan:
 
     def __init__(self, metric: str, features: ChunkSource, target: object, kind: str, *,
                  source_probs: object = None, options: Mapping[str, object] | None = None,
-                 device: str | None = None) -> None:
+                 device: str | None = None, device_dtype: str = "float64") -> None:
         info = get_metric(metric)
         if info.stream is None:
             raise InputError(f"metric: {metric!r} is not streamable")
-        if device is not None and not info.stream.on_device:
-            raise InputError(f"device: metric {metric!r} accumulates its statistics with numpy on this host only")
+        if device is not None:
+            if not info.stream.on_device:
+                raise InputError(f"device: metric {metric!r} accumulates its statistics with numpy on this host only")
+            if device_dtype not in DEVICE_DTYPES:
+                raise InputError(f"dtype: expected one of {DEVICE_DTYPES}, got {device_dtype!r}")
+            device = str(as_torch_device(device))  # checks the device exists
         self.metric, self.feature_source, self.kind, self.device = info.name, features, kind, device
+        self.device_dtype = device_dtype
         self.stream = info.stream(**dict(options or {}))
         self.n_passes = self.stream.n_passes
         self.n_rows = features.shape[0]
@@ -87,7 +96,7 @@ class StreamPlan:
 
     def raw_features(self, start: int, stop: int) -> Any:
         rows = self.feature_source.read(start, stop)
-        return rows if self.device is None else _to_device(rows, self.device)
+        return rows if self.device is None else self._to_device(rows)
 
     def features(self, start: int, stop: int) -> np.ndarray:
         return as_float_matrix(self.feature_source.read(start, stop), "features", min_rows=1)
@@ -95,13 +104,18 @@ class StreamPlan:
     def target(self, start: int, stop: int) -> Any:
         if self.kind == "flabels":
             blocks = [src.read(start, stop) for src in self.flabels]
-            return blocks if self.device is None else [_to_device(b, self.device) for b in blocks]
+            return blocks if self.device is None else [self._to_device(b) for b in blocks]
         return self.codes[start:stop] if self.kind == "classes" else self.columns[start:stop]
 
     def probs(self, start: int, stop: int) -> np.ndarray:
         if self.source_probs is None:
             raise InputError(f"source_probs: metric {self.metric!r} needs the source head's probabilities")
         return as_probability_matrix(self.source_probs.read(start, stop), "source_probs")
+
+    def _to_device(self, rows: object) -> object:
+        import torch
+
+        return torch.as_tensor(np.asarray(rows), device=self.device, dtype=getattr(torch, self.device_dtype))
 
     # -- the executor's steps --------------------------------------------------------------------
 
@@ -112,19 +126,9 @@ class StreamPlan:
         return self.stream.finish(self, merged, pass_index, state)
 
 
-def _to_device(rows: object, device: str) -> object:
-    """Rows as a torch tensor on ``device`` (float64 unless they are float32)."""
-    import torch
-
-    from emms._validation import as_torch_device
-
-    array = np.asarray(rows)
-    dtype = torch.float32 if array.dtype == np.float32 else torch.float64
-    return torch.as_tensor(array, device=as_torch_device(device), dtype=dtype)
-
-
 def make_plan(features: object, target: object, metric: str, *, source_probs: object = None,
-              target_kind: str | None = None, device: str | None = None, **options) -> StreamPlan:
+              target_kind: str | None = None, device: str | None = None, device_dtype: str = "float64",
+              **options) -> StreamPlan:
     """Validate the arguments of a streamed score and return its :class:`StreamPlan`."""
     info = get_metric(metric)
     if not info.streamable:
@@ -139,15 +143,19 @@ def make_plan(features: object, target: object, metric: str, *, source_probs: ob
     if not info.needs_source_probs and source_probs is not None:
         raise InputError(f"source_probs: metric {metric!r} does not use source probabilities")
     return StreamPlan(info.name, open_source(features), target, kind, source_probs=source_probs, options=options,
-                      device=device)
+                      device=device, device_dtype=device_dtype)
+
+
+def accumulate(plan: StreamPlan, bounds: Sequence[tuple[int, int]], pass_index: int = 0, state: Any = None) -> Any:
+    """The merged statistics of one pass of ``plan`` over the chunks ``bounds``, in this process."""
+    return tree_reduce((plan.chunk(pass_index, state, a, b) for a, b in bounds), _merge_in_place)
 
 
 def run_plan(plan: StreamPlan, bounds: Sequence[tuple[int, int]]) -> ScoreResult:
     """Run every pass of ``plan`` in this process, one chunk in memory at a time."""
     state: Any = None
     for p in range(plan.n_passes):
-        merged = tree_reduce((plan.chunk(p, state, a, b) for a, b in bounds), _merge_in_place)
-        state = plan.finish(p, state, merged)
+        state = plan.finish(p, state, accumulate(plan, bounds, p, state))
     return state
 
 

@@ -21,13 +21,19 @@ narrower blocks are zero-padded to ``L = max_k L_k`` (their raw widths). Column 
 stays column l, so with equal widths this is exactly the plain formula. Constant columns are
 excluded with an :class:`~emms.errors.EmmsWarning`: feature columns are removed, F-label columns
 are set to zero (keeping the alignment of the other columns).
+
+Chunks may be numpy arrays or torch tensors on any device (:mod:`emms.backend`): the same code
+computes a chunk's moments in either namespace (numpy: in float64; torch: in the tensor's dtype)
+and brings them to the host as float64, where chunks merge.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -52,14 +58,28 @@ def chunk_rows_for(n_columns: int) -> int:
     return max(256, _CHUNK_BYTES // (8 * max(int(n_columns), 1)))
 
 
-def _column_summary(a: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Column means, minima and maxima (float64) of a chunk (n, m); InputError if it holds NaN/Inf."""
-    a_min, a_max = a.min(axis=0).astype(np.float64), a.max(axis=0).astype(np.float64)
+def _namespace(a: Any) -> Any:
+    """The array namespace of a chunk: ``torch`` for a tensor, else ``numpy``."""
+    torch = sys.modules.get("torch")
+    return torch if torch is not None and isinstance(a, torch.Tensor) else np
+
+
+def _host(a: Any) -> np.ndarray:
+    """A numpy float64 copy of a tensor (numpy arrays are returned as float64, uncopied when they are)."""
+    if isinstance(a, np.ndarray):
+        return a.astype(np.float64, copy=False)
+    return a.detach().to("cpu", dtype=sys.modules["torch"].float64).numpy()
+
+
+def _column_summary(a: Any, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Column means, minima and maxima (host float64) of a chunk (n, m); InputError if it holds NaN/Inf."""
+    xp = _namespace(a)
+    a_min, a_max = _host(xp.amin(a, axis=0)), _host(xp.amax(a, axis=0))
     if not (np.isfinite(a_min).all() and np.isfinite(a_max).all()):  # NaN and ±Inf reach the minima/maxima
-        bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+        bad = int(a.shape[0] * a.shape[1] - int(xp.count_nonzero(xp.isfinite(a))))
         raise InputError(f"{name}: contains {bad} NaN or Inf value(s) (in a chunk of {a.shape[0]} rows); "
                          "expected finite numbers")
-    return a.mean(axis=0, dtype=np.float64), a_min, a_max
+    return _host(xp.mean(a, axis=0, dtype=xp.float64)), a_min, a_max
 
 
 def cross_factors(x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
@@ -69,8 +89,10 @@ def cross_factors(x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
     Then xᵀy = Sᵀ Y_U with S (U, D) the sums of the rows of x that share a y row and Y_U (U, T)
     the distinct rows: [Sᵀ, Y_U] costs O(N·D + U·D·T) instead of O(N·D·T), and a caller that
     multiplies xᵀy by more matrices can choose the cheapest order (``numpy.linalg.multi_dot``).
-    Used when U <= N/4 and T >= 16; otherwise the one factor [x.T @ y].
+    Used when U <= N/4 and T >= 16; otherwise (and for torch tensors) the one factor [x.T @ y].
     """
+    if not isinstance(y, np.ndarray):
+        return [x.T @ y]
     groups = _distinct_rows(y) if y.shape[1] >= _GROUPED_MIN_COLUMNS else None
     if groups is None:
         return [x.T @ y]
@@ -133,6 +155,30 @@ class StandardStats:
         return self.gram.shape[0]
 
 
+def in_eigenbasis(stats: StandardStats, *, device: str = "cpu") -> StandardStats:
+    """The same EMMS problem in G's eigenbasis, G = V diag(s) Vᵀ decomposed on a torch ``device``:
+    gram diag(s) (D', D'), cross VᵀC_k (K, D', L). EMMS depends on X only through (s, VᵀC_k)."""
+    import dataclasses
+
+    import torch
+
+    values, vectors = torch.linalg.eigh(torch.as_tensor(stats.gram, device=device, dtype=torch.float64))
+    cross = torch.matmul(vectors.T, torch.as_tensor(stats.cross, device=device, dtype=torch.float64))
+    return dataclasses.replace(stats, gram=np.diag(_host(values)), cross=_host(cross))
+
+
+def _centred(xp: Any, blocks: Sequence[Any], means: np.ndarray, offsets: Sequence[tuple[int, int]]) -> Any:
+    """[B_1 − m_1, …, B_K − m_K] (n, ΣL_k) in one buffer: numpy float64, or a tensor in the blocks' dtype
+    on their device; ``means`` (ΣL_k,) host float64, column ranges ``offsets``."""
+    first = blocks[0]
+    dtype = np.float64 if xp is np else first.dtype
+    out = xp.empty((first.shape[0], offsets[-1][1]), dtype=dtype, device=first.device)
+    for (start, stop), block in zip(offsets, blocks):
+        out[:, start:stop] = block
+        out[:, start:stop] -= xp.asarray(means[start:stop], dtype=dtype, device=first.device)
+    return out
+
+
 class SufficientStats:
     """Running float64 statistics of features X (N, D) and K F-label blocks Z_k (N, L_k).
 
@@ -169,19 +215,6 @@ class SufficientStats:
             stats = chunk if stats is None else stats._absorb(chunk)
         return stats
 
-    @classmethod
-    def from_moments(cls, *, n_samples: int, widths: tuple[int, ...], x_mean, x_min, x_max, xx, xz, zz, z_mean,
-                     z_min, z_max) -> SufficientStats:
-        """Statistics of one chunk from moments computed elsewhere (e.g. on a GPU), all float64:
-        column means/minima/maxima of X (D,) and of the concatenated F-labels (ΣL_k,), the centred
-        co-moments XᵀX (D, D) and XᵀZ (D, ΣL_k), and the per-column cross moments ``zz`` in the
-        layout :meth:`update` produces. Merge the result with :meth:`merge` as usual."""
-        stats = cls()
-        stats.n_samples, stats._n_features, stats._widths = int(n_samples), int(np.shape(x_mean)[0]), tuple(widths)
-        stats._x_mean, stats._x_min, stats._x_max, stats._xx, stats._xz = x_mean, x_min, x_max, xx, xz
-        stats._z_mean, stats._z_min, stats._z_max, stats._zz = z_mean, z_min, z_max, zz
-        return stats
-
     @property
     def label_widths(self) -> tuple[int, ...]:
         """Raw widths L_k of the F-label blocks (empty before the first update)."""
@@ -190,10 +223,17 @@ class SufficientStats:
     def update(self, x_chunk: object, z_chunks: object) -> SufficientStats:
         """Add the rows ``x_chunk`` (n, D) and ``z_chunks`` (K arrays (n, L_k) or one (n, L, K)).
 
-        Returns self. Inputs are not modified.
+        Returns self. Inputs are not modified. Torch tensors (``x_chunk`` and a list of K blocks, on
+        one device) are accumulated where they are, in their dtype.
         """
-        x = as_numeric_matrix(x_chunk, "x_chunk", min_rows=1)
-        z = as_f_labels(z_chunks, "z_chunks", n_samples=x.shape[0], min_rows=1, convert=False)
+        if _namespace(x_chunk) is np:
+            x = as_numeric_matrix(x_chunk, "x_chunk", min_rows=1)
+            z = as_f_labels(z_chunks, "z_chunks", n_samples=x.shape[0], min_rows=1, convert=False)
+        else:
+            x, z = x_chunk, list(z_chunks)  # type: ignore[call-overload]
+            if x.ndim != 2 or x.shape[0] < 1 or not z or any(b.ndim != 2 or b.shape[0] != x.shape[0] for b in z):
+                raise InputError(f"x_chunk, z_chunks: expected tensors (n, D) and K >= 1 tensors (n, L_k), got shapes "
+                                 f"{tuple(x.shape)} and {[tuple(b.shape) for b in z]}")
         names = ["x_chunk"] + [f"z_chunks[{k}]" for k in range(len(z))]
         return self._absorb(self._of_chunk(x, z, names, self.paired))
 
@@ -254,40 +294,43 @@ class SufficientStats:
         return [(int(e - w), int(e)) for e, w in zip(ends, self._widths)]
 
     @classmethod
-    def _of_chunk(cls, x: np.ndarray, z: Sequence[np.ndarray], names: Sequence[str], paired: bool) -> SufficientStats:
+    def _of_chunk(cls, x: Any, z: Sequence[Any], names: Sequence[str], paired: bool) -> SufficientStats:
         """Statistics of one chunk: the one computation behind :meth:`from_arrays` and :meth:`update`.
 
-        ``x`` (n, D) and the blocks of ``z`` (n, L_k) are numeric arrays of any dtype (read, never
-        written). Each is centred on its chunk mean into one float64 buffer, [X − x̄] (n, D) and
-        [Z_1 − z̄_1, …, Z_K − z̄_K] (n, ΣL_k); then XᵀX, XᵀZ and the paired co-moments. NaN/Inf
-        show up in the chunk's minima/maxima, which are checked (InputError naming ``names[i]``).
-        Float64 chunks skip the centred copy when that loses nothing (:meth:`_uncentred_moments`).
+        ``x`` (n, D) and the blocks of ``z`` (n, L_k) are numeric numpy arrays of any dtype or torch
+        tensors (read, never written). Each is centred on its chunk mean into one buffer (numpy:
+        float64; torch: the tensor's dtype, on its device), [X − x̄] (n, D) and
+        [Z_1 − z̄_1, …, Z_K − z̄_K] (n, ΣL_k); then XᵀX, XᵀZ and the paired co-moments, brought to
+        the host as float64. NaN/Inf show up in the chunk's minima/maxima, which are checked
+        (InputError naming ``names[i]``). Float64 numpy chunks skip the centred copy when that loses
+        nothing (:meth:`_uncentred_moments`).
         """
         stats = cls(paired=paired)
-        stats.n_samples = n = x.shape[0]
+        stats.n_samples = x.shape[0]
         stats._n_features = x.shape[1]
         stats._widths = widths = tuple(block.shape[1] for block in z)
         stats._x_mean, stats._x_min, stats._x_max = _column_summary(x, names[0])
         summaries = [_column_summary(block, name) for block, name in zip(z, names[1:])]
         stats._z_mean, stats._z_min, stats._z_max = (np.concatenate(parts) for parts in zip(*summaries))
-        if x.dtype == np.float64 and all(b.dtype == np.float64 for b in z) and stats._uncentred_moments(x, z):
+        xp = _namespace(x)
+        if (xp is np and x.dtype == np.float64 and all(b.dtype == np.float64 for b in z)
+                and stats._uncentred_moments(x, z)):
             return stats
-        xc = np.subtract(x, stats._x_mean, dtype=np.float64)
-        zc = np.empty((n, sum(widths)))
         offsets = stats._offsets()
-        for (start, stop), block in zip(offsets, z):
-            np.subtract(block, stats._z_mean[start:stop], out=zc[:, start:stop], dtype=np.float64)
-        stats._xx = xc.T @ xc
-        stats._xz = cross_product(xc, zc)
+        xc = _centred(xp, [x], stats._x_mean, [(0, x.shape[1])])
+        zc = _centred(xp, z, stats._z_mean, offsets)
+        stats._xx = _host(xc.T @ xc)
+        stats._xz = _host(cross_product(xc, zc))
         # Paired co-moments: _zz[k, j, l] = Σ_i zc_k[i, l] zc_j[i, l] for l < min(L_k, L_j) (k = j only
         # unless ``paired``: the per-encoder score needs just each column's sum of squares).
         stats._zz = np.zeros((len(z), len(z), max(widths)))
-        squares = np.einsum("nl,nl->l", zc, zc)
+        squares = _host(xp.einsum("nl,nl->l", zc, zc))
         for k, (a, b) in enumerate(offsets):
             stats._zz[k, k, : b - a] = squares[a:b]
             for j in range(k + 1, len(z) if paired else k + 1):
                 m, c = min(widths[k], widths[j]), offsets[j][0]
-                stats._zz[k, j, :m] = stats._zz[j, k, :m] = np.einsum("nl,nl->l", zc[:, a:a + m], zc[:, c:c + m])
+                stats._zz[k, j, :m] = stats._zz[j, k, :m] = _host(xp.einsum("nl,nl->l", zc[:, a:a + m],
+                                                                            zc[:, c:c + m]))
         return stats
 
     def _uncentred_moments(self, x: np.ndarray, z: Sequence[np.ndarray]) -> bool:

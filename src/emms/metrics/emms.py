@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
+
 import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator
@@ -52,7 +54,7 @@ from emms._validation import as_f_labels, as_float_matrix, drop_constant_columns
 from emms.errors import EmmsWarning, InputError
 from emms.metrics.protocol import MetricStream, Rows, ScoreResult
 from emms.metrics.registry import register
-from emms.stats import StandardStats, SufficientStats
+from emms.stats import StandardStats, SufficientStats, in_eigenbasis
 
 SOLVERS = ("exact", "alternating", "official")
 SCORES = ("gcv", "in_sample")
@@ -247,7 +249,9 @@ class EMMS(BaseEstimator):
 class EMMSStream(MetricStream):
     """EMMS over chunks: :class:`SufficientStats` per chunk (Chan's merge), :meth:`EMMS.fit_stats` at the end.
 
-    The chunk statistics accept torch tensors (``on_device``): one computation on any device.
+    The chunk statistics accept torch tensors (``on_device``): one computation on any device; with
+    a device, G's eigen-decomposition runs there too (:func:`emms.stats.in_eigenbasis`).
+    ``solver="official"`` needs the raw arrays: it does not stream (``accepts``).
     """
 
     on_device = True
@@ -257,12 +261,23 @@ class EMMSStream(MetricStream):
         self.estimator = EMMS(**options)  # type: ignore[arg-type]
         self.estimator._check_params()
 
+    @classmethod
+    def accepts(cls, options: Mapping[str, object]) -> bool:
+        return options.get("solver") != "official"
+
     def chunk(self, rows: Rows, start: int, stop: int, pass_index: int, state: object) -> SufficientStats:
         paired = self.estimator.mixture == "columns"  # only the column mixture needs cross-encoder terms
         return SufficientStats(paired=paired).update(rows.raw_features(start, stop), rows.target(start, stop))
 
+    def fit(self, rows: Rows, merged: SufficientStats) -> EMMS:
+        """A fitted :class:`EMMS` from the merged statistics (eigen-decomposition on ``rows.device`` if set)."""
+        stats = merged.standardised(labels="blocks" if self.estimator.mixture == "per_encoder" else "columns")
+        if rows.device is not None:
+            stats = in_eigenbasis(stats, device=rows.device)
+        return EMMS(**self.estimator.get_params()).fit_stats(stats)
+
     def finish(self, rows: Rows, merged: SufficientStats, pass_index: int, state: object) -> ScoreResult:
-        estimator = EMMS(**self.estimator.get_params()).fit_stats(merged)
+        estimator = self.fit(rows, merged)
         return ScoreResult(float(estimator.score_), np.asarray(estimator.weights_))
 
 

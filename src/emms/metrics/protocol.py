@@ -18,6 +18,7 @@ an input merge a copy). A stream and its statistics are picklable (Dask ships th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -75,6 +76,11 @@ class MetricStream:
 
     def __init__(self, **options: Any) -> None:
         self.options = options
+
+    @classmethod
+    def accepts(cls, options: Mapping[str, Any]) -> bool:
+        """Whether the metric with these ``options`` is computed from streamed statistics (default: yes)."""
+        return True
 
     def chunk(self, rows: Rows, start: int, stop: int, pass_index: int, state: Any) -> Mergeable:
         """Statistics of rows ``start:stop`` in pass ``pass_index`` (``state``: the previous pass's result)."""
