@@ -37,7 +37,8 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from emms import EMMS
-from emms.metrics.emms import _encoder_r2, _sparsemax, _Spectrum
+from emms.metrics._simplex import sparsemax
+from emms.metrics.emms import _encoder_r2, _Spectrum
 from emms.metrics.logme import logme_flabels
 from emms.stats import SufficientStats
 
@@ -67,7 +68,7 @@ def official_transcription(x: np.ndarray, z: list[np.ndarray]) -> float:
     y = np.stack([(b - b.mean(0)) / (b.std(0) + 1e-8) for b in z], axis=2)
     coef = np.linalg.lstsq(xs, y @ np.full(k, 1.0 / k), rcond=None)[0]
     prediction = xs @ coef
-    weights = _sparsemax(np.linalg.lstsq(y.reshape(n * width, k), prediction.reshape(n * width), rcond=None)[0])
+    weights = sparsemax(np.linalg.lstsq(y.reshape(n * width, k), prediction.reshape(n * width), rcond=None)[0])
     return -(np.sum((prediction - y @ weights) ** 2) / n) * width
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import emms
 from _part2_helpers import cases, records
 from emms import EMMS, EmmsWarning, InputError
-from emms.metrics.emms import _simplex_qp, _sparsemax
+from emms.metrics._simplex import simplex_qp, sparsemax
 
 REFERENCE_CASES = ("flabel", "flabel_cls", "flabel_sparse")
 
@@ -63,9 +63,9 @@ def test_exact_objective_never_exceeds_official(case):
 
 def test_sparsemax_is_the_simplex_projection():
     rec = records()["emms.EMMS.flabel_sparse.instrumented_weights"]
-    np.testing.assert_allclose(_sparsemax(np.array(rec["lam_raw"])), rec["lam"], atol=1e-15)
+    np.testing.assert_allclose(sparsemax(np.array(rec["lam_raw"])), rec["lam"], atol=1e-15)
     v = np.random.default_rng(0).normal(size=6)
-    p = _sparsemax(v)
+    p = sparsemax(v)
     assert p.min() >= 0 and p.sum() == pytest.approx(1.0)
     # projection: no other simplex point (random draws) is closer to v
     others = np.random.default_rng(1).dirichlet(np.ones(6), size=2000)
@@ -197,7 +197,7 @@ def test_simplex_qp_matches_support_enumeration(k, rank, seed, with_linear):
     linear = quad @ rng.normal(size=k) if with_linear else np.zeros(k)
     _, best_value = _enumerated_qp(quad, linear)
     for start in (None, rng.dirichlet(np.ones(k))):  # from the best vertex, or warm-started
-        t = _simplex_qp(quad, linear, start=start)
+        t = simplex_qp(quad, linear, start=start)
         assert t.min() >= 0 and t.sum() == pytest.approx(1.0, abs=1e-12)
         assert t @ quad @ t - 2 * linear @ t <= best_value + 1e-9 * max(1.0, abs(best_value))
 

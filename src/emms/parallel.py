@@ -256,7 +256,7 @@ def _finish(plan: StreamPlan, pass_index: int, state: object, merged: object) ->
 
 def score_models(features_by_model: Mapping[str, Any], target: object, metric: str, *, scheduler: object,
                  source_probs_by_model: Mapping[str, Any] | None = None, target_kind: str | None = None,
-                 chunk_rows: int = DEFAULT_CHUNK_ROWS, **options) -> dict[str, ScoreResult]:
+                 chunk_rows: int | Sequence[int] = DEFAULT_CHUNK_ROWS, **options) -> dict[str, ScoreResult]:
     """Score every model of a pool with a per-model metric on Dask.
 
     Streamable metrics: one task per (model, chunk), a tree reduction and the solve (scores equal

@@ -32,7 +32,7 @@ from emms.errors import EmmsWarning, InputError
 from emms.metrics._common import stratified_subsample
 from emms.metrics.protocol import ScoreResult
 from emms.metrics.registry import check_target_kind, get_metric, score, score_pool
-from emms.parallel import run_plans
+from emms.parallel import run_plans, score_models
 from emms.plans import make_plan, run_plan
 from emms.sources import (DEFAULT_CHUNK_ROWS, ChunkSource, IndexedRows, chunk_bounds, open_source, read_rows,
                           store_source)
@@ -98,10 +98,9 @@ def stream_score_pool(features_by_model: Mapping[str, object], target: object, m
         missing = sorted(set(features_by_model) - set(probs))
         raise InputError(f"source_probs_by_model: metric {metric!r} needs source probabilities for {', '.join(missing)}")
     if scheduler is not None and info.streamable:
-        plans = {m: make_plan(f, target, metric, source_probs=probs.get(m), target_kind=target_kind, **options)
-                 for m, f in features_by_model.items()}
-        bounds = {m: chunk_bounds(p.n_rows, chunk_rows) for m, p in plans.items()}
-        return {m: r.score for m, r in run_plans(plans, bounds, scheduler).items()}
+        results = score_models(features_by_model, target, metric, scheduler=scheduler, source_probs_by_model=probs,
+                               target_kind=target_kind, chunk_rows=chunk_rows, **options)
+        return {m: r.score for m, r in results.items()}
     return {m: stream_score(f, target, metric, chunk_rows=chunk_rows, source_probs=probs.get(m),
                             target_kind=target_kind, max_rows=max_rows, seed=seed, **options)
             for m, f in features_by_model.items()}

@@ -52,6 +52,7 @@ from sklearn.base import BaseEstimator
 
 from emms._validation import as_f_labels, as_float_matrix, drop_constant_columns, nonconstant_mask
 from emms.errors import EmmsWarning, InputError
+from emms.metrics._simplex import simplex_qp, sparsemax
 from emms.metrics.protocol import MetricStream, Rows, ScoreResult
 from emms.metrics.registry import register
 from emms.stats import StandardStats, SufficientStats, in_eigenbasis
@@ -148,7 +149,7 @@ class EMMS(BaseEstimator):
         if self.score == "gcv":
             ridge, weights, n_evals = _gcv_search(spectrum)
         else:
-            ridge, weights, n_evals = 0.0, _simplex_qp(spectrum.penalised(0.0)), 1
+            ridge, weights, n_evals = 0.0, simplex_qp(spectrum.penalised(0.0)), 1
         self.ridge_ = ridge
         if self.solver == "alternating":
             weights, history, self.converged_ = _alternate(spectrum, ridge, tol=self.tol, max_iter=self.max_iter)
@@ -235,7 +236,7 @@ class EMMS(BaseEstimator):
         coef, _, rank, _ = np.linalg.lstsq(xs, ys @ uniform, rcond=None)
         prediction = xs @ coef
         raw_weights = np.linalg.lstsq(ys.reshape(n * width, k), prediction.reshape(n * width), rcond=None)[0]
-        weights = _sparsemax(raw_weights)
+        weights = sparsemax(raw_weights)
         sse = float(np.sum((prediction - ys @ weights) ** 2))
         self._set_shape(n, x.shape[1], width, int(rank))
         self.ridge_ = 0.0
@@ -394,7 +395,7 @@ def _gcv_search(spectrum: _Spectrum) -> tuple[float, np.ndarray, int]:
         nonlocal n_evals, previous
         n_evals += 1
         ridge = math.exp(log_ridge)
-        weights = previous = _simplex_qp(spectrum.penalised(ridge), start=previous)
+        weights = previous = simplex_qp(spectrum.penalised(ridge), start=previous)
         rss = max(float(weights @ spectrum.residual(ridge) @ weights), 0.0)
         return _gcv_value(rss, spectrum.dof(ridge), n), weights
 
@@ -426,7 +427,7 @@ def _alternate(spectrum: _Spectrum, ridge: float, *, tol: float,
     for _ in range(max_iter):
         coef = np.tensordot(weights, c_hat, axes=1) / scale
         fit_terms = np.tensordot(c_hat, coef, axes=([1, 2], [0, 1]))
-        new_weights = _simplex_qp(spectrum.label_inner, fit_terms, start=weights)
+        new_weights = simplex_qp(spectrum.label_inner, fit_terms, start=weights)
         step = float(np.max(np.abs(new_weights - weights)))
         weights = new_weights
         history.append(float(np.sum(scale * coef**2) - 2 * weights @ fit_terms
@@ -436,75 +437,3 @@ def _alternate(spectrum: _Spectrum, ridge: float, *, tol: float,
     warnings.warn(f"EMMS alternating solver: t still moved by {step:.2e} after max_iter={max_iter} "
                   "alternations; raise max_iter or use solver='exact'", EmmsWarning, stacklevel=3)
     return weights, history, False
-
-
-def _simplex_qp(quad: np.ndarray, linear: np.ndarray | None = None, *, start: np.ndarray | None = None,
-                max_steps: int = 1000) -> np.ndarray:
-    """Exact minimiser of tᵀQt − 2bᵀt over the probability simplex (Q (K, K) symmetric PSD, b in
-    the range of Q, as always here: Q = ZᵀZ and b = Zᵀu for stacked F-labels Z).
-
-    Primal active-set method: on a support S solve the KKT system Q_SS t_S − b_S = μ1, 1ᵀt_S = 1
-    (least squares, so a singular Q_SS, e.g. a repeated encoder, is fine); step back to feasibility
-    when a weight turns negative; add the index whose gradient (Qt − b)_j falls below μ. Stops when
-    the KKT conditions hold (t ≥ 0, (Qt − b)_j ≥ μ off the support). ``start``: a point of the
-    simplex to start from (its support is the first guess).
-    """
-    q = np.asarray(quad, dtype=np.float64)
-    q = 0.5 * (q + q.T)
-    b = np.zeros(q.shape[0]) if linear is None else np.asarray(linear, dtype=np.float64)
-    k = q.shape[0]
-    tol = 1e-13 * max(float(np.max(np.abs(q))), float(np.max(np.abs(b))), 1e-300)
-    if start is None:  # the best vertex
-        weights = np.zeros(k)
-        weights[int(np.argmin(np.diag(q) - 2 * b))] = 1.0
-    else:  # a feasible warm start, e.g. the previous solution
-        weights = np.array(start, dtype=np.float64)
-    support = [int(i) for i in np.flatnonzero(weights > 0)]
-    for _ in range(max_steps):
-        target, multiplier = _kkt_on_support(q, b, support)
-        if np.all(target >= 0):
-            weights[:] = 0.0
-            weights[support] = target
-            gradient = q @ weights - b
-            outside = [j for j in range(k) if j not in support]
-            if not outside:
-                break
-            j = min(outside, key=lambda i: gradient[i])
-            if gradient[j] >= multiplier - tol:
-                break
-            support.append(j)
-        else:
-            current = weights[support]
-            negative = target < 0
-            ratios = current[negative] / (current[negative] - target[negative])
-            blocking = np.asarray(support)[negative][int(np.argmin(ratios))]
-            weights[support] = current + float(np.min(ratios)) * (target - current)
-            weights[blocking] = 0.0
-            support = [i for i in support if weights[i] > 0.0]
-    weights = np.clip(weights, 0.0, None)
-    return weights / weights.sum()
-
-
-def _kkt_on_support(q: np.ndarray, b: np.ndarray, support: list[int]) -> tuple[np.ndarray, float]:
-    """Solve Q_SS t − μ1 = b_S, 1ᵀt = 1 (least squares if singular); returns (t_S, μ)."""
-    m = len(support)
-    system = np.zeros((m + 1, m + 1))
-    system[:m, :m] = q[np.ix_(support, support)]
-    system[:m, m] = -1.0
-    system[m, :m] = 1.0
-    rhs = np.append(b[support], 1.0)
-    try:
-        solution = np.linalg.solve(system, rhs)
-    except np.linalg.LinAlgError:  # singular Q_SS (e.g. a repeated encoder): minimum-norm solution
-        solution = np.linalg.lstsq(system, rhs, rcond=None)[0]
-    return solution[:m], float(solution[m])
-
-
-def _sparsemax(values: np.ndarray) -> np.ndarray:
-    """Euclidean projection onto the probability simplex (Martins & Astudillo, 2016)."""
-    ordered = np.sort(values)[::-1]
-    cumulative = np.cumsum(ordered) - 1.0
-    ks = np.arange(1, values.size + 1)
-    support = ordered - cumulative / ks > 0
-    threshold = cumulative[support][-1] / ks[support][-1]
-    return np.maximum(values - threshold, 0.0)
