@@ -2,10 +2,9 @@
 
 Most metrics are functions of sufficient statistics (``shared/DESIGN.md``), so they need one pass
 over the features in chunks, never the whole (N, D) array in memory. How a metric streams is its
-own module's business: its :class:`~emms.metrics.protocol.MetricStream` (``EMMSStream``,
-``LogMEStream``, ``HScoreStream``, ``GBCStream``, ``TransRateStream``, ``LEEPStream``,
-``NCEStream``), and ``MetricInfo.streamable`` says whether it has one (``emms metrics`` lists
-them). This module runs them: in this process (:func:`emms.plans.run_plan`) or on Dask
+own module's business: its :class:`~emms.metrics.protocol.MetricStream` (e.g.
+:class:`emms.metrics.hscore.HScoreStream`), and ``MetricInfo.streamable`` says whether it has one
+(``emms metrics`` lists them). This module runs them: in this process (:func:`emms.plans.run_plan`) or on Dask
 (:func:`emms.parallel.run_plans`), over the chunk sources of :mod:`emms.sources` (a ``.npy``
 path, a zarr array or folder, a store entry, any array-like, :class:`IndexedRows`). Targets (class
 labels, real values) and source probabilities are small next to the features and are held in
