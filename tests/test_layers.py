@@ -391,3 +391,11 @@ def test_cli_rank_layers(tmp_path):
     assert bad.exit_code == 2 and "layers:" in bad.stderr and "Traceback" not in bad.output
     spec = runner.invoke(app, [*base[:4], "builtin:onet_mtcnn?layer=9", *base[5:]])
     assert spec.exit_code == 2 and "has 5 layer" in spec.stderr
+
+
+@pytest.mark.parametrize("layers", ["best", "all"])
+def test_the_size_prior_scores_every_layer_entry_with_its_models_count(layers, tmp_path):
+    ranking = emms.rank("builtin:digits", ["builtin:onet_mtcnn"], task="classification", metrics=["params"],
+                        max_samples=40, layers=layers, resamples=0, cache=tmp_path)
+    count = ranking.meta["n_params"]["builtin:onet_mtcnn"]
+    assert count > 1e5 and (ranking.table["score"] == count).all() and len(ranking.table) >= 1

@@ -276,6 +276,10 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
                 extractors, task_data, layer_choice, store, batch_size, with_probs=with_probs, timings=timings,
                 progress=lambda name, done, total: notify("extract features", name, done, total))
             plan = cast("LayerPlan", chosen)
+            for info in infos:  # a layer entry (MODEL#layerK) has its model's parameter count
+                if info.needs_n_params:
+                    by_entry = {entry: n_params[model] for entry, (model, _) in plan.scored.items()}
+                    metric_options[info.name] = {**metric_options[info.name], "n_params": by_entry}
         rows, first = [], None
         for i, info in enumerate(infos):
             kind = _target_kind_for(info, targets)
