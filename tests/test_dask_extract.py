@@ -58,7 +58,8 @@ def _features_entries(store: Store) -> dict[str, np.ndarray]:
 
 
 def test_rank_extracts_on_a_local_cluster_and_matches_in_process(tmp_path, cluster, data):
-    in_process = emms.rank("builtin:fashion-mnist", MODELS, cache=tmp_path / "a", **KWARGS)
+    # with a scheduler the default layer choice is "last" (layer-wise extraction runs in the caller)
+    in_process = emms.rank("builtin:fashion-mnist", MODELS, cache=tmp_path / "a", layers="last", **KWARGS)
     seen = []
     with distributed.Client(cluster) as client, distributed.get_task_stream(client) as stream:
         on_dask = emms.rank("builtin:fashion-mnist", MODELS, cache=tmp_path / "b", scheduler=client,

@@ -209,7 +209,7 @@ def test_cli_extract_then_cache_ls_and_clear(tmp_path):
     runner = CliRunner()
     cache = tmp_path / "cache"
     args = ["extract", "--data", "builtin:digits", "--models", "builtin:onet_mtcnn", "--max-samples", "20",
-            "--batch-size", "8", "--cache", str(cache), "--json"]
+            "--batch-size", "8", "--cache", str(cache), "--json", "--layers", "last"]  # one entry: the model's own
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     report = json.loads(first.stdout)

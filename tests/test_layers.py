@@ -216,7 +216,7 @@ def test_spec_options_layer_and_pooling():
 
 @pytest.mark.parametrize("value, expected", [("last", "last"), (" BEST ", "best"), ("mean", "mean"), ("all", "all"),
                                              ("3", (3,)), ("0,-1,0", (0, -1)), (-2, (-2,)), ([1, 2], (1, 2)),
-                                             (None, "last")])
+                                             (None, "best")])
 def test_parse_layers(value, expected):
     assert parse_layers(value) == expected
 

@@ -258,12 +258,14 @@ def test_resampling_is_seeded_and_counts_wins(cache):
 
 
 def test_interrupt_says_how_to_resume(cache, monkeypatch):
+    import emms.extract
     import emms.pipeline
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(emms.pipeline, "_extract_all", interrupted)
+    monkeypatch.setattr(emms.extract, "extract_layer_choice", interrupted)
     result = runner.invoke(app, _rank_args(cache))
     assert result.exit_code == 130
     assert result.stderr.strip().splitlines()[-1] == ("interrupted — rerun the same command to resume "
@@ -305,7 +307,7 @@ def test_features_are_extracted_once_whatever_the_metrics(tmp_path):
     args = ["--data", "builtin:digits", "--models", "builtin:onet_mtcnn", "--max-samples", "40", "--cache", str(tmp_path)]
     assert runner.invoke(app, ["extract", *args]).exit_code == 0
     entries = {e["key"]: e["created"] for e in Store(tmp_path).entries()}
-    assert len(entries) == 1
+    assert len(entries) == 5 + 1  # O-Net's 5 layers (rank's default scores the best) and its source probabilities
     for metric in ("logme", "leep"):
         result = runner.invoke(app, ["rank", *args, "--metrics", metric, "--resamples", "0"])
         assert result.exit_code == 0, result.output

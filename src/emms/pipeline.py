@@ -167,7 +167,7 @@ class Ranking:
 def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Sequence[str] = "offline",
          metrics: Sequence[str] = DEFAULT_METRICS, max_samples: int | None = None, seed: int = 0,
          cache: str | Path | None = None, device: str = "cpu", batch_size: int = 64,
-         image_size: int | None = None, layers: object = "last", truth: Mapping[str, float] | None = None,
+         image_size: int | None = None, layers: object = None, truth: Mapping[str, float] | None = None,
          metric_options: Mapping[str, Mapping] | None = None, resamples: int = DEFAULT_RESAMPLES,
          label_options: Mapping[str, object] | None = None, text_column: str | None = None,
          label_column: str | None = None, progress: ProgressCallback | None = None, scheduler: object = None) -> Ranking:
@@ -194,9 +194,11 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
             GPU, EMMS's statistics and eigen-solve run there too (:mod:`emms.backend`, float64),
             except with ``solver="official"``, which is numpy only.
         image_size: input resolution for the packaged backbones (default: each one's native size).
-        layers: which layers of each model to score (:mod:`emms.models.layers`): ``"last"`` (the
-            model's own features), ``"best"`` (each layer scored, the best kept per model and metric;
-            ``meta["layer_chosen"]`` says which), ``"mean"`` (the mean of the pooled layers),
+        layers: which layers of each model to score (:mod:`emms.models.layers`): ``"best"`` (the
+            default, None: each layer scored, the best kept per model and metric;
+            ``meta["layer_chosen"]`` says which; with a ``scheduler`` the default is ``"last"``,
+            because layer-wise extraction runs in this process), ``"last"`` (the model's own
+            features), ``"mean"`` (the mean of the pooled layers),
             ``"all"`` or layer indices such as ``"3,-2"`` (each layer its own candidate
             ``MODEL#layerK``; one index replaces the features). Extracted in this process, one
             forward pass per batch for all layers, cached per layer.
@@ -228,7 +230,9 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
     metric_options = dict(metric_options or {})
     infos = check_metrics(metrics, metric_options)
     resamples = _check_resamples(resamples)
-    layer_choice = check_layer_choice(layers, with_truth=truth is not None)
+    # Layer-wise extraction runs in this process: on Dask the default keeps the model's own features.
+    layer_choice = check_layer_choice("last" if layers is None and scheduler is not None else layers,
+                                      with_truth=truth is not None)
     if not models:
         raise InputError("models: expected at least one model")
     if truth is not None and all(isinstance(m, str) for m in models):
@@ -264,14 +268,14 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
     native_kind = NATIVE_TARGET_KINDS.get(task_data.task)
     if native_kind is not None:
         targets[native_kind] = native_target(task_data.task, task_data.labels, task_data.class_names)
-    need_probs = any(info.needs_source_probs for info in infos)
     with _dask_target(scheduler) as target:
         plan: LayerPlan | None = None
         if layer_choice == "last":
             features, source_probs = _extract_all(extractors, sources, task_data, store, batch_size=batch_size,
                                                   notify=notify, timings=timings, scheduler=target)
         else:
-            with_probs = {name: need_probs and has_source_head(e) for name, e in extractors.items()}
+            # source probabilities from the same pass whenever there is a head: one cache whatever the metrics
+            with_probs = {name: has_source_head(e) for name, e in extractors.items()}
             features, source_probs, chosen = extract_layer_choice(
                 extractors, task_data, layer_choice, store, batch_size, with_probs=with_probs, timings=timings,
                 progress=lambda name, done, total: notify("extract features", name, done, total))

@@ -31,11 +31,14 @@ def extract(
     task: str = typer.Option(None, "--task", help="Task kind of a manifest (inferred from its columns when omitted)."),
     text_column: str = typer.Option(None, "--text-column", help="The data's input text column, when it is not named 'text'."),
     label_column: str = typer.Option(None, "--label-column", help="The data's label column, when it is not named 'label'."),
+    layers: str = typer.Option(None, "--layers", help="Layers to extract, as rank's --layers (default: every layer, "
+            "which rank's default 'best' scores)."),
     as_json: bool = typer.Option(False, "--json", help="Print where each model's features are cached as JSON."),
 ) -> None:
     """Extract (or find in the cache) each model's features of DATA, as rank needs them; an interrupted run resumes."""
     from emms.data import as_task_data
-    from emms.extract import features_key, with_source_probs
+    from emms.extract import extract_layer_choice, features_key, with_source_probs
+    from emms.models.layers import parse_layers
     from emms.pipeline import extract_model, has_source_head, load_extractors
     from emms.store import Store
 
@@ -46,10 +49,22 @@ def extract(
         extractors, _ = load_extractors(specs, device=device, image_size=image_size)
         store = Store(cache)
         results = []
+        choice = parse_layers(layers)
         with progress_reporter(not as_json) as draw:
             for spec, extractor in extractors.items():
-                features, probs = extract_model(extractor, task_data, store, batch_size,
-                                                lambda done, total, spec=spec: draw("extract features", spec, done, total))
+                def report(done: int, total: int, spec: str = spec) -> None:
+                    draw("extract features", spec, done, total)
+
+                if choice != "last":  # every layer rank's choice scores, from one pass, cached per layer
+                    entries, probs_of, _ = extract_layer_choice({spec: extractor}, task_data, choice, store, batch_size,
+                                                                with_probs={spec: has_source_head(extractor)},
+                                                                progress=lambda _name, done, total: report(done, total))
+                    for name, features in entries.items():
+                        probs = probs_of.get(name)
+                        results.append({"model": name, "identity": extractor.identity, "shape": list(features.shape),
+                                        "source_classes": None if probs is None else probs.shape[1]})
+                    continue
+                features, probs = extract_model(extractor, task_data, store, batch_size, report)
                 entry = with_source_probs(extractor) if has_source_head(extractor) else extractor
                 key = features_key(entry, task_data)
                 results.append({"model": spec, "identity": entry.identity, "key": key,
@@ -62,4 +77,5 @@ def extract(
         say(f"{task_data.name}: {len(task_data)} samples ({task_data.task}); cache {store.root}")
         for row in results:
             head = "" if row["source_classes"] is None else f" + {row['source_classes']} source-class probabilities"
-            say(f"  {row['model']}: {tuple(row['shape'])}{head} -> {row['path']}")
+            where = f" -> {row['path']}" if "path" in row else ""
+            say(f"  {row['model']}: {tuple(row['shape'])}{head}{where}")

@@ -67,9 +67,9 @@ def rank(
             "the task's label column)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     image_size: int = typer.Option(None, "--image-size", help="Input resolution for the packaged backbones (default: native)."),
-    layers: str = typer.Option("last", "--layers", help="Layers to score: last (the model's own features), best (each layer "
-            "scored, the best kept per model and metric), mean (mean of the pooled layers), all, or indices such as 3,-2 "
-            "(each its own candidate)."),
+    layers: str = typer.Option(None, "--layers", help="Layers to score: best (the default, last with --scheduler: each "
+            "layer scored, the best kept per model and metric), last (the model's own features), mean (mean of the pooled "
+            "layers), all, or indices such as 3,-2 (each its own candidate)."),
     scheduler: str = typer.Option(None, "--scheduler", help="Extract features and score on Dask: 'local' (a LocalCluster) or a "
             "scheduler address (tcp://host:8786; workers must share the --cache directory); default: in this process."),
 ) -> None:
@@ -102,7 +102,7 @@ def demo(
              encoders="offline", metrics=list(DEMO_METRICS), metric_options={}, label_options=None,
              truth=demo_truth(), out=out_dir / "results.json", report=out_dir / "report.html", as_json=as_json,
              cache=cache, device="cpu", max_samples=max_samples, seed=0, resamples=resamples, text_column=None,
-             label_column=None, batch_size=64, image_size=64, layers="last", scheduler=None,
+             label_column=None, batch_size=64, image_size=64, layers=None, scheduler=None,
              truth_source="fine-tuned test accuracy on the fm10 target (Fashion-MNIST, 10 classes, mean of 3 seeds; "
                           "BENCHMARKS.md §1)")
 
