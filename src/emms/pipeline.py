@@ -22,6 +22,7 @@ import pandas as pd
 from emms._io import atomic_write_text
 from emms.errors import EmmsWarning, InputError
 from emms.metrics import get_metric, score_pool
+from emms.metrics.registry import blas_limit
 from emms.metrics.emms import EMMS
 
 if TYPE_CHECKING:
@@ -654,8 +655,9 @@ def _score_one(info, model: str, feats, target_arrays, source_probs: dict, optio
         result = score_on_device(feats, target_arrays, info.name, device=device, **options)
         weights = None if result.weights is None else dict(zip(encoder_labels, map(float, result.weights)))
         return {"model": model, "metric": info.name, "score": result.score, "weights": weights}
-    if info.name == "emms":  # in memory, keeping the fitted encoder weights t
-        est = EMMS(**options).fit(feats, target_arrays)
+    if info.name == "emms":  # in memory, keeping the fitted encoder weights t; BLAS threads as emms.score caps them
+        with blas_limit(feats):
+            est = EMMS(**options).fit(feats, target_arrays)
         weights = dict(zip(encoder_labels, (float(w) for w in est.weights_)))
         return {"model": model, "metric": info.name, "score": float(est.score_), "weights": weights}
     probs = {model: source_probs[model]} if info.needs_source_probs else None

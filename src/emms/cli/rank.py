@@ -19,7 +19,7 @@ from emms.errors import InputError
 
 DEMO_MODELS = ("mnv2_imagenet", "mnv2_keras_dogs", "efflite0_imagenet", "efflite1_imagenet", "efflite2_imagenet",
                "effb0_photo_vs_drawing", "vgg16bn_craft", "ocrvgg_easyocr", "onet_mtcnn")
-DEMO_METRICS = ("emms", "logme_flabels", "logme", "hscore_reg", "leep")
+DEMO_METRICS = ("emms", "logme_flabels", "logme", "hscore_reg", "leep", "params")
 #: The demo's fine-tuned truth: the fm10 target of the offline benchmark (BENCHMARKS.md §1), a copy
 #: of those rows of benchmarks/data/finetune_truth.csv.
 DEMO_TRUTH = "demo_truth.csv"
