@@ -212,7 +212,8 @@ def test_missing_file_and_unknown_suffix(tmp_path):
 
 def test_referring_manifest_gets_image_sizes(tmp_path):
     _png(tmp_path / "a.png", 9, size=(30, 20))
-    (tmp_path / "r.csv").write_text("image,expression,x1,y1,x2,y2\na.png,the left one,1,2,10,12\na.png,the right one,15,2,29,19\n")
+    (tmp_path / "r.csv").write_text("image,expression,x1,y1,x2,y2\na.png,the left one,1,2,10,12\n"
+                                    "a.png,the right one,15,2,29,19\n")
     data = load_dataset(tmp_path / "r.csv")
     assert data.task == "referring"
     assert data.labels["width"].tolist() == [30, 30] and data.labels["height"].tolist() == [20, 20]

@@ -182,11 +182,13 @@ def tables(tmp_path):
     for target in ("a", "b"):
         truth = rng.uniform(0.6, 0.9, size=6)
         truth_rows += [{"target": target, "model": m, "value": v} for m, v in zip(models, truth)]
-        rows += [{"target": target, "model": m, "metric": "good", "score": v + rng.normal(0, 0.02)} for m, v in zip(models, truth)]
+        rows += [{"target": target, "model": m, "metric": "good", "score": v + rng.normal(0, 0.02)}
+                 for m, v in zip(models, truth)]
         rows += [{"target": target, "model": m, "metric": "noise", "score": rng.normal()} for m in models]
     long, truth = pd.DataFrame(rows), pd.DataFrame(truth_rows)
     long.to_csv(tmp_path / "scores.csv", index=False)
-    long.pivot(index=["target", "model"], columns="metric", values="score").reset_index().to_csv(tmp_path / "wide.csv", index=False)
+    wide = long.pivot(index=["target", "model"], columns="metric", values="score").reset_index()
+    wide.to_csv(tmp_path / "wide.csv", index=False)
     truth.to_csv(tmp_path / "truth.csv", index=False)
     return tmp_path
 

@@ -42,8 +42,9 @@ def test_two_rank_runs_give_identical_json(tmp_path):
     first = CliRunner().invoke(app, [*RANK_ARGS, "--cache", str(tmp_path / "cache1"), "--out", str(tmp_path / "1.json")])
     assert first.exit_code == 0, first.output
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "12345"}
-    second = subprocess.run([sys.executable, "-c", "from emms.cli import main; main()", *RANK_ARGS, "--cache", str(tmp_path / "cache2"),
-                             "--out", str(tmp_path / "2.json")], env=env, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-c", "from emms.cli import main; main()", *RANK_ARGS, "--cache", str(tmp_path / "cache2"),
+               "--out", str(tmp_path / "2.json")]
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     one, two = (json.loads((tmp_path / f"{i}.json").read_text()) for i in (1, 2))
     assert _without_timings(one) == _without_timings(two)

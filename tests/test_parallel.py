@@ -44,7 +44,8 @@ def test_local_cluster_gives_exactly_the_single_process_scores(data, cluster):
         assert on_dask == single  # bit-identical: same chunks, same reduction tree
         for m in pool:
             assert single[m] == pytest.approx(score(pool[m], target, metric, **extra), rel=1e-9)
-    two_pass = stream_fit(pool["m0"], y, "leep", source_probs=data["probs"], chunk_rows=SIZES, scheduler=cluster.scheduler_address)
+    two_pass = stream_fit(pool["m0"], y, "leep", source_probs=data["probs"], chunk_rows=SIZES,
+                          scheduler=cluster.scheduler_address)
     assert two_pass.score == stream_score(pool["m0"], y, "leep", source_probs=data["probs"], chunk_rows=SIZES)
 
 

@@ -187,7 +187,8 @@ def test_a_rerun_replays_the_records_and_gives_the_same_answer(tiny_select):
     (["onet_mtcnn", "file:feats.npy"], {}, "cannot be fine-tuned"),
     (["onet_mtcnn", "ocrvgg_easyocr"], {"budget": -0.5}, "budget: expected a positive number"),
     (["onet_mtcnn", "ocrvgg_easyocr"], {"budget": None}, "budget: give a fraction"),
-    (["onet_mtcnn", "ocrvgg_easyocr"], {"max_samples": 60, "val_fraction": 0.2}, "val_fraction: the validation split has 12 rows"),
+    (["onet_mtcnn", "ocrvgg_easyocr"], {"max_samples": 60, "val_fraction": 0.2},
+     "val_fraction: the validation split has 12 rows"),
 ])
 def test_bad_input_is_one_input_error_naming_the_argument(models, kwargs, match, tmp_path):
     import emms

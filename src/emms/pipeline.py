@@ -500,7 +500,8 @@ def _check_modality(extractors: dict, task_data) -> None:
     for name, extractor in extractors.items():
         modality = getattr(extractor, "modality", None)
         if modality not in (None, "any", task_data.modality):
-            raise InputError(f"models: {name!r} takes {modality} inputs but the data {task_data.name!r} holds {task_data.modality}")
+            raise InputError(f"models: {name!r} takes {modality} inputs but the data {task_data.name!r} "
+                             f"holds {task_data.modality}")
 
 
 @contextlib.contextmanager
@@ -583,7 +584,8 @@ def extract_model(extractor, task_data, store, batch_size: int = 64,
 
 
 def _target_kind_for(info, targets: dict) -> str | None:
-    if "flabels" in targets and "flabels" in info.targets and (info.name in _FLABEL_FIRST or not (info.targets & set(targets) - {"flabels"})):
+    flabels_only = not (info.targets & set(targets) - {"flabels"})
+    if "flabels" in targets and "flabels" in info.targets and (info.name in _FLABEL_FIRST or flabels_only):
         return "flabels"
     for kind in ("classes", "multilabel", "real"):
         if kind in targets and kind in info.targets:

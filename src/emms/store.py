@@ -145,10 +145,10 @@ class Store:
 
         ``compute_chunk(start, stop)`` must return an array of ``stop - start`` rows (same trailing
         shape and dtype for every chunk). Chunks are :meth:`chunk_bounds`: ``[0, chunk_rows),
-        [chunk_rows, 2*chunk_rows)``, ...; each finished chunk is saved at once (:meth:`chunk`), so a rerun after a crash or SIGKILL
-        computes only the chunks that were not finished. Once all chunks exist they are joined into
-        one entry (:meth:`join_chunks`). ``progress(n)`` is called with the number of rows finished
-        (computed or found) after each chunk.
+        [chunk_rows, 2*chunk_rows)``, ...; each finished chunk is saved at once (:meth:`chunk`), so a
+        rerun after a crash or SIGKILL computes only the chunks that were not finished. Once all
+        chunks exist they are joined into one entry (:meth:`join_chunks`). ``progress(n)`` is called
+        with the number of rows finished (computed or found) after each chunk.
         """
         n_rows = check_positive_int(n_rows, "n_rows")
         chunk_rows = check_positive_int(chunk_rows, "chunk_rows")

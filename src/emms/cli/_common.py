@@ -145,7 +145,8 @@ def load_array(spec: str, name: str) -> np.ndarray:
                         raise InputError(f"{name}: {path} has no array {key!r}; it has {', '.join(data.files)}")
                     return data[key]
                 if len(data.files) != 1:
-                    raise InputError(f"{name}: {path} holds {len(data.files)} arrays ({', '.join(data.files)}); name one as {path}:KEY")
+                    raise InputError(f"{name}: {path} holds {len(data.files)} arrays ({', '.join(data.files)}); "
+                                     f"name one as {path}:KEY")
                 return data[data.files[0]]
         return np.load(path, allow_pickle=False)
     except ValueError as exc:  # e.g. an object array (needs pickle) or a corrupt header

@@ -28,7 +28,8 @@ def finetune(
     image_size: int = typer.Option(64, "--image-size", help="Training resolution (fixed-size nets use their own)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     out: Path = typer.Option(..., "--out", help="Ground-truth CSV to write: target, model, value, ..."),
-    out_dir: Path | None = typer.Option(None, "--out-dir", help="Folder of per-run records and results.csv (default: OUT_runs/ beside --out)."),
+    out_dir: Path | None = typer.Option(None, "--out-dir", help="Folder of per-run records and results.csv (default: "
+                                        "OUT_runs/ beside --out)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     workers: int = typer.Option(1, "--workers", help="Parallel worker processes (2 on a 2-core CPU; 1 on a GPU)."),
     threads: int = typer.Option(1, "--threads", help="torch threads per worker."),
@@ -38,7 +39,8 @@ def finetune(
     data_seed: int = typer.Option(0, "--data-seed", help="Seed of the data splits."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Other datasets: validation fraction."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Other datasets: test fraction."),
-    max_samples: int | None = typer.Option(None, "--max-samples", help="Other datasets: use a stratified sample of this many images."),
+    max_samples: int | None = typer.Option(None, "--max-samples", help="Other datasets: use a stratified sample of this "
+                                           "many images."),
     task: str = typer.Option("classification", "--task", help="Other datasets: task kind to fine-tune, classification, "
                                                                "captioning, vqa, referring or text_qa (docs/finetune.md)."),
 ) -> None:

@@ -21,13 +21,15 @@ def score_command(
     f_labels: Annotated[list[str] | None, typer.Option(
         "--f-labels", help="F-label embeddings (N, L_k), one per encoder; repeat or comma-separate. "
                            "One (N, L, K) array also works.")] = None,
-    labels: Annotated[str | None, typer.Option("--labels", help="Native target: class ids (N,), multilabel (N, C) or real (N, T).")] = None,
+    labels: Annotated[str | None, typer.Option("--labels", help="Native target: class ids (N,), multilabel (N, C) or "
+                                                                 "real (N, T).")] = None,
     metric: Annotated[str, typer.Option("--metric", help="Registered metric name (see `emms metrics`).")] = "emms",
     solver: Annotated[str | None, typer.Option("--solver", help="EMMS only: exact | alternating | official.")] = None,
     score_kind: Annotated[str | None, typer.Option("--score", help="EMMS only: gcv (default) | in_sample.")] = None,
     mixture: Annotated[str | None, typer.Option("--mixture", help="EMMS only: per_encoder (default) | columns "
                                                                   "(the paper's column-wise mixture).")] = None,
-    source_probs: Annotated[str | None, typer.Option("--source-probs", help="Source-head probabilities (N, C_source) for LEEP/NCE.")] = None,
+    source_probs: Annotated[str | None, typer.Option("--source-probs", help="Source-head probabilities (N, C_source) "
+                                                                             "for LEEP/NCE.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="EMMS only: compute the statistics and the eigen-solve "
                                                                 "with torch on cpu, cuda or mps (default: numpy).")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="With --device: float64 (default) or float32 chunk moments.")] = "float64",

@@ -14,10 +14,11 @@ from emms.errors import InputError
 @app.command()
 def select(
     data: str = typer.Option(..., "--data", help="Dataset source (as for emms rank): folder, manifest, builtin:NAME."),
-    models: str = typer.Option(..., "--models", help="Comma-separated fine-tunable candidates: builtin:NAME, NAME or NAME_random."),
+    models: str = typer.Option(..., "--models", help="Comma-separated fine-tunable candidates: builtin:NAME, NAME or "
+                                                     "NAME_random."),
     task: str | None = typer.Option(None, "--task", help="Task kind (inferred from the data when omitted)."),
     budget: float | None = typer.Option(0.25, "--budget", help="Fraction of the full grid (every candidate fine-tuned once, "
-                                                                 "fully) the race may spend; 0 = no fraction limit (needs --max-seconds)."),
+                                        "fully) the race may spend; 0 = no fraction limit (needs --max-seconds)."),
     max_seconds: float | None = typer.Option(None, "--max-seconds", help="Wall-clock limit of the race in seconds."),
     recall: str = typer.Option("emms,params", "--recall", help="Frozen metrics interleaved to order the pool."),
     metrics: str | None = typer.Option(None, "--metrics", help="Frozen metrics to show (default: --recall)."),
@@ -32,7 +33,8 @@ def select(
     image_size: int = typer.Option(64, "--image-size", help="Training resolution (fixed-size nets use their own)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     eta: int = typer.Option(2, "--eta", help="Halving factor: keep the best 1/eta at each rung."),
-    out_dir: Path | None = typer.Option(None, "--out-dir", help="Run records and checkpoints (default: in the cache); rerun to resume."),
+    out_dir: Path | None = typer.Option(None, "--out-dir", help="Run records and checkpoints (default: in the cache); "
+                                        "rerun to resume."),
     cache: Path | None = typer.Option(None, "--cache", help="Feature cache folder."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     workers: int = typer.Option(1, "--workers", help="Parallel fine-tuning processes."),

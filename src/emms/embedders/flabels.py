@@ -129,5 +129,6 @@ def load_f_labels(path: str | Path) -> FLabels:
             arrays = [data[f"flabel_{k}"] for k in range(len(meta["encoder_ids"]))]
             rows = data["rows"]
     except (KeyError, ValueError, OSError) as exc:
-        raise InputError(f"flabels: {path} is not an F-labels file written by 'emms embed' ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"flabels: {path} is not an F-labels file written by 'emms embed' "
+                         f"({type(exc).__name__}: {exc})") from None
     return FLabels(arrays=arrays, encoder_ids=list(meta["encoder_ids"]), task=str(meta["task"]), rows=rows)

@@ -69,7 +69,8 @@ class FinetuneData:
             inputs = data.inputs[idx] if isinstance(data.inputs, np.ndarray) else [data.inputs[i] for i in idx]
             return inputs, codes[idx]
 
-        names = list(data.class_names) if data.class_names and len(data.class_names) == len(classes) else [str(c) for c in classes]
+        named = bool(data.class_names) and len(data.class_names) == len(classes)
+        names = list(data.class_names) if named else [str(c) for c in classes]
         return cls(name=data.name, class_names=names, train=part(train), val=part(val),
                    test=None if test is None else part(test),
                    fingerprint=f"{data.fingerprint[:16]}-{seed}-{val_fraction}-{test_fraction}",

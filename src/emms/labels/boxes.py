@@ -96,7 +96,8 @@ def _image_sizes(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     for name, values in (("width", width), ("height", height)):
         bad = np.flatnonzero(values <= 0)
         if bad.size:
-            raise InputError(f"labels[{name!r}]: row {int(bad[0])} is {values[bad[0]]:g}; expected a positive image size in pixels")
+            raise InputError(f"labels[{name!r}]: row {int(bad[0])} is {values[bad[0]]:g}; "
+                             "expected a positive image size in pixels")
     return width, height
 
 
