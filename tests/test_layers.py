@@ -390,3 +390,12 @@ def test_the_size_prior_scores_every_layer_entry_with_its_models_count(layers, t
                         max_samples=40, layers=layers, resamples=0, cache=tmp_path)
     count = ranking.meta["n_params"]["builtin:onet_mtcnn"]
     assert count > 1e5 and (ranking.table["score"] == count).all() and len(ranking.table) >= 1
+
+
+def test_source_probabilities_are_added_to_layers_cached_without_them(tmp_path):
+    data = load_dataset("builtin:digits", max_samples=20)
+    extractor, store = load_extractor("builtin:onet_mtcnn"), Store(tmp_path)
+    layers = extract_layer_features(extractor, data, [-1, -2], store, 8)
+    both = extract_layer_features(extractor, data, [-1, -2], store, 8, with_source_probs=True)
+    np.testing.assert_allclose(both[SOURCE_PROBS], extractor.source_probs(data.inputs, 8), rtol=1e-5, atol=1e-6)
+    assert all(np.array_equal(both[name], features) for name, features in layers.items())

@@ -190,7 +190,9 @@ def extract_layer_features(extractor, task_data: TaskData, layers: Sequence[int]
     def compute(rows: slice, todo: list[str], report: Callable[[int], None] | None) -> dict[str, np.ndarray]:
         """The outputs ``todo`` for ``inputs[rows]``, one pass per batch, checked."""
         chosen = [names.index(name) for name in todo if name != SOURCE_PROBS]
-        if SOURCE_PROBS in todo:
+        if SOURCE_PROBS in todo and not chosen:  # the layers were cached by a run without the probabilities
+            arrays = [extractor.source_probs(inputs[rows], batch_size, report)]
+        elif SOURCE_PROBS in todo:
             arrays = extractor.extract_layers_with_source_probs(inputs[rows], chosen, batch_size, report)
         else:
             arrays = extractor.extract_layers(inputs[rows], chosen, batch_size, report)

@@ -300,8 +300,9 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
                     notes.append(f"{info.name}: skipped — needs source-head probabilities and no model has a source head")
                     continue
                 if missing:
+                    without = dict.fromkeys(plan.scored[m][0] if plan is not None else m for m in missing)
                     notes.append(f"{info.name}: scored on the models with a source head only; "
-                                 f"{', '.join(missing)} have none")
+                                 f"{', '.join(without)} have none")
                     model_features = {m: f for m, f in features.items() if m in source_probs}
             scoring_rows = getattr(targets[kind], "rows", None) if kind == "flabels" else None
             if scoring_rows is not None and not np.array_equal(scoring_rows, np.arange(len(task_data.labels))):
