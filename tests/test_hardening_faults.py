@@ -121,7 +121,7 @@ def test_torn_chunk_without_sidecar_is_recomputed_silently(tmp_path):
 def test_cli_meets_a_corrupt_cache_entry_warns_and_recomputes(tmp_path, damage):
     cache = tmp_path / "cache"
     args = ["extract", "--data", "builtin:digits", "--models", "builtin:onet_mtcnn", "--max-samples", "16",
-            "--batch-size", "8", "--cache", str(cache), "--json"]
+            "--batch-size", "8", "--cache", str(cache), "--json", "--layers", "last"]  # one entry (per-layer: test_layers)
     first = RUNNER.invoke(app, args)
     assert first.exit_code == 0, first.output
     [row] = json.loads(first.stdout)["features"]
