@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from _sigkill import sigkill_when
 from emms.data import load_dataset
 from emms.errors import InputError
 from emms.finetune import (FinetuneData, FinetuneProtocol, RunKey, aggregate_truth, finetune_run, load_record, plan_grid,
@@ -128,19 +125,8 @@ def test_sigkill_loses_only_the_run_in_progress(tmp_path):
             "--seeds", "0,1", "--epochs", "1", "--out", str(out), "--out-dir", str(out_dir)]
     first_record = out_dir / "runs" / TARGET / "onet_mtcnn__lr0.001__seed0.json"
     second_record = out_dir / "runs" / TARGET / "onet_mtcnn__lr0.001__seed1.json"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    process = subprocess.Popen([sys.executable, "-c", "from emms.cli import main; main()", *args], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while not first_record.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert first_record.exists(), "the first run never finished"
-        process.send_signal(signal.SIGKILL)  # the second run (model build, 4 optimisation steps, evaluation) is in progress
-    finally:
-        process.kill()
-        process.wait()
-    assert process.returncode == -signal.SIGKILL
+    # killed once the first run is recorded: the second (model build, 4 steps, evaluation) is in progress
+    sigkill_when(["-c", "from emms.cli import main; main()", *args], first_record.exists, tmp_path / "child.err")
     assert not second_record.exists() and not out.exists()
     kept = first_record.stat().st_mtime_ns
 

@@ -7,11 +7,6 @@ Everything is built from the package's shipped samples; nothing outside the repo
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +16,7 @@ from typer.testing import CliRunner
 
 from emms.cli import app
 from emms.data.multitask import KINDS, multitask_task, multitask_tasks
+from _sigkill import sigkill_when
 from emms.errors import InputError
 
 torch = pytest.importorskip("torch")
@@ -155,17 +151,9 @@ run_grid([tiny("vqa", 64, 32)], ["onet_mtcnn", "onet_mtcnn_random"], lrs=[1e-3],
 
 def test_multitask_grid_resumes_after_sigkill(tmp_path):
     out = tmp_path / "grid"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     script = GRID_SCRIPT.format(tests=str(Path(__file__).parent), out=str(out))
-    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
     first = out / "runs" / "tiny-vqa" / "onet_mtcnn__lr0.001__seed0.json"
-    deadline = time.monotonic() + 240
-    while not first.is_file() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert first.is_file()
+    sigkill_when(["-c", script], first.is_file, tmp_path / "child.err", timeout=240)
     kept = first.stat().st_mtime_ns
     result = run_grid([tiny("vqa", 64, 32)], ["onet_mtcnn", "onet_mtcnn_random"], lrs=[1e-3], seeds=[0], out_dir=out,
                       protocol=FinetuneProtocol(epochs=2, image_size=48, batch_size=16, hflip=False))

@@ -213,31 +213,16 @@ def test_a_budget_too_small_to_train_anything_says_so(tmp_path):
 
 
 def test_a_killed_select_resumes_from_its_records(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     import emms
+    from _sigkill import sigkill_when
     from emms.finetune import FinetuneProtocol
 
     out_dir, cache = tmp_path / "o", tmp_path / "c"
     args = ["select", "--data", "builtin:fashion-mnist", "--models", "onet_mtcnn,ocrvgg_easyocr", "--max-samples", "300",
             "--epochs", "2", "--image-size", "32", "--budget", "0", "--max-seconds", "600", "--score-samples", "240",
             "--out-dir", str(out_dir), "--cache", str(cache)]
-    process = subprocess.Popen([sys.executable, "-c", "from emms.cli import main; main()", *args],
-                               env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while not list(out_dir.glob("runs/*/*.json")) and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert list(out_dir.glob("runs/*/*.json")), "no run was recorded"
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait()
+    sigkill_when(["-c", "from emms.cli import main; main()", *args], lambda: any(out_dir.glob("runs/*/*.json")),
+                 tmp_path / "child.err", timeout=300)
     killed = {p: json.loads(p.read_text())["curve"] for p in out_dir.glob("runs/*/*.json")}
     resumed = emms.select("builtin:fashion-mnist", ["onet_mtcnn", "ocrvgg_easyocr"], budget=None, max_seconds=600,
                           max_samples=300, score_samples=240, out_dir=out_dir, cache=cache,
