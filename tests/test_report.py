@@ -185,3 +185,15 @@ def test_p_best_with_models_a_resample_could_not_score():
     resampled = pd.DataFrame({"resample": [0, 0, 1, 2, 2], "model": ["a", "b", "a", "a", "b"],
                               "score": [1.0, 2.0, 3.0, np.nan, np.nan]})
     assert p_best(resampled, ["a", "b"]) == {"a": 0.5, "b": 0.5}  # resample 2 scored nobody: left out
+
+
+def test_the_recommended_models_layers_are_shown_with_the_kept_one():
+    ranking = _ranking({"emms": FIVE})
+    ranking.meta.update(layers="best", layer_chosen=[{"model": m, "metric": "emms", "layer": 1} for m in FIVE],
+                        layer_scores=[{"model": m, "metric": "emms", "layer": k, "score": s - (k != 1)}
+                                      for m, s in FIVE.items() for k in range(3)])
+    text = ranking.to_html()
+    pick = ranking.answer()["recommended"]
+    section = text[text.index("<h2 id='layers'>"):]
+    assert f"Layers of {pick}" in section and section.count("<td class='best'>") == 1
+    assert "<h2 id='layers'>" not in _ranking({"emms": FIVE}).to_html()  # no layer choice, no section

@@ -62,6 +62,7 @@ def render_html(ranking) -> str:
                   _img(_truth_figure(ranking))]
     if ranking.selection:
         parts += ["<h2>Fine-tuning race</h2>", _race_section(answer["race"])]
+    parts += _layers_section(meta, answer["recommended"])
     parts += _weights_section(ranking)
     parts += ["<h2>Timings</h2>", _timings_table(ranking), _img(_timings_figure(ranking))]
     if ranking.notes:
@@ -151,6 +152,28 @@ def _weights_section(ranking) -> list[str]:
         same = ", ".join(f"{_e(enc)} {v:.2f}" for enc, v in zip(encoders, values.mean(axis=0)))
         return head + [f"<p>The weights are the same for every model (within 0.01): {same}.</p>"]
     return head + [_img(_weights_figure(rows, encoders, values))]
+
+
+def _layers_section(meta: dict, model: str) -> list[str]:
+    """Every scored layer of the recommended model, one column per metric, the kept layer in bold
+    (rankings with a layer choice such as the default ``best``; nothing otherwise)."""
+    scores = [r for r in meta.get("layer_scores", []) if r["model"] == model]
+    if not scores:
+        return []
+    kept = {(r["metric"], r["layer"]) for r in meta.get("layer_chosen", []) if r["model"] == model}
+    metrics = list(dict.fromkeys(r["metric"] for r in scores))
+    by_cell = {(r["layer"], r["metric"]): r["score"] for r in scores}
+    rows = ["<tr><th>layer</th>" + "".join(f"<th>{_e(m)}</th>" for m in metrics) + "</tr>"]
+    for layer in dict.fromkeys(r["layer"] for r in scores):
+        cells = []
+        for metric in metrics:
+            text = _fmt(by_cell.get((layer, metric), float("nan")))
+            cells.append(f"<td class='best'>{text}</td>" if (metric, layer) in kept else f"<td>{text}</td>")
+        rows.append(f"<tr><td>{_e(layer)}</td>" + "".join(cells) + "</tr>")
+    return [f"<h2 id='layers'>Layers of {_e(model)}</h2>",
+            f"<p class='meta'>Layer choice <b>{_e(meta.get('layers'))}</b>: each layer's pooled features scored "
+            "(0 = the earliest stage); in bold the layer each metric kept.</p>",
+            "<table>" + "".join(rows) + "</table>"]
 
 
 def _timings_table(ranking) -> str:
