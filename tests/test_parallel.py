@@ -93,3 +93,17 @@ def test_rank_and_cli_on_a_cluster_match_the_default(tmp_path, cluster):
     expected = a.loc["emms", "score"].to_dict()
     assert records.keys() == expected.keys()
     assert all(records[m] == pytest.approx(expected[m], rel=1e-9) for m in records)
+
+
+def test_warnings_of_worker_processes_reach_the_caller(data):
+    # N <= D: EMMS warns about the small-N regime; raised in a worker process, it is re-raised here
+    # (in the caller's format) instead of being printed raw on the worker's stderr
+    distributed = pytest.importorskip("distributed")
+    rng = np.random.default_rng(3)
+    narrow = {"m": rng.normal(size=(30, 40))}
+    z = [rng.normal(size=(30, 4)), rng.normal(size=(30, 3))]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as local:
+        with pytest.warns(emms.EmmsWarning, match="small-N"):
+            score_models(narrow, z, "emms", scheduler=local.scheduler_address)
+        with pytest.warns(emms.EmmsWarning, match="n_samples"):
+            score_models(narrow, np.arange(30) % 3, "hscore", scheduler=local.scheduler_address)

@@ -41,7 +41,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import os
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -224,21 +226,45 @@ def run_plans(plans: Mapping[str, StreamPlan], bounds: Sequence[tuple[int, int]]
         for p in range(plan.n_passes):
             parts = [dask.delayed(_chunk)(plan_node, p, state, a, b) for a, b in chunks]
             merged = tree_reduce(parts, lambda left, right: dask.delayed(_merged)(left, right))
-            state = dask.delayed(_finish)(plan_node, p, state, merged)
+            if p < plan.n_passes - 1:
+                state = dask.delayed(_finish)(plan_node, p, state, merged)
+            else:  # the solve: its warnings come back to the caller
+                state = dask.delayed(_recording_warnings)(os.getpid(), _finish, plan_node, p, state, merged)
         graph[model] = state
     with dask_client(scheduler) as target:
         (results,) = dask.compute(graph, scheduler=target)
-    return results
+    return {model: _reissued(result) for model, result in results.items()}
 
 
 def map_models(function, items: Mapping[str, Any], scheduler: object) -> dict[str, Any]:
     """``{name: function(item)}`` with one Dask task per item (e.g. a model's whole in-memory score)."""
     import dask
 
-    graph = {name: dask.delayed(function)(item) for name, item in items.items()}
+    graph = {name: dask.delayed(_recording_warnings)(os.getpid(), function, item) for name, item in items.items()}
     with dask_client(scheduler) as target:
         (results,) = dask.compute(graph, scheduler=target)
-    return results
+    return {name: _reissued(result) for name, result in results.items()}
+
+
+def _recording_warnings(caller: int, function, *args: Any) -> tuple[Any, list[tuple[type[Warning], str]]]:
+    """On a worker process: ``function(*args)`` and the warnings it raised, which the worker would
+    otherwise print in Python's raw format on its own stderr; :func:`_reissued` raises them in the
+    caller. In the caller's own process (threaded workers, pid ``caller``) warnings already reach
+    the caller's handler, and recording them there would race with other threads."""
+    if os.getpid() == caller:
+        return function(*args), []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = function(*args)
+    return result, [(w.category, str(w.message)) for w in caught]
+
+
+def _reissued(recorded: tuple[Any, list[tuple[type[Warning], str]]]) -> Any:
+    """The result of :func:`_recording_warnings`, its warnings raised again here (the caller's format)."""
+    result, caught = recorded
+    for category, message in caught:
+        warnings.warn(message, category, stacklevel=3)
+    return result
 
 
 def _chunk(plan: StreamPlan, pass_index: int, state: object, start: int, stop: int) -> object:
