@@ -23,3 +23,14 @@ def save_tiny_bert(path: Path, num_hidden_layers: int) -> Path:
     transformers.BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def save_tiny_vit(path: Path) -> Path:
+    """A randomly initialised (seed 0) 2-layer, 32-wide ViT for 32 px images, saved to ``path``."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                    image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    transformers.ViTModel(config).save_pretrained(path)
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+    return path

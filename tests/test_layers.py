@@ -14,7 +14,7 @@ import torch
 from sklearn.datasets import load_digits
 
 import emms
-from _tiny_models import minilm_dir, save_tiny_bert
+from _tiny_models import minilm_dir, save_tiny_bert, save_tiny_vit
 from emms.data import load_dataset
 from emms.errors import EmmsWarning, InputError
 from emms.extract import SOURCE_PROBS, extract_features, extract_layer_features, layer_key
@@ -107,14 +107,7 @@ def tiny_bert(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_vit(tmp_path_factory):
-    transformers = pytest.importorskip("transformers")
-    path = tmp_path_factory.mktemp("tiny_vit")
-    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                    image_size=32, patch_size=8)
-    torch.manual_seed(0)
-    transformers.ViTModel(config).save_pretrained(path)
-    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
-    return path
+    return save_tiny_vit(tmp_path_factory.mktemp("tiny_vit"))
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "mean_nospecial"])

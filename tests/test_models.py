@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from _tiny_models import minilm_dir, save_tiny_bert
+from _tiny_models import minilm_dir, save_tiny_bert, save_tiny_vit
 from emms.errors import InputError, ResourceError
 from emms.models import BACKBONES, from_callable, from_module, load_extractor, parse_spec
 from emms.models.extractors import EXTRACTOR_VERSION
@@ -137,14 +137,7 @@ def test_cuda_extraction_matches_cpu(mnv2):
 
 @pytest.fixture(scope="module")
 def tiny_vit(tmp_path_factory):
-    transformers = pytest.importorskip("transformers")
-    path = tmp_path_factory.mktemp("tiny_vit")
-    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                    image_size=32, patch_size=8)
-    torch.manual_seed(0)
-    transformers.ViTModel(config).save_pretrained(path)
-    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
-    return path
+    return save_tiny_vit(tmp_path_factory.mktemp("tiny_vit"))
 
 
 def test_hf_vision_matches_direct_transformers_call(tiny_vit):
