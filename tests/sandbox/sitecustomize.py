@@ -1,8 +1,9 @@
 """Test sandbox, loaded by every Python process of a CI run (``.ci/run`` puts this folder on PYTHONPATH).
 
-A user's clone has no ``../shared`` and no Debian data packages: any process of the run that opens a
-file under one of the folders listed in ``$EMMS_TEST_FORBIDDEN`` (os.pathsep-separated) fails with
-PermissionError, so a test that depends on such a file fails instead of passing by luck.
+A user's clone has none of the folders that ``.ci/run`` lists in ``$EMMS_TEST_FORBIDDEN``
+(os.pathsep-separated; this module names none itself): any process of the run that opens a file
+under one of them fails with PermissionError, so a test that depends on such a file fails instead
+of passing by luck. Without the variable, nothing is refused.
 """
 
 from __future__ import annotations
