@@ -72,14 +72,60 @@ def _host(a: Any) -> np.ndarray:
 
 
 def _column_summary(a: Any, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Column means, minima and maxima (host float64) of a chunk (n, m); InputError if it holds NaN/Inf."""
+    """Column means, minima and maxima (host float64) of a torch chunk (n, m); InputError if it holds NaN/Inf."""
     xp = _namespace(a)
-    a_min, a_max = _host(xp.amin(a, axis=0)), _host(xp.amax(a, axis=0))
-    if not (np.isfinite(a_min).all() and np.isfinite(a_max).all()):  # NaN and ±Inf reach the minima/maxima
-        bad = int(a.shape[0] * a.shape[1] - int(xp.count_nonzero(xp.isfinite(a))))
-        raise InputError(f"{name}: contains {bad} NaN or Inf value(s) (in a chunk of {a.shape[0]} rows); "
-                         "expected finite numbers")
-    return _host(xp.mean(a, axis=0, dtype=xp.float64)), a_min, a_max
+    summary = _host(xp.mean(a, axis=0, dtype=xp.float64)), _host(xp.amin(a, axis=0)), _host(xp.amax(a, axis=0))
+    _check_finite(summary, [a], [name])
+    return summary
+
+
+def _check_finite(summary: tuple[np.ndarray, np.ndarray, np.ndarray], arrays: Sequence[Any], names: Sequence[str]) -> None:
+    """InputError naming the first of ``arrays`` (side by side in ``summary``'s columns) that holds NaN or ±Inf,
+    which reach the column minima/maxima of (mean, min, max)."""
+    _, low, high = summary
+    if np.isfinite(low).all() and np.isfinite(high).all():
+        return
+    for a, name in zip(arrays, names):
+        xp = _namespace(a)
+        bad = int(a.shape[0] * a.shape[1] - int(xp.count_nonzero(xp.isfinite(xp.asarray(a)))))
+        if bad:
+            raise InputError(f"{name}: contains {bad} NaN or Inf value(s) (in a chunk of {a.shape[0]} rows); "
+                             "expected finite numbers")
+
+
+#: :func:`_summary_pass` reads about this many bytes per row block (so a block is still in cache for its second use).
+_BLOCK_BYTES = 2**20
+
+
+def _summary_pass(x: np.ndarray, z: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, tuple, tuple, np.ndarray]:
+    """One read of a numpy chunk, in row blocks of about 1 MB: -> (x64, z64, x summary, z summary, Σz²).
+
+    ``x64`` (n, D) is ``x`` itself when it is float64, else a float64 copy; ``z64`` (n, ΣL_k) is a
+    new float64 buffer with the blocks side by side (the caller may centre both copies in place).
+    Summaries are (mean, min, max) per column (host float64; NaN/Inf propagate into min/max),
+    ``Σz²`` the raw sum of squares of each column of z64. Reading each block once for all five
+    (instead of one pass per reduction) is what keeps the statistics near the cost of its products.
+    """
+    n, d = x.shape
+    offsets = np.cumsum([0] + [b.shape[1] for b in z])
+    x64 = x if x.dtype == np.float64 else np.empty((n, d))
+    z64 = np.empty((n, int(offsets[-1])))
+    x_low, x_high, x_sum = np.full(d, np.inf), np.full(d, -np.inf), np.zeros(d)
+    z_low, z_high = np.full(z64.shape[1], np.inf), np.full(z64.shape[1], -np.inf)
+    z_sum, z_squares = np.zeros(z64.shape[1]), np.zeros(z64.shape[1])
+    step = max(1, _BLOCK_BYTES // (8 * (d + z64.shape[1])))
+    for start in range(0, n, step):
+        rows = slice(start, min(start + step, n))
+        if x64 is not x:
+            x64[rows] = x[rows]
+        for block, a, b in zip(z, offsets[:-1], offsets[1:]):
+            z64[rows, a:b] = block[rows]
+        for part, low, high, total in ((x64[rows], x_low, x_high, x_sum), (z64[rows], z_low, z_high, z_sum)):
+            np.minimum(low, part.min(axis=0), out=low)
+            np.maximum(high, part.max(axis=0), out=high)
+            total += part.sum(axis=0)
+        z_squares += np.einsum("nl,nl->l", z64[rows], z64[rows])
+    return x64, z64, (x_sum / n, x_low, x_high), (z_sum / n, z_low, z_high), z_squares
 
 
 def cross_factors(x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
@@ -168,14 +214,13 @@ def in_eigenbasis(stats: StandardStats, *, device: str = "cpu") -> StandardStats
 
 
 def _centred(xp: Any, blocks: Sequence[Any], means: np.ndarray, offsets: Sequence[tuple[int, int]]) -> Any:
-    """[B_1 − m_1, …, B_K − m_K] (n, ΣL_k) in one buffer: numpy float64, or a tensor in the blocks' dtype
-    on their device; ``means`` (ΣL_k,) host float64, column ranges ``offsets``."""
+    """[B_1 − m_1, …, B_K − m_K] (n, ΣL_k) of torch blocks in one tensor (their dtype, on their device);
+    ``means`` (ΣL_k,) host float64, column ranges ``offsets``."""
     first = blocks[0]
-    dtype = np.float64 if xp is np else first.dtype
-    out = xp.empty((first.shape[0], offsets[-1][1]), dtype=dtype, device=first.device)
+    out = xp.empty((first.shape[0], offsets[-1][1]), dtype=first.dtype, device=first.device)
     for (start, stop), block in zip(offsets, blocks):
         out[:, start:stop] = block
-        out[:, start:stop] -= xp.asarray(means[start:stop], dtype=dtype, device=first.device)
+        out[:, start:stop] -= xp.asarray(means[start:stop], dtype=first.dtype, device=first.device)
     return out
 
 
@@ -298,44 +343,43 @@ class SufficientStats:
         """Statistics of one chunk: the one computation behind :meth:`from_arrays` and :meth:`update`.
 
         ``x`` (n, D) and the blocks of ``z`` (n, L_k) are numeric numpy arrays of any dtype or torch
-        tensors (read, never written). Each is centred on its chunk mean into one buffer (numpy:
-        float64; torch: the tensor's dtype, on its device), [X − x̄] (n, D) and
-        [Z_1 − z̄_1, …, Z_K − z̄_K] (n, ΣL_k); then XᵀX, XᵀZ and the paired co-moments, brought to
-        the host as float64. NaN/Inf show up in the chunk's minima/maxima, which are checked
-        (InputError naming ``names[i]``). Float64 numpy chunks skip the centred copy when that loses
-        nothing (:meth:`_uncentred_moments`).
+        tensors (read, never written). numpy chunks are read once, in cache-sized row blocks
+        (:func:`_summary_pass`), into float64 [X] and [Z_1, …, Z_K] with every column's minimum,
+        maximum and sum; the co-moments then come from raw products when that loses nothing
+        (:meth:`_uncentred_moments`), else from the buffers centred in place. Torch chunks are
+        centred on their device, in their dtype. NaN/Inf show up in the minima/maxima, which are
+        checked (InputError naming ``names[i]``).
         """
         stats = cls(paired=paired)
         stats.n_samples = x.shape[0]
         stats._n_features = x.shape[1]
-        stats._widths = widths = tuple(block.shape[1] for block in z)
-        stats._x_mean, stats._x_min, stats._x_max = _column_summary(x, names[0])
-        summaries = [_column_summary(block, name) for block, name in zip(z, names[1:])]
-        stats._z_mean, stats._z_min, stats._z_max = (np.concatenate(parts) for parts in zip(*summaries))
-        xp = _namespace(x)
-        if (xp is np and x.dtype == np.float64 and all(b.dtype == np.float64 for b in z)
-                and stats._uncentred_moments(x, z)):
-            return stats
+        stats._widths = tuple(block.shape[1] for block in z)
         offsets = stats._offsets()
-        xc = _centred(xp, [x], stats._x_mean, [(0, x.shape[1])])
-        zc = _centred(xp, z, stats._z_mean, offsets)
+        xp = _namespace(x)
+        if xp is np:
+            x64, z64, x_summary, z_summary, z_squares = _summary_pass(x, z)
+            _check_finite(x_summary, [x], names[:1])
+            _check_finite(z_summary, z, names[1:])
+            (stats._x_mean, stats._x_min, stats._x_max), (stats._z_mean, stats._z_min, stats._z_max) = x_summary, z_summary
+            if stats._uncentred_moments(x64, z64, z_squares):
+                return stats
+            xc = x64 - stats._x_mean if x64 is x else np.subtract(x64, stats._x_mean, out=x64)
+            zc = np.subtract(z64, stats._z_mean, out=z64)
+        else:
+            stats._x_mean, stats._x_min, stats._x_max = _column_summary(x, names[0])
+            summaries = [_column_summary(block, name) for block, name in zip(z, names[1:])]
+            stats._z_mean, stats._z_min, stats._z_max = (np.concatenate(parts) for parts in zip(*summaries))
+            xc = _centred(xp, [x], stats._x_mean, [(0, x.shape[1])])
+            zc = _centred(xp, z, stats._z_mean, offsets)
         stats._xx = _host(xc.T @ xc)
         stats._xz = _host(cross_product(xc, zc))
-        # Paired co-moments: _zz[k, j, l] = Σ_i zc_k[i, l] zc_j[i, l] for l < min(L_k, L_j) (k = j only
-        # unless ``paired``: the per-encoder score needs just each column's sum of squares).
-        stats._zz = np.zeros((len(z), len(z), max(widths)))
-        squares = _host(xp.einsum("nl,nl->l", zc, zc))
-        for k, (a, b) in enumerate(offsets):
-            stats._zz[k, k, : b - a] = squares[a:b]
-            for j in range(k + 1, len(z) if paired else k + 1):
-                m, c = min(widths[k], widths[j]), offsets[j][0]
-                stats._zz[k, j, :m] = stats._zz[j, k, :m] = _host(xp.einsum("nl,nl->l", zc[:, a:a + m],
-                                                                            zc[:, c:c + m]))
+        stats._set_label_moments(lambda a, c, m: _host(xp.einsum("nl,nl->l", zc[:, a:a + m], zc[:, c:c + m])),
+                                 _host(xp.einsum("nl,nl->l", zc, zc)))
         return stats
 
-    def _uncentred_moments(self, x: np.ndarray, z: Sequence[np.ndarray]) -> bool:
-        """Co-moments of float64 chunks from raw products, without a centred copy; False (nothing set)
-        when a column's offset would cost accuracy.
+    def _uncentred_moments(self, x: np.ndarray, z: np.ndarray, z_squares: np.ndarray) -> bool:
+        """Co-moments of float64 x (n, D) and z (n, ΣL_k) from raw products (``z_squares`` = Σ z², per
+        column), without centring; False (nothing set) when a column's offset would cost accuracy.
 
         M = AᵀB − n·āb̄ᵀ loses about log10(ā²/var_a) digits to cancellation; it is used only when
         every column has mean² <= 1e4·variance (error <= ~1e-12 relative), else the caller centres.
@@ -344,25 +388,31 @@ class SufficientStats:
         spread = np.concatenate([self._x_max - self._x_min, self._z_max - self._z_min])
         if np.any(np.abs(np.concatenate([self._x_mean, self._z_mean])) > 100.0 * spread):
             return False  # the variance is at most the range squared: certainly too large an offset
+        squares = z_squares - n * self._z_mean**2
         xx = x.T @ x
         xx -= n * np.outer(self._x_mean, self._x_mean)
-        offsets = self._offsets()
-        zr = z[0] if len(z) == 1 else np.concatenate(z, axis=1)  # one GEMM beats K narrow ones
-        squares = np.einsum("nl,nl->l", zr, zr) - n * self._z_mean**2
         variances = np.concatenate([np.diag(xx), squares]) / n
         if np.any(np.concatenate([self._x_mean, self._z_mean]) ** 2 > _MAX_OFFSET_RATIO * variances):
             return False
         self._xx = xx
-        self._xz = cross_product(x, zr)
+        self._xz = cross_product(x, z)
         self._xz -= n * np.outer(self._x_mean, self._z_mean)
-        self._zz = np.zeros((len(z), len(z), max(self._widths)))
+        mean = self._z_mean
+        self._set_label_moments(lambda a, c, m: (np.einsum("nl,nl->l", z[:, a:a + m], z[:, c:c + m])
+                                                    - n * mean[a:a + m] * mean[c:c + m]), squares)
+        return True
+
+    def _set_label_moments(self, paired_moment: Any, squares: np.ndarray) -> None:
+        """_zz[k, j, l] = Σ_i z̃_k[i, l] z̃_j[i, l] for l < min(L_k, L_j): ``squares`` (ΣL_k,) gives k = j,
+        ``paired_moment(a, c, m)`` the pairs k < j (the m columns from a and from c); the pairs only
+        if ``paired`` (the per-encoder score needs each column's square sum)."""
+        offsets = self._offsets()
+        self._zz = np.zeros((len(offsets), len(offsets), max(self._widths)))
         for k, (a, b) in enumerate(offsets):
             self._zz[k, k, : b - a] = squares[a:b]
-            for j in range(k + 1, len(z) if self.paired else k + 1):
+            for j in range(k + 1, len(offsets) if self.paired else k + 1):
                 m, c = min(b - a, offsets[j][1] - offsets[j][0]), offsets[j][0]
-                self._zz[k, j, :m] = self._zz[j, k, :m] = (np.einsum("nl,nl->l", zr[:, a:a + m], zr[:, c:c + m])
-                                                           - n * self._z_mean[a:a + m] * self._z_mean[c:c + m])
-        return True
+                self._zz[k, j, :m] = self._zz[j, k, :m] = paired_moment(a, c, m)
 
     def _absorb(self, other: SufficientStats) -> SufficientStats:
         if other.n_samples == 0:
