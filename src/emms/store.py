@@ -4,8 +4,9 @@ A cache entry is addressed by a key derived from everything that determines its 
 (:meth:`Store.key`: model or encoder identity with its weights hash, data fingerprint,
 preprocessing, layer, ...). Change any part and the key changes, so a stale entry is never read.
 
-Format (chosen over zarr: numpy-only, memory-mappable, no optional dependency, and each file is
-small enough to verify with one sha256 pass)::
+Format (chosen over zarr and joblib.Memory: numpy-only, memory-mappable, no pickle, and every read is
+verified, so a corrupted entry is recomputed rather than returned or fatal; BENCHMARKS.md §7 measures
+all three)::
 
     ROOT/emms-store-v1/
       objects/KEY/data.npy        the array (numpy .npy format, never pickled)
