@@ -21,6 +21,7 @@ from emms.finetune import FinetuneProtocol  # noqa: E402
 #: kind -> (generated task, candidates, lr, val_fraction); 40 canvases / 60 texts, 2 epochs
 CASES = {
     "vqa": (lambda: multitask_task("vqa", "train", 40), ["onet_mtcnn", "onet_mtcnn_random"], 3e-3, 0.5),
+    "captioning": (lambda: multitask_task("captioning", "train", 40), ["onet_mtcnn", "onet_mtcnn_random"], 3e-3, 0.5),
     "text_qa": (lambda: multitask_task("text_qa", "train").take(np.random.default_rng(0).permutation(480)[:60]),
                 ["minilm_l6_layer1", "minilm_l6_layer1_random"], 3e-4, 1 / 3),
     "classification": (lambda: load_dataset("builtin:text-topics", max_samples=60, seed=0),  # texts, 6 topics
@@ -86,8 +87,11 @@ def test_the_race_trains_on_the_harness_split(raced):
     split = finetune_data(data, val_fraction=val_fraction, test_fraction=0, seed=0)
     train, val, test = split_rows(data, val_fraction=val_fraction, test_fraction=0, seed=0)
     assert test is None and not set(train) & set(val) and len(train) + len(val) == len(data.labels)
-    assert first.meta["n_val"] == len(split.val[1]) == len(val) and first.meta["n_scored"] == len(train)
-    assert first.meta["out_dir"] and split.test is None
+    assert first.meta["n_val"] == len(split.val[1]) and first.meta["n_scored"] == len(train) and split.test is None
+    if "image" in data.labels:  # the captions / questions of one image stay in one split
+        images = data.labels["image"].astype(str).to_numpy()
+        assert not set(images[train]) & set(images[val])
+        assert len(split.val[1]) == (len(set(images[val])) if kind == "captioning" else len(val))
 
 
 @pytest.mark.parametrize(("data", "models", "kwargs", "match"), [
@@ -105,3 +109,16 @@ def test_bad_input_per_kind_is_one_input_error(data, models, kwargs, match, tmp_
     with pytest.raises(InputError, match=match):
         emms.select(data, models, out_dir=tmp_path / "o", cache=tmp_path / "c", **kwargs)
     assert not (tmp_path / "o" / "runs").exists()
+
+
+def test_cli_select_checks_the_task_kind(tmp_path):
+    from typer.testing import CliRunner
+
+    from emms.cli import app
+
+    args = ["select", "--data", "builtin:fashion-vqa", "--models", "onet_mtcnn,onet_mtcnn_random", "--out-dir",
+            str(tmp_path / "o"), "--cache", str(tmp_path / "c")]
+    wrong = CliRunner().invoke(app, [*args, "--task", "captioning"])
+    assert wrong.exit_code == 2 and "task:" in wrong.output
+    no_head = CliRunner().invoke(app, [*args[:2], "builtin:fashion-detection", *args[3:]])
+    assert no_head.exit_code == 2 and "no head for 'detection'" in no_head.output
