@@ -141,21 +141,9 @@ def write_truth(show: bool = True) -> None:
 
 
 def text_extractor(name: str):  # noqa: ANN201 - a frozen text candidate as a FeatureExtractor
-    import torch
+    from emms.finetune.text_backbones import frozen_extractor
 
-    from emms.finetune.backbones import parse_model
-    from emms.finetune.text_backbones import text_backbone
-    from emms.models import from_callable
-
-    base, pretrained, _ = parse_model(name)
-    backbone = text_backbone(base, pretrained)
-    backbone.module.eval()
-
-    def features(batch: list[str]) -> np.ndarray:
-        with torch.no_grad():
-            return backbone.module(backbone.encode(batch)).numpy()
-
-    return from_callable(features, identity=f"finetune-text:{name}", modality="text")
+    return frozen_extractor(name)  # what emms.select scores for the text candidates
 
 
 def score(kinds: list[str], cache: Path) -> None:

@@ -1,6 +1,6 @@
-"""emms select on the offline image targets (fm10, fm4, fm-tops4) against the GPU-built fine-tuned truth.
+"""emms select on the offline image targets (fm10, fm4, fm-tops4) and the text-QA target against fine-tuned truth.
 
-Two measurements, both against ``benchmarks/data/finetune_truth.csv`` (mean test accuracy over
+Three measurements; A and B against ``benchmarks/data/finetune_truth.csv`` (mean test accuracy over
 seeds 0-2, n_train 4000):
 
 A. **Full budget, from the truth's own records** (``benchmarks/data/finetune_runs``, version 1, no
@@ -13,6 +13,11 @@ B. **A curve over budgets, replayed from recorded learning curves** (``--runs``,
    viewed at epoch e costs the CPU seconds it had used by epoch e), for each budget, beside the same-cost
    baselines "one epoch each, then the top K to the end" and "random candidates fully trained", and
    the free ones: every frozen metric (``offline_scores.csv``) and the size prior (parameter count).
+
+C. **The text target** (text QA, :data:`TEXT_TARGET`), replayed the same way from the multi-task benchmark's
+   records (``benchmarks/data/multitask_runs``: 4 text candidates x seeds 0 and 1, 3-epoch runs with
+   validation after every epoch): each seed's curves are raced, the truth is the other seed's test
+   accuracy, beside the frozen scores of ``multitask_scores.csv`` and the size prior.
 
 Nothing here trains. Run (``--markdown`` writes the tables)::
 
@@ -43,6 +48,8 @@ RECALLS = {"emms+params": ("emms", "params"), "emms": ("emms",), "params": ("par
 #: how the replayed runs were made (benchmarks/data/select_runs; see BENCHMARKS.md "select")
 RUN_SPLIT = {"n_train": 2000, "n_val": 500, "n_test": 1, "seed": 1}
 RUN_SEED, RUN_LR = 3, 1e-3
+#: the text target: the multi-task benchmark's text-QA runs (benchmarks/data/multitask_runs)
+TEXT_TARGET = "mt-text_qa"
 
 
 def statistics(scores: dict[str, float], truth: dict[str, float], pick: str | None = None) -> dict[str, float]:
@@ -88,8 +95,9 @@ class CpuReplay:
     a shared machine whose load changed the wall time several-fold, so each point's cost is its
     ``cpu_seconds`` (older records: wall seconds scaled by the run's CPU / wall ratio)."""
 
-    def __init__(self, records: dict[str, dict]) -> None:
+    def __init__(self, records: dict[str, dict], epochs: int = 4) -> None:
         self.records = {m: self._in_cpu_seconds(r) for m, r in records.items()}
+        self.epochs = epochs
 
     @staticmethod
     def _in_cpu_seconds(record: dict) -> dict:
@@ -98,7 +106,7 @@ class CpuReplay:
         return {**record, "curve": curve, "seconds": record["cpu_seconds"]}
 
     def train(self, models, until_epoch):  # noqa: ANN001, ANN201
-        return {m: view_at(self.records[m], until_epoch, 4) for m in models}
+        return {m: view_at(self.records[m], until_epoch, self.epochs) for m in models}
 
 
 def replayed_targets(runs_dir: Path) -> dict[str, CpuReplay]:
@@ -116,26 +124,92 @@ def replayed_targets(runs_dir: Path) -> dict[str, CpuReplay]:
     return out
 
 
+def text_replays(runs_dir: Path = DATA / "multitask_runs") -> dict[int, CpuReplay]:
+    """C: per fine-tuning seed, the recorded text-QA runs of every text candidate (the multi-task
+    benchmark's grid, ``benchmarks/multitask_benchmark.py``: 3 epochs, validation after each), if all
+    are complete; the records are checked against that benchmark's split and protocol."""
+    import multitask_benchmark as mt
+
+    data, _ = mt.finetune_data("text_qa")
+    epochs, _, lr = mt.SETTINGS["text_qa"]
+    out = {}
+    for seed in mt.SEEDS:
+        trainer = RecordTrainer(data, mt.protocol("text_qa"), lr=lr, seed=seed, out_dir=runs_dir, replay_only=True)
+        records = {m: trainer.recorded(m) for m in mt.TEXT_MODELS}
+        if all(r is not None and r["complete"] and len(r["curve"]) == epochs for r in records.values()):
+            out[seed] = CpuReplay(records, epochs)
+    return out
+
+
+def text_target(lines: list[str], rng: np.random.Generator) -> list[dict]:
+    """C: the text-QA budget curve; each seed's curves are raced, the truth is the *other* seed's test accuracy."""
+    from emms.finetune.text_backbones import frozen_extractor
+    from emms.models import parameter_count
+
+    replays = text_replays()
+    if len(replays) < 2:
+        lines.append("Text target: the multi-task text-QA records of two seeds are not all there; skipped.")
+        return []
+    scores = pd.read_csv(DATA / "multitask_scores.csv")
+    scores = scores[scores.target == TEXT_TARGET]
+    models = list(next(iter(replays.values())).records)
+    sizes = {m: float(parameter_count(frozen_extractor(m))) for m in models}
+    frozen = {metric: g.set_index("model").score.to_dict() for metric, g in scores.groupby("metric")}
+    frozen["params"] = sizes
+    rows, free = [], []
+    for seed, replay in replays.items():
+        other = [r for s, r in replays.items() if s != seed]
+        truth = {m: float(np.mean([r.records[m]["test_score"] for r in other])) for m in models}
+        for metric, values in frozen.items():
+            free.append({"seed": seed, "method": metric, **statistics(values, truth)})
+        for row in race_curve(replay, frozen, truth) + baselines(replay, truth, rng):
+            rows.append({"target": f"{TEXT_TARGET}/seed{seed}", "race_seed": seed, **row})
+    free_table = pd.DataFrame(free).groupby("method").mean(numeric_only=True).sort_values("wtau", ascending=False)
+    lines += [f"#### C. Text target ({TEXT_TARGET}: {len(models)} text candidates, 3-epoch runs, lr 1e-4; the race "
+              "replays one seed's recorded CPU curves, the truth is the other seed's test accuracy; mean over the "
+              f"{len(replays)} seeds)", "",
+              "Free baselines:", "", "| method | weighted τ sym | weighted τ truth-w. | top-1 hits | regret@1 |",
+              "|---|---:|---:|---:|---:|"]
+    lines += [f"| {m} | {r.wtau:+.3f} | {r.wtau_truth:+.3f} | {r.top1:.2f} | {r.regret1:.4f} |"
+              for m, r in free_table.iterrows()]
+    curve = pd.DataFrame(rows)
+    mean = (curve.groupby(["method", "budget"], sort=False)
+            .agg(spent=("spent", "mean"), entrants=("entrants", "mean"), wtau=("wtau", "mean"),
+                 wtau_truth=("wtau_truth", "mean"), top1=("top1", "mean"), regret1=("regret1", "mean"),
+                 runs=("wtau", "count")).reset_index())
+    lines += ["", "Budget curve:", "",
+              "| method | budget | spent | entrants | weighted τ sym | weighted τ truth-w. | top-1 | regret@1 | seeds |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in mean.itertuples():
+        def fmt(v, f):  # noqa: ANN001, ANN202
+            return "—" if pd.isna(v) else format(v, f)
+        lines.append(f"| {r.method} | {r.budget:.0%} | {fmt(r.spent, '.1%')} | {fmt(r.entrants, '.1f')} | "
+                     f"{fmt(r.wtau, '+.3f')} | {fmt(r.wtau_truth, '+.3f')} | {fmt(r.top1, '.2f')} | "
+                     f"{fmt(r.regret1, '.4f')} | {r.runs} |")
+    lines += ["", f"Text parameter counts: {json.dumps({m: int(v) for m, v in sizes.items()})}", ""]
+    return rows
+
+
 def race_curve(replay: CpuReplay, frozen: dict[str, dict[str, float]], truth: dict[str, float]) -> list[dict]:
     """B: the race at each budget and recall rule, replayed."""
     full = {m: r["seconds"] for m, r in replay.records.items()}
-    grid = sum(full.values())
+    grid, epochs, models = sum(full.values()), replay.epochs, list(replay.records)
     rows = []
     for recall_name, recall in RECALLS.items():
-        order = recall_order(frozen, list(MODELS), recall)
+        order = recall_order(frozen, models, recall)
         for budget in BUDGETS:
             try:
-                plan = plan_race(order, dict(full), 4, budget * grid)
+                plan = plan_race(order, dict(full), epochs, budget * grid)
             except Exception as exc:  # noqa: BLE001 - InputError: the budget trains nothing
                 rows.append({"method": f"race ({recall_name})", "budget": budget, "spent": 0.0, "note": str(exc)[:60]})
                 continue
-            result = run_race(plan, replay, dict(full), 4, budget * grid)
-            table = predict(result.records, 4)
+            result = run_race(plan, replay, dict(full), epochs, budget * grid)
+            table = predict(result.records, epochs)
             finished = table[table.complete]
             pick = str((finished if len(finished) else table).iloc[0]["model"])
             scores = {m: float(v) for m, v in zip(table.model, table.predicted)}
             floor = min(scores.values()) - 1.0
-            scores.update({m: floor - order.index(m) * 1e-3 for m in MODELS if m not in scores})
+            scores.update({m: floor - order.index(m) * 1e-3 for m in models if m not in scores})
             rows.append({"method": f"race ({recall_name})", "budget": budget, "spent": result.spent_seconds / grid,
                          "entrants": len(plan.entrants), **statistics(scores, truth, pick)})
     return rows
@@ -143,7 +217,7 @@ def race_curve(replay: CpuReplay, frozen: dict[str, dict[str, float]], truth: di
 
 def baselines(replay: CpuReplay, truth: dict[str, float], rng: np.random.Generator) -> list[dict]:
     """B: one epoch each then top-K; random candidates fully trained; both at each budget."""
-    records = replay.records
+    records, models = replay.records, list(replay.records)
     full = {m: r["seconds"] for m, r in records.items()}
     epoch1 = {m: r["curve"][0]["seconds"] for m, r in records.items()}
     grid = sum(full.values())
@@ -153,13 +227,13 @@ def baselines(replay: CpuReplay, truth: dict[str, float], rng: np.random.Generat
         limit = budget * grid
         first = sum(epoch1.values())
         if first <= limit:
-            ranked = sorted(MODELS, key=lambda m: -records[m]["curve"][0]["val"])
+            ranked = sorted(models, key=lambda m: -records[m]["curve"][0]["val"])
             spent, chosen = first, []
             for model in ranked:
                 if spent + full[model] - epoch1[model] <= limit:
                     chosen.append(model)
                     spent += full[model] - epoch1[model]
-            scores = {m: (2.0 + final[m]) if m in chosen else records[m]["curve"][0]["val"] for m in MODELS}
+            scores = {m: (2.0 + final[m]) if m in chosen else records[m]["curve"][0]["val"] for m in models}
             rows.append({"method": "one epoch each, then top-K", "budget": budget, "spent": spent / grid,
                          "entrants": len(chosen), **statistics(scores, truth)})
         else:
@@ -167,7 +241,7 @@ def baselines(replay: CpuReplay, truth: dict[str, float], rng: np.random.Generat
                          "note": f"one epoch of all costs {first / grid:.0%}"})
         draws = []
         for _ in range(1000):
-            order = list(rng.permutation(MODELS))
+            order = list(rng.permutation(models))
             spent, trained = 0.0, []
             for model in order:
                 if spent + full[model] <= limit:
@@ -175,7 +249,7 @@ def baselines(replay: CpuReplay, truth: dict[str, float], rng: np.random.Generat
                     spent += full[model]
             if not trained:
                 continue
-            scores = {m: (2.0 + final[m]) if m in trained else -float(order.index(m)) for m in MODELS}
+            scores = {m: (2.0 + final[m]) if m in trained else -float(order.index(m)) for m in models}
             draws.append(statistics(scores, truth))
         mean = pd.DataFrame(draws).mean().to_dict() if draws else {}
         rows.append({"method": "random, fully trained", "budget": budget, "spent": np.nan, "entrants": np.nan, **mean,
@@ -230,6 +304,8 @@ def main() -> None:
         for row in race_curve(replay, frozen, truth) + baselines(replay, truth, rng):
             curve_rows.append({"target": target, **row})
     missing = [t for t in TARGETS if t not in replays]
+    text_lines: list[str] = []
+    curve_rows += text_target(text_lines, rng)
     if curve_rows:
         curve = pd.DataFrame(curve_rows)
         curve.to_csv(args.out, index=False)
@@ -237,7 +313,7 @@ def main() -> None:
                   f"seed {RUN_SEED}, split seed {RUN_SPLIT['seed']}, n_train {RUN_SPLIT['n_train']})", "",
                   "| target | method | budget | spent | entrants | weighted τ sym | weighted τ truth-w. | top-1 | regret@1 | note |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-        for r in curve.itertuples():
+        for r in curve[curve.target.isin(TARGETS)].itertuples():  # the text target: its own table (C)
             def fmt(v, f):  # noqa: ANN001, ANN202
                 return "—" if pd.isna(v) else format(v, f)
             lines.append(f"| {r.target} | {r.method} | {r.budget:.0%} | {fmt(r.spent, '.1%')} | {fmt(r.entrants, '.0f')} | "
@@ -245,6 +321,7 @@ def main() -> None:
                          f"{fmt(getattr(r, 'top1', np.nan), '.2f')} | {fmt(getattr(r, 'regret1', np.nan), '.4f')} | "
                          f"{'' if pd.isna(getattr(r, 'note', np.nan)) else r.note} |")
         lines.append("")
+    lines += text_lines
     lines.append(f"Replayed targets: {', '.join(replays) or 'none'}; without complete curves: {', '.join(missing) or 'none'}.")
     lines.append(f"Parameter counts: {json.dumps(sizes)}")
     text = "\n".join(lines)

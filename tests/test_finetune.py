@@ -231,6 +231,7 @@ def test_any_image_classification_dataset_splits_stratified_and_disjoint():
     assert no_test.test is None and len(no_test.train[1]) + len(no_test.val[1]) == len(data)
     with pytest.raises(InputError, match="val_fraction"):
         FinetuneData.from_task_data(data, val_fraction=0.5, test_fraction=0.5)
-    text = load_dataset("builtin:text-topics")
-    with pytest.raises(InputError, match="image classification"):
-        FinetuneData.from_task_data(text)
+    text = FinetuneData.from_task_data(load_dataset("builtin:text-topics"), val_fraction=0.2, test_fraction=0)
+    assert isinstance(text.train[0], list) and isinstance(text.train[0][0], str)  # texts, for the text candidates
+    with pytest.raises(InputError, match="image or text classification"):
+        FinetuneData.from_task_data(load_dataset("builtin:fortunes-qa"))

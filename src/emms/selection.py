@@ -96,17 +96,24 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     """Recall with frozen scores, then race real fine-tuning of the survivors within a budget.
 
     Args:
-        data: what :func:`emms.rank` accepts (a dataset source or a TaskData); a task kind with a
-            fine-tuning head (:mod:`emms.finetune.heads`; classification today).
-        models: at least 2 fine-tunable candidates (packaged backbones: ``builtin:NAME``, ``NAME``,
-            ``NAME_random``); precomputed features or ONNX encoders cannot be raced.
+        data: what :func:`emms.rank` accepts (a dataset source or a TaskData) of a task kind with a
+            fine-tuning head (:mod:`emms.finetune.heads`: classification, captioning, vqa, referring,
+            text_qa), split by the fine-tuning harness's own helper
+            (:func:`emms.finetune.heads._prepare.finetune_data`, no test split).
+        models: at least 2 fine-tunable candidates of the data's modality (packaged image backbones:
+            ``builtin:NAME``, ``NAME``, ``NAME_random``; text candidates of
+            :mod:`emms.finetune.text_backbones`: ``minilm_l6``, ``minilm_l6_layer3``, ...);
+            precomputed features or ONNX encoders cannot be raced.
         budget: fraction of the **full grid** (every candidate fine-tuned once, fully, one lr, one
             seed; estimated by timing a few steps of each) that the race may spend; None: no limit.
         max_seconds: a wall-clock limit for the race (checked before each training round).
         recall: frozen metrics whose orders are interleaved to order the pool (a hybrid shortlist).
         metrics: frozen metrics to compute and show (default: ``recall``).
-        val_fraction: share of the data held out (stratified) to judge the race; never trained on.
-        score_samples: rows of the train split the frozen metrics score (None: all).
+        val_fraction: share of the data held out to judge the race (classification: stratified;
+            other kinds: by image, so the captions / questions of one image stay together); never
+            trained on.
+        score_samples: rows of the train split the frozen metrics score (None: all); they are scored
+            against the kind's own targets (F-labels of captions, answers, expressions...).
         seed: seed of the split and of the frozen scores' subsample; ``finetune_seed``: of fine-tuning.
         lr, protocol, eta: the fine-tuning protocol (:class:`emms.finetune.FinetuneProtocol`) and the
             halving factor.
@@ -118,9 +125,9 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
             ``fine-tune``, item the model).
     """
     from emms.data import TaskData, load_dataset
-    from emms.finetune import FinetuneData, FinetuneProtocol
-    from emms.finetune.backbones import parse_model
+    from emms.finetune import FinetuneProtocol
     from emms.finetune.heads import head_class
+    from emms.finetune.heads._prepare import finetune_data, split_rows
     from emms.finetune.race import RecordTrainer, plan_race, predict, recall_order, run_race
     from emms.pipeline import rank
     from emms.store import Store
@@ -131,7 +138,8 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     models = list(dict.fromkeys(models))
     if len(models) < 2:
         raise InputError(f"models: select needs at least 2 candidates to choose between, got {len(models)}")
-    specs = {m: _builtin_spec(m, parse_model(m)) for m in models}  # InputError for what cannot be fine-tuned
+    for model in models:
+        _text_candidate(model)  # InputError for what cannot be fine-tuned
     budget_fraction = _check_budget(budget, max_seconds)
     recall, metrics = list(recall), list(metrics) if metrics is not None else list(recall)
     if not recall:
@@ -140,21 +148,30 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     task_data = data if isinstance(data, TaskData) else load_dataset(data, task=task, max_samples=max_samples, seed=seed)
     if task is not None and task != task_data.task:
         raise InputError(f"task: the data holds a {task_data.task!r} task, not {task!r}")
-    head_class(task_data.task)
-    split = FinetuneData.from_task_data(task_data, val_fraction=val_fraction, test_fraction=0, seed=seed)
+    head_class(task_data.task)  # InputError for a kind without a head
+    for model in models:
+        kind = "text" if _text_candidate(model) else "image"
+        if kind != task_data.modality:
+            raise InputError(f"models: {model!r} is {'an' if kind == 'image' else 'a'} {kind} model; the data holds "
+                             f"{task_data.modality} inputs")
+    store = Store(cache)
+    # the split the fine-tuning harness makes (emms finetune --task KIND), and its train rows for the recall
+    split = finetune_data(task_data, val_fraction=val_fraction, test_fraction=0, seed=seed, store=store)
+    train_rows = np.sort(split_rows(task_data, val_fraction=val_fraction, test_fraction=0, seed=seed)[0])
     n_val = len(split.val[1])
     if n_val < MIN_VAL_ROWS:
         raise InputError(f"val_fraction: the validation split has {n_val} rows; at least {MIN_VAL_ROWS} are needed "
                          "to judge the race (raise val_fraction or use more data)")
     protocol.batches_per_epoch(len(split.train[1]))
-    out_dir = Path(out_dir) if out_dir is not None else Store(cache).root / "select" / split.fingerprint
+    out_dir = Path(out_dir) if out_dir is not None else store.root / "select" / split.fingerprint
 
     say(f"recall: frozen {', '.join(metrics)} of {len(models)} models on the train split")
-    train_rows = _subsample(split.train[1], score_samples, seed)
-    frozen = rank(_train_task_data(task_data, split, train_rows), list(specs.values()), metrics=metrics,
+    scored = _subsample(task_data, train_rows, score_samples, seed)
+    candidates = {model: _frozen_candidate(model) for model in models}
+    model_of = {(c if isinstance(c, str) else c.name): model for model, c in candidates.items()}
+    frozen = rank(task_data.take(scored, name=f"{task_data.name}-train"), list(candidates.values()), metrics=metrics,
                   encoders=encoders, cache=cache, device=device, image_size=protocol.image_size,
                   progress=progress, resamples=0)
-    model_of = {spec: model for model, spec in specs.items()}
     scores = {metric: {model_of[r.model]: float(r.score) for r in frozen.table.itertuples() if r.metric == metric}
               for metric in metrics}
     order = recall_order(scores, models, recall)
@@ -188,7 +205,7 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
             "wall_seconds": time.perf_counter() - started}
     meta = {"data": task_data.name, "task": task_data.task, "primary": head.primary, "models": models,
             "recall": recall, "metrics": metrics, "entrants": plan.entrants, "rungs": plan.rungs, "eta": eta,
-            "n_train": len(split.train[1]), "n_val": n_val, "n_scored": int(len(train_rows)), "seed": seed,
+            "n_train": len(split.train[1]), "n_val": n_val, "n_scored": int(len(scored)), "seed": seed,
             "finetune_seed": finetune_seed, "lr": lr, "protocol": asdict(protocol), "out_dir": str(out_dir),
             "device": device}
     notes = ["intervals: validation sampling (95 %) plus, for stopped runs, the spread of the finished runs' "
@@ -215,32 +232,39 @@ def _check_budget(budget: float | None, max_seconds: float | None) -> float | No
     return None if budget is None else float(budget)
 
 
-def _builtin_spec(model: str, parsed: tuple[str, bool, dict]) -> str:
-    """The frozen-feature spec of a fine-tunable model name (the same network at the same size)."""
-    name, pretrained, options = parsed
+def _text_candidate(model: str) -> bool:
+    """Whether ``model`` is a text candidate (InputError when it cannot be fine-tuned at all)."""
+    from emms.finetune.backbones import parse_model
+    from emms.finetune.text_backbones import TEXT_BACKBONES
+
+    return parse_model(model)[0] in TEXT_BACKBONES
+
+
+def _frozen_candidate(model: str):  # noqa: ANN202 - a spec string or a feature extractor
+    """What :func:`emms.rank` scores for a fine-tunable model: the same network at the same size
+    (a packaged backbone's ``builtin:`` spec; a text candidate's own network, named ``model``)."""
+    from emms.finetune.backbones import parse_model
+    from emms.finetune.text_backbones import TEXT_BACKBONES, frozen_extractor
+
+    name, pretrained, options = parse_model(model)
+    if name in TEXT_BACKBONES:
+        return frozen_extractor(model)
     query = "&".join([*(f"{k}={v}" for k, v in options.items()), *([] if pretrained else ["pretrained=false"])])
     return f"builtin:{name}" + (f"?{query}" if query else "")
 
 
-def _subsample(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
-    rows = np.arange(len(labels))
+def _subsample(task_data, rows: np.ndarray, n: int | None, seed: int) -> np.ndarray:  # noqa: ANN001 - TaskData
+    """At most ``n`` of ``rows`` (sorted) for the frozen scores: stratified by label for
+    classification, at random otherwise."""
     if n is None or n >= len(rows):
         return rows
+    if task_data.task != "classification":
+        return np.sort(np.random.default_rng(seed).choice(rows, n, replace=False))
     from sklearn.model_selection import train_test_split
 
+    labels = task_data.labels["label"].astype(str).to_numpy()[rows]
     keep, _ = train_test_split(rows, train_size=n, stratify=labels, random_state=seed)
     return np.sort(keep)
-
-
-def _train_task_data(task_data, split, rows: np.ndarray):  # noqa: ANN001, ANN202 - TaskData
-    """The train split's ``rows`` as a TaskData for the frozen scores (labels by class name)."""
-    from emms.data import TaskData
-
-    inputs, codes = split.train
-    part = inputs[rows] if isinstance(inputs, np.ndarray) else [inputs[i] for i in rows]
-    return TaskData(name=f"{task_data.name}-train", modality=task_data.modality, inputs=part, task=task_data.task,
-                    labels=pd.DataFrame({"label": [split.class_names[c] for c in codes[rows]]}),
-                    class_names=list(split.class_names))
 
 
 def _probe_costs(split, models: list[str], protocol, device: str, out_dir: Path, say: EventCallback) -> dict:  # noqa: ANN001

@@ -15,8 +15,10 @@ from emms.errors import InputError
 def select(
     data: str = typer.Option(..., "--data", help="Dataset source (as for emms rank): folder, manifest, builtin:NAME."),
     models: str = typer.Option(..., "--models", help="Comma-separated fine-tunable candidates: builtin:NAME, NAME or "
-                                                     "NAME_random."),
-    task: str | None = typer.Option(None, "--task", help="Task kind (inferred from the data when omitted)."),
+                                                     "NAME_random (image backbones; minilm_l6, minilm_l6_layer3, "
+                                                     "minilm_l6_layer1 for text data)."),
+    task: str | None = typer.Option(None, "--task", help="Task kind with a fine-tuning head: classification, captioning, "
+                                        "vqa, referring or text_qa (inferred from the data when omitted; docs/select.md)."),
     budget: float | None = typer.Option(0.25, "--budget", help="Fraction of the full grid (every candidate fine-tuned once, "
                                         "fully) the race may spend; 0 = no fraction limit (needs --max-seconds)."),
     max_seconds: float | None = typer.Option(None, "--max-seconds", help="Wall-clock limit of the race in seconds."),

@@ -43,27 +43,12 @@ class FinetuneData:
     @classmethod
     def from_task_data(cls, data, *, val_fraction: float = 0.1, test_fraction: float = 0.2,
                        seed: int = 0) -> FinetuneData:  # noqa: ANN001 - emms.data.TaskData
-        """A classification :class:`emms.data.TaskData` split stratified into train / val / test
-        (``test_fraction=0``: no test split)."""
-        from sklearn.model_selection import train_test_split
-
-        if data.task != "classification" or data.modality != "image":
-            raise InputError(f"data: fine-tuning needs an image classification dataset, got {data.modality} {data.task}")
-        for name, value, low in (("val_fraction", val_fraction, 0.0), ("test_fraction", test_fraction, -1e-12)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < 1:
-                raise InputError(f"{name}: expected a fraction {'strictly ' if low == 0 else ''}between 0 and 1, got {value!r}")
-        if val_fraction + test_fraction >= 1:
-            raise InputError("val_fraction + test_fraction: expected less than 1, leaving images to train on")
-        seed = check_seed(seed)
+        """A classification :class:`emms.data.TaskData` (images, or texts for text candidates) split
+        stratified into train / val / test (``test_fraction=0``: no test split)."""
+        if data.task != "classification" or data.modality not in ("image", "text"):
+            raise InputError(f"data: fine-tuning needs an image or text classification dataset, got {data.modality} {data.task}")
         codes, classes = as_class_labels(data.labels["label"].to_numpy(), "labels")
-        rows = np.arange(len(codes))
-        try:
-            rest, test = (train_test_split(rows, test_size=test_fraction, stratify=codes, random_state=seed)
-                          if test_fraction > 0 else (rows, None))
-            train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction),
-                                          stratify=codes[rest], random_state=seed)
-        except ValueError as exc:
-            raise InputError(f"data: too few images per class for a stratified split ({exc})") from None
+        train, val, test = stratified_rows(codes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
 
         def part(idx: np.ndarray) -> tuple[object, np.ndarray]:
             inputs = data.inputs[idx] if isinstance(data.inputs, np.ndarray) else [data.inputs[i] for i in idx]
@@ -75,3 +60,26 @@ class FinetuneData:
                    test=None if test is None else part(test),
                    fingerprint=f"{data.fingerprint[:16]}-{seed}-{val_fraction}-{test_fraction}",
                    description=getattr(data, "description", ""))
+
+
+def stratified_rows(codes: np.ndarray, *, val_fraction: float, test_fraction: float,
+                    seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Row indices of the stratified train / val / test split of class ``codes`` (test None when
+    ``test_fraction`` is 0): the split of :meth:`FinetuneData.from_task_data`."""
+    from sklearn.model_selection import train_test_split
+
+    for name, value, low in (("val_fraction", val_fraction, 0.0), ("test_fraction", test_fraction, -1e-12)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < 1:
+            raise InputError(f"{name}: expected a fraction {'strictly ' if low == 0 else ''}between 0 and 1, got {value!r}")
+    if val_fraction + test_fraction >= 1:
+        raise InputError("val_fraction + test_fraction: expected less than 1, leaving rows to train on")
+    seed = check_seed(seed)
+    rows = np.arange(len(codes))
+    try:
+        rest, test = (train_test_split(rows, test_size=test_fraction, stratify=codes, random_state=seed)
+                      if test_fraction > 0 else (rows, None))
+        train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction),
+                                      stratify=codes[rest], random_state=seed)
+    except ValueError as exc:
+        raise InputError(f"data: too few rows per class for a stratified split ({exc})") from None
+    return train, val, test

@@ -73,19 +73,24 @@ def _ids(values: list[str], names: list[str], column: str, fixed: bool) -> np.nd
     return np.array([position.get(v, UNSEEN) for v in values], dtype=np.int64)
 
 
-def finetune_data(data, *, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,  # noqa: ANN001
-                  text_encoder: str = DEFAULT_TEXT_ENCODER, store=None):  # noqa: ANN001, ANN201 - FinetuneData
-    """A :class:`emms.data.TaskData` of any fine-tunable kind split into train / val / test and
-    prepared for its head (``test_fraction=0``: no test split).
+def split_rows(data, *, val_fraction: float = 0.1, test_fraction: float = 0.2,  # noqa: ANN001 - TaskData
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Row indices of ``data`` in the train / val / test split :func:`finetune_data` makes (test None
+    when ``test_fraction`` is 0), so callers can score exactly the rows it trains on.
 
-    Classification uses the stratified split of :meth:`FinetuneData.from_task_data`. Other kinds are
-    split at random (``numpy.random.default_rng(seed)``) by image: rows that share an ``image`` id
-    (several captions or questions of one picture) stay in one split.
+    Classification: stratified (:func:`emms.finetune.data.stratified_rows`). Other kinds: at random
+    (``numpy.random.default_rng(seed)``) by image, so rows that share an ``image`` id (several
+    captions or questions of one picture) stay in one split.
     """
-    from emms.finetune.data import FinetuneData
+    from emms.finetune.data import stratified_rows
 
+    if data.task not in KINDS:
+        raise InputError(f"data: fine-tuning has no head for {data.task!r} tasks; it has {', '.join(KINDS)}")
     if data.task == "classification":
-        return FinetuneData.from_task_data(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        from emms._validation import as_class_labels
+
+        codes, _ = as_class_labels(data.labels["label"].to_numpy(), "labels")
+        return stratified_rows(codes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     for name, value, low in (("val_fraction", val_fraction, 0.0), ("test_fraction", test_fraction, -1e-12)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < 1:
             raise InputError(f"{name}: expected a fraction between 0 and 1, got {value!r}")
@@ -101,7 +106,23 @@ def finetune_data(data, *, val_fraction: float = 0.1, test_fraction: float = 0.2
     rank = np.empty(len(groups), dtype=np.int64)
     rank[order] = np.arange(len(groups))
     part = np.where(rank[codes] < n_test, 2, np.where(rank[codes] < n_test + n_val, 1, 0))
-    splits = [data.take(np.flatnonzero(part == k)) if np.any(part == k) else None for k in range(3)]
+    train, val, test = (np.flatnonzero(part == k) for k in range(3))
+    return train, val, test if len(test) else None
+
+
+def finetune_data(data, *, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,  # noqa: ANN001
+                  text_encoder: str = DEFAULT_TEXT_ENCODER, store=None):  # noqa: ANN001, ANN201 - FinetuneData
+    """A :class:`emms.data.TaskData` of any fine-tunable kind split into train / val / test
+    (:func:`split_rows`) and prepared for its head (``test_fraction=0``: no test split).
+
+    Classification (images, or texts for the text candidates) is :meth:`FinetuneData.from_task_data`.
+    """
+    from emms.finetune.data import FinetuneData
+
+    if data.task == "classification":
+        return FinetuneData.from_task_data(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    rows = split_rows(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    splits = [None if part is None else data.take(part) for part in rows]
     return from_splits(*splits, name=data.name, text_encoder=text_encoder, store=store,
                        fingerprint=f"{data.fingerprint[:16]}-{seed}-{val_fraction}-{test_fraction}")
 
