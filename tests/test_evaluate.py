@@ -241,3 +241,22 @@ def test_evaluate_command_reports_mismatched_tables(tables):
     assert "truth" in result.output and "m5" in result.output and "Traceback" not in result.output
     missing = CliRunner().invoke(app, ["evaluate", "--scores", str(tables / "nope.csv"), "--truth", str(tables / "truth.csv")])
     assert missing.exit_code == 2 and "scores" in missing.output
+
+
+def test_a_small_target_costs_only_its_own_interval():
+    """A 4-model target gets no bootstrap interval (too few models) and neither does the mean over
+    targets, but a 7-model target beside it keeps its own (it used to lose it to the smallest target)."""
+    rng = np.random.default_rng(3)
+    rows, truth = [], []
+    for target, n_models in (("big", 7), ("small", 4)):
+        values = rng.normal(size=n_models)
+        for m, v in enumerate(values):
+            truth.append({"target": target, "model": f"m{m}", "value": v})
+            rows.append({"target": target, "model": f"m{m}", "metric": "good", "score": v + rng.normal(scale=0.3)})
+    notes: list[str] = []
+    result = evaluate_scores(pd.DataFrame(rows), pd.DataFrame(truth), n_resamples=100, notes=notes)
+    ci = result[result.statistic == "weighted_tau_symmetric"].set_index("target")
+    assert np.isfinite([ci.loc["big", "ci_low"], ci.loc["big", "ci_high"]]).all()
+    assert ci.loc["big", "ci_low"] <= ci.loc["big", "value"] <= ci.loc["big", "ci_high"]
+    assert ci.loc[["small", "mean"], ["ci_low", "ci_high"]].isna().all().all()
+    assert any("4 models are too few for a bootstrap interval" in n for n in notes)

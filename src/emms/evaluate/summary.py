@@ -224,17 +224,18 @@ def evaluate_scores(scores: pd.DataFrame, truth: pd.DataFrame, *, ks: tuple[int,
                          "shown as n/a")
         elif fewest < MIN_MODELS_INTERVAL:
             notes.append(f"{where}: {fewest} models are too few for a bootstrap interval over models "
-                         f"(needs {MIN_MODELS_INTERVAL}); none shown")
+                         f"(needs {MIN_MODELS_INTERVAL}); none shown for it or for the mean")
         for name, statistic in statistics.items():
             values = [statistic(s, t) if name not in CORRELATIONS or len(s) >= MIN_MODELS else float("nan")
                       for s, t in pairs]
-            draws = ([bootstrap_draws(statistic, s, t, n_resamples=n_resamples, seed=seed, stream=g,
-                                      batched=CI_STATISTICS[name])
-                      for g, (s, t) in enumerate(pairs)] if name in CI_STATISTICS and fewest >= MIN_MODELS_INTERVAL
-                     else None)
-            cells = list(zip(groups, values, draws or [None] * len(pairs)))
+            draws = [bootstrap_draws(statistic, s, t, n_resamples=n_resamples, seed=seed, stream=g,
+                                     batched=CI_STATISTICS[name])
+                     if name in CI_STATISTICS and len(s) >= MIN_MODELS_INTERVAL else None
+                     for g, (s, t) in enumerate(pairs)]  # per target: a small target costs only its own interval
+            cells = list(zip(groups, values, draws))
             if len(pairs) > 1:
-                cells.append((MEAN_TARGET, float(np.mean(values)), None if draws is None else np.mean(draws, axis=0)))
+                cells.append((MEAN_TARGET, float(np.mean(values)),
+                              None if any(d is None for d in draws) else np.mean(draws, axis=0)))
             for target, value, target_draws in cells:
                 low, high = (np.nan, np.nan) if target_draws is None else percentile_interval(target_draws, confidence)
                 n_models = min(len(s) for s, _ in pairs) if target == MEAN_TARGET else len(groups[target][0])
