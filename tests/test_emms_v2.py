@@ -178,6 +178,22 @@ def test_chunked_equals_in_memory_and_streamed(mixture, tmp_path):
     assert from_map.score_ == pytest.approx(in_memory.score_, rel=1e-10, abs=1e-12)
 
 
+@pytest.mark.parametrize("mixture, score", [("per_encoder", "gcv"), ("per_encoder", "in_sample"), ("columns", "gcv")])
+def test_fewer_rows_than_columns_uses_the_row_side_and_agrees_with_the_statistics(mixture, score):
+    """N < D: fit() takes the spectrum from X̃X̃ᵀ (N, N); fit_stats() can only use X̃ᵀX̃ (D, D). Same answer.
+    A constant column and an offset check the row side's centring and column mask."""
+    x, z = _informative(4, n=60, d=150, widths=(40, 25))
+    x[:, 7] = 3.0
+    x[:, :10] += 50.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EmmsWarning)
+        rows_side = EMMS(mixture=mixture, score=score).fit(x, z)
+        statistics = EMMS(mixture=mixture, score=score).fit_stats(SufficientStats.from_arrays(x, z))
+    assert rows_side.effective_rank_ == statistics.effective_rank_ == 59
+    assert rows_side.score_ == pytest.approx(statistics.score_, rel=1e-8, abs=1e-10)
+    np.testing.assert_allclose(rows_side.weights_, statistics.weights_, atol=1e-8)
+
+
 def test_large_offsets_take_the_centred_path_and_lose_nothing():
     """Float64 chunks use raw products only when no column's offset would cost accuracy."""
     x, z = _informative(11, n=600)

@@ -309,7 +309,7 @@ class SufficientStats:
         if not keep_x.all():
             warnings.warn(f"features: dropped {int((~keep_x).sum())} constant column(s) of {keep_x.size}",
                           EmmsWarning, stacklevel=3)
-        sd_x = np.sqrt(np.diag(self._xx)[keep_x] / n)
+        sd_x = self._feature_sd(keep_x)
         gram = self._xx[np.ix_(keep_x, keep_x)] / np.outer(sd_x, sd_x)
 
         width = max(self._widths)
@@ -332,7 +332,17 @@ class SufficientStats:
         return StandardStats(gram=gram, cross=cross, label_inner=label_inner, n_samples=n,
                              label_width=width, feature_mask=keep_x, label_masks=tuple(label_masks), labels=labels)
 
+    def standardised_rows(self, features: object, feature_mask: np.ndarray) -> np.ndarray:
+        """X̃ (N, D'): ``features`` (the rows these statistics hold) centred, restricted to ``feature_mask``
+        (``standardised().feature_mask``) and divided by each column's population sd, in float64;
+        X̃ᵀX̃ is ``standardised().gram``. For N < D, where (N, N) products are the cheap side."""
+        x = as_numeric_matrix(features, "features")
+        return (np.asarray(x[:, feature_mask], dtype=np.float64) - self._x_mean[feature_mask]) / self._feature_sd(feature_mask)
+
     # -- internals -------------------------------------------------------------------------------
+
+    def _feature_sd(self, keep: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.diag(self._xx)[keep] / self.n_samples)
 
     def _offsets(self) -> list[tuple[int, int]]:
         ends = np.cumsum(self._widths)

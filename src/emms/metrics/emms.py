@@ -122,7 +122,11 @@ class EMMS(BaseEstimator):
             return self._fit_official(features, f_labels)
         stats = SufficientStats.from_arrays(features, f_labels, chunk_rows=self.chunk_rows,
                                             paired=self.mixture == "columns")
-        return self.fit_stats(stats)
+        standard = stats.standardised(labels=self._labels())
+        if standard.n_samples >= standard.n_features:
+            return self._fit_spectrum(standard, _Spectrum(standard))
+        rows = stats.standardised_rows(features, standard.feature_mask)  # N < D: the (N, N) side is cheaper
+        return self._fit_spectrum(standard, _Spectrum(standard, rows=rows))
 
     def fit_stats(self, stats: SufficientStats | StandardStats) -> EMMS:
         """Fit from sufficient statistics alone (exact or alternating solver); returns self.
@@ -133,7 +137,7 @@ class EMMS(BaseEstimator):
         self._check_params()
         if self.solver == "official":
             raise InputError("solver: 'official' needs the raw arrays (use fit); fit_stats supports 'exact' and 'alternating'")
-        labels = "blocks" if self.mixture == "per_encoder" else "columns"
+        labels = self._labels()
         if isinstance(stats, SufficientStats):
             stats = stats.standardised(labels=labels)
         elif not isinstance(stats, StandardStats):
@@ -141,7 +145,15 @@ class EMMS(BaseEstimator):
         elif stats.labels != labels:
             raise InputError(f"stats: mixture={self.mixture!r} needs statistics standardised with labels={labels!r}, "
                              f"got labels={stats.labels!r}")
-        spectrum = _Spectrum(stats)
+        return self._fit_spectrum(stats, _Spectrum(stats))
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _labels(self) -> str:
+        """How the F-labels are standardised for this mixture (:meth:`SufficientStats.standardised`)."""
+        return "blocks" if self.mixture == "per_encoder" else "columns"
+
+    def _fit_spectrum(self, stats: StandardStats, spectrum: _Spectrum) -> EMMS:
         n, width = stats.n_samples, stats.label_width
         self._set_shape(n, stats.n_features, width, spectrum.rank)
         if self.mixture == "per_encoder":
@@ -166,8 +178,6 @@ class EMMS(BaseEstimator):
         else:
             self.score_ = 0.0 - rss / (n * width)
         return self
-
-    # -- internals -------------------------------------------------------------------------------
 
     def _fit_per_encoder(self, spectrum: _Spectrum) -> EMMS:
         """score_ = max_k R²_k, t = the encoders reaching it (formulas in the module docstring)."""
@@ -303,11 +313,16 @@ class _Spectrum:
     A − Σ(...) suffers when the fit nearly interpolates.
     """
 
-    def __init__(self, stats: StandardStats) -> None:
-        s, vectors = np.linalg.eigh(stats.gram)
-        cutoff = max(s.max(), 0.0) * max(stats.n_samples, s.size) * np.finfo(np.float64).eps
+    def __init__(self, stats: StandardStats, rows: np.ndarray | None = None) -> None:
+        if rows is None:
+            s, vectors = np.linalg.eigh(stats.gram)
+        else:  # X̃ (N, D') with N < D': the nonzero spectrum of X̃ᵀX̃ from X̃X̃ᵀ = U diag(s) Uᵀ, v_i = X̃ᵀu_i / √s_i
+            s, vectors = np.linalg.eigh(rows @ rows.T)
+        cutoff = max(s.max(), 0.0) * max(stats.n_samples, stats.n_features) * np.finfo(np.float64).eps
         kept = s > cutoff
         self.eigenvalues = s[kept]
+        if rows is not None:
+            vectors = rows.T @ (vectors / np.sqrt(np.where(kept, s, 1.0)))
         self.projected = np.matmul(vectors[:, kept].T, stats.cross)
         products = np.einsum("kil,jil->ikj", self.projected, self.projected, optimize=True)
         self.scaled_products = products / self.eigenvalues[:, None, None]
