@@ -298,7 +298,9 @@ def report(n_resamples: int) -> str:
         per_model = scores[scores.target == kind].groupby("metric").seconds.mean()
         for _, r in c[c.statistic == "weighted_tau_symmetric"].sort_values("value", ascending=False).iterrows():
             cell = c[c.metric == r.metric].set_index("statistic")
-            lines.append(f"| {r.metric} | {r.value:+.3f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}] | "
+            interval = (f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]" if np.isfinite(r.ci_low)
+                        else f"(no interval: {len(part)} models)")
+            lines.append(f"| {r.metric} | {r.value:+.3f} {interval} | "
                          f"{cell.loc['kendall_tau'].value:+.3f} | {cell.loc['rel@1'].value:.4f} | {per_model[r.metric]:.3f} |")
         emms_tau, logme_tau = (c[(c.metric == m) & (c.statistic == "weighted_tau_symmetric")].value.iloc[0]
                                for m in ("emms", "logme_flabels"))
