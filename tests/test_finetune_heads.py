@@ -7,7 +7,7 @@ Everything is built from the package's shipped samples; nothing outside the repo
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,8 @@ from emms.finetune.backbones import load_backbone  # noqa: E402
 from emms.finetune.heads import head_class  # noqa: E402
 from emms.finetune.heads._prepare import finetune_data, from_splits, prepare  # noqa: E402
 from emms.finetune.heads.captioning import references  # noqa: E402
-from emms.finetune.heads.referring import iou  # noqa: E402
+from emms.finetune.heads.referring import cell_centres, iou, target_cells  # noqa: E402
+from emms.finetune.run import RunKey, load_record, write_record  # noqa: E402
 from emms.finetune.heads.vqa import text_and_values  # noqa: E402
 
 #: sha256[:16] of every split of the benchmark tasks (defaults of multitask_tasks: 300 / 100 / 200
@@ -60,7 +61,7 @@ def untrained(data, model: str, seed: int, protocol: FinetuneProtocol) -> dict[s
     """Validation metrics of the network a run starts from (same seed, same build order)."""
     head = head_class(data.task)(data)
     torch.manual_seed(seed)
-    backbone = load_backbone(model, protocol.image_size, protocol.bn_momentum)
+    backbone = load_backbone(model, protocol.image_size, protocol.bn_momentum, feature_map=head.needs_feature_map)
     module = head.build(backbone.feature_dim)
     backbone.module.eval()
     module.eval()
@@ -96,6 +97,60 @@ def test_head_trains_and_beats_its_untrained_start(kind):
     assert record["task"] == kind and record["primary"] == head_class(kind).primary and record["complete"]
     assert len(record["curve"]) == epochs and np.isfinite(record["final_train_loss"])
     assert after[metric] > before[metric] + 0.05, (before, after)
+
+
+def test_referring_head_trains_on_the_feature_map_and_beats_its_untrained_start():
+    data = tiny("referring", n_train=128, n_val=64)
+    protocol = FinetuneProtocol(epochs=6, image_size=48, batch_size=16, hflip=False)
+    before = untrained(data, IMAGE_MODEL, 0, protocol)
+    after = finetune_run(data, IMAGE_MODEL, 3e-3, 0, protocol)["val_metrics"]
+    assert set(after) == {"acc_iou50", "mean_iou", "cell_accuracy", "loss"}
+    assert after["acc_iou50"] > before["acc_iou50"] + 0.05 and after["mean_iou"] > before["mean_iou"] + 0.05, (before, after)
+    assert after["cell_accuracy"] > before["cell_accuracy"], (before, after)
+
+
+def test_feature_map_backbones_keep_the_map_and_the_candidate_size():
+    pooled = load_backbone(IMAGE_MODEL, 48, 0.1)
+    spatial = load_backbone(IMAGE_MODEL, 48, 0.1, feature_map=True)
+    x = spatial.encode(multitask_task("referring", "val", 2).inputs)
+    assert tuple(spatial.module(x).shape) == (2, spatial.feature_dim, 3, 3) == (2, 128, 3, 3)  # O-Net to prelu4
+    assert spatial.feature_map and not pooled.feature_map and spatial.n_params == pooled.n_params
+    mnv2 = load_backbone("mnv2_imagenet_random", 64, 0.1, feature_map=True)
+    assert tuple(mnv2.module(mnv2.encode(multitask_task("referring", "val", 2).inputs)).shape) == (2, 1280, 2, 2)
+    with pytest.raises(InputError, match="text model"):
+        load_backbone(TEXT_MODEL, 64, 0.1, feature_map=True)
+
+
+def test_referring_cells_and_centres():
+    centres = cell_centres(2, 3)
+    assert torch.allclose(centres[[0, 2, 3]], torch.tensor([[1 / 6, 0.25], [5 / 6, 0.25], [1 / 6, 0.75]]))
+    boxes = torch.tensor([[0.0, 0.0, 0.2, 0.2], [0.6, 0.6, 1.0, 1.0], [0.4, 0.0, 0.6, 0.4]])
+    assert target_cells(boxes, 2, 3).tolist() == [0, 5, 1]
+    head = head_class("referring")(tiny("referring", 8, 8))
+    module = head.build(16)
+    predicted, logits = module(torch.randn(4, 16, 2, 3), torch.randn(4, 384))
+    assert predicted.shape == (4, 4) and logits.shape == (4, 6)
+    assert torch.all(predicted[:, 2:] >= predicted[:, :2])  # corners are ordered
+    with pytest.raises(InputError, match="feature map"):
+        module(torch.randn(4, 16), torch.randn(4, 384))
+
+
+def test_records_of_another_head_revision_are_refused(tmp_path):
+    protocol = FinetuneProtocol(epochs=1)
+    key = RunKey("mt-referring", "onet_mtcnn", 1e-3, 0)
+    old = {"version": 2, "task": "referring", "protocol": asdict(protocol),
+           "data_fingerprint": "f"}
+    write_record(key, tmp_path, old)  # revision 1: the pooled-feature head's records
+    with pytest.raises(InputError, match="revision 1 of the referring head"):
+        load_record(key, tmp_path, "f", protocol)
+    write_record(key, tmp_path, {**old, "head_revision": head_class("referring").revision})
+    assert load_record(key, tmp_path, "f", protocol)["head_revision"] == 2
+
+
+def test_committed_referring_records_are_of_the_current_head():
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "data"
+    for path in [*root.glob("multitask_*/runs/mt-referring/*.json")]:
+        assert json.loads(path.read_text()).get("head_revision", 1) == head_class("referring").revision, path
 
 
 def test_captioning_scores_perfect_and_empty_captions():

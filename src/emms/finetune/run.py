@@ -16,7 +16,8 @@ Record (``RECORD_VERSION`` 2, JSON): target, model, lr, seed, task, primary (met
 ``val_score`` / ``test_score`` (primary metric of the last epoch's model), ``val_metrics`` /
 ``test_metrics`` (every metric), ``curve`` (per finished epoch: epoch, steps, seconds and cpu_seconds
 (cumulative wall and process time of the run so far, setup included), val (primary), train_loss), ``epochs_done``, ``complete``,
-seconds / cpu_seconds / steps of the whole run so far, n_params, settings. Classification records
+seconds / cpu_seconds / steps of the whole run so far, n_params, settings, ``head_revision`` (the head's
+:attr:`~emms.finetune.heads.TaskHead.revision`; absent = 1). Classification records
 keep ``val_accuracy`` / ``test_accuracy``. Version 1 records (no curve; the committed GPU truth)
 are read as complete runs with an empty curve (:func:`upgrade_record`).
 """
@@ -123,7 +124,7 @@ def finetune_run(data: FinetuneData, model: str, lr: float, seed: int, protocol:
     torch_device = as_torch_device(device, kinds=("cpu", "cuda"))
 
     torch.manual_seed(seed)
-    backbone = load_backbone(model, protocol.image_size, protocol.bn_momentum)
+    backbone = load_backbone(model, protocol.image_size, protocol.bn_momentum, feature_map=head.needs_feature_map)
     head_module = head.build(backbone.feature_dim)
     network = torch.nn.ModuleDict({"backbone": backbone.module, "head": head_module}).to(torch_device)
 
@@ -146,8 +147,8 @@ def finetune_run(data: FinetuneData, model: str, lr: float, seed: int, protocol:
     ckpt = None if checkpoint is None else Path(checkpoint)
     if ckpt is not None and ckpt.is_file():
         saved = torch.load(ckpt, map_location=torch_device, weights_only=False)
-        if (saved["model"], saved["lr"], saved["seed"], saved["protocol"], saved["data_fingerprint"]) != (
-                model, lr, seed, asdict(protocol), data.fingerprint):
+        if (saved["model"], saved["lr"], saved["seed"], saved["protocol"], saved["data_fingerprint"],
+                saved.get("head_revision", 1)) != (model, lr, seed, asdict(protocol), data.fingerprint, head.revision):
             raise InputError(f"checkpoint: {ckpt} belongs to another run; remove it or use another output directory")
         network.load_state_dict(saved["network"])
         optimiser.load_state_dict(saved["optimiser"])
@@ -200,7 +201,8 @@ def finetune_run(data: FinetuneData, model: str, lr: float, seed: int, protocol:
 
             buffer = io.BytesIO()
             torch.save({"model": model, "lr": lr, "seed": seed, "protocol": asdict(protocol),
-                        "data_fingerprint": data.fingerprint, "network": network.state_dict(),
+                        "data_fingerprint": data.fingerprint, "head_revision": head.revision,
+                        "network": network.state_dict(),
                         "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
                         "order_rng": order_rng.get_state(), "torch_rng": torch.get_rng_state(),
                         "cuda_rng": torch.cuda.get_rng_state(torch_device) if torch_device.type == "cuda" else None,
@@ -217,7 +219,7 @@ def finetune_run(data: FinetuneData, model: str, lr: float, seed: int, protocol:
         "steps": state["epochs_done"] * batches, "steps_total": total_steps,
         "seconds": state["seconds"], "cpu_seconds": state["cpu_seconds"],
         "device": str(torch_device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "data_fingerprint": data.fingerprint, "protocol": asdict(protocol),
+        "data_fingerprint": data.fingerprint, "protocol": asdict(protocol), "head_revision": head.revision,
     }
     if head.primary == "accuracy":
         record["val_accuracy"], record["test_accuracy"] = record["val_score"], record["test_score"]
@@ -241,7 +243,7 @@ def estimate_cost(data: FinetuneData, model: str, protocol: FinetuneProtocol = F
     started = time.perf_counter()
     torch_device = as_torch_device(device, kinds=("cpu", "cuda"))
     head = head_class(data.task)(data)
-    backbone = load_backbone(model, protocol.image_size, protocol.bn_momentum)
+    backbone = load_backbone(model, protocol.image_size, protocol.bn_momentum, feature_map=head.needs_feature_map)
     head_module = head.build(backbone.feature_dim)
     network = torch.nn.ModuleDict({"backbone": backbone.module, "head": head_module}).to(torch_device)
     build_seconds = time.perf_counter() - started
@@ -291,7 +293,7 @@ def upgrade_record(record: dict) -> dict:
 
 def load_record(key: RunKey, out_dir: str | Path, fingerprint: str, protocol: FinetuneProtocol) -> dict | None:
     """The record of ``key`` under ``out_dir`` (None if absent or unreadable); InputError when it was
-    made with another protocol or on other splits."""
+    made with another protocol, on other splits or by another revision of its task's head."""
     path = key.record_path(out_dir)
     if not path.is_file():
         return None
@@ -303,7 +305,15 @@ def load_record(key: RunKey, out_dir: str | Path, fingerprint: str, protocol: Fi
         raise InputError(f"out_dir: {path} was recorded with a different protocol or data split "
                          f"(protocol {record.get('protocol')}, data {record.get('data_fingerprint')}); "
                          "use another output directory for a different grid")
-    return upgrade_record(record)
+    record = upgrade_record(record)
+    from emms.finetune.heads import head_class
+
+    revision = head_class(record["task"]).revision
+    if record.get("head_revision", 1) != revision:
+        raise InputError(f"out_dir: {path} was recorded by revision {record.get('head_revision', 1)} of the "
+                         f"{record['task']} head, which is now revision {revision}; remove it (the run is redone) "
+                         "or use another output directory")
+    return record
 
 
 def write_record(key: RunKey, out_dir: str | Path, record: dict) -> None:

@@ -1,4 +1,4 @@
-"""Task heads: what turns a backbone's pooled features into a task's predictions, loss and metrics.
+"""Task heads: what turns a backbone's features into a task's predictions, loss and metrics.
 
 The fine-tuning core (:mod:`emms.finetune.run`) is task-agnostic: it owns the backbone, the
 optimiser (AdamW + one-cycle), seeds, per-epoch validation, cost accounting and records. Everything
@@ -6,7 +6,11 @@ task-specific lives in a :class:`TaskHead` subclass registered for a task kind:
 
 1. subclass :class:`TaskHead`, set ``task`` (a kind of :data:`emms.data.taskdata.TASKS`), ``primary``
    (the key of :meth:`TaskHead.evaluate`'s dict that ranks runs; higher is better) and, if flipping
-   an image left-right changes the answer (positions, boxes, text), ``allows_hflip = False``;
+   an image left-right changes the answer (positions, boxes, text), ``allows_hflip = False``; if the head
+   needs to see where things are, ``needs_feature_map = True``: it then receives the image backbone's
+   unpooled map (B, C, H, W) and ``build`` gets C (:func:`emms.finetune.backbones.load_backbone`); when a
+   head's model changes so that its old run records no longer measure it, raise ``revision`` (records
+   of another revision are refused, :func:`emms.finetune.run.load_record`);
 2. put it in ``emms/finetune/heads/<kind>.py`` and add ``"<kind>": "<module>"`` to :data:`HEAD_MODULES`;
 3. give the split targets in :class:`emms.finetune.data.FinetuneData` (``train``/``val``/``test`` are
    ``(inputs, targets)``; ``targets`` is whatever your :meth:`TaskHead.targets` reads: labels, question
@@ -43,7 +47,8 @@ Rows = "torch.Tensor | dict[str, torch.Tensor]"
 
 
 class TaskHead(ABC):
-    """One task kind's head on top of a backbone's pooled features (B, feature_dim).
+    """One task kind's head on top of a backbone's pooled features (B, feature_dim), or of its feature
+    map (B, feature_dim, H, W) when ``needs_feature_map``.
 
     ``data`` is the :class:`~emms.finetune.data.FinetuneData` being fine-tuned on (class names, vocabulary
     sizes... are read from it in ``__init__``).
@@ -52,6 +57,8 @@ class TaskHead(ABC):
     task: ClassVar[str]
     primary: ClassVar[str]
     allows_hflip: ClassVar[bool] = True
+    needs_feature_map: ClassVar[bool] = False
+    revision: ClassVar[int] = 1
 
     def __init__(self, data: FinetuneData) -> None:
         self.data = data
@@ -66,7 +73,7 @@ class TaskHead(ABC):
 
     @abstractmethod
     def loss(self, module: nn.Module, features: torch.Tensor, targets: Rows) -> torch.Tensor:
-        """Scalar training loss of one batch (features (B, D), the batch's rows of ``targets``)."""
+        """Scalar training loss of one batch (features (B, D) or (B, D, H, W), the batch's rows of ``targets``)."""
 
     @abstractmethod
     def evaluate(self, module: nn.Module, features: torch.Tensor, targets: Rows) -> dict[str, float]:
