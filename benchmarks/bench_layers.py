@@ -35,10 +35,10 @@ import pandas as pd
 import emms
 from _timing import interleaved_medians
 from emms.data.taskdata import subsample
-from emms.embedders import embed_f_labels
+from emms.flabels import embed_f_labels
 from emms.evaluate import evaluate_scores, read_truth
 from emms.extract import extract_layer_features
-from emms.labels import native_target
+from emms.flabels import native_target
 from emms.metrics import get_metric
 from emms.models import load_extractor
 from emms.models.layers import LayerPlan, collapse_rows, mean_features, plan_layers
@@ -56,7 +56,7 @@ def load_average() -> str:
 # timing ---------------------------------------------------------------------------------------------
 
 def timing(args) -> None:
-    from emms.embedders.sentence import packaged_minilm_path
+    from emms.flabels.encoders.sentence import packaged_minilm_path
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(args.n_images, 28, 28), dtype=np.uint8)

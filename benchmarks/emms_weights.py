@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from emms import EMMS, EmmsWarning
-from emms.embedders import embed_f_labels
+from emms.flabels import embed_f_labels
 from emms.evaluate.targets import benchmark_targets
 from emms.models import load_extractor
 from emms.store import Store

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import offline_benchmark as ob  # noqa: E402
 
 import emms  # noqa: E402
-from emms.embedders import embed_f_labels  # noqa: E402
+from emms.flabels import embed_f_labels  # noqa: E402
 from emms.evaluate.targets import benchmark_targets  # noqa: E402
 from emms.models import load_extractor  # noqa: E402
 from emms.store import Store  # noqa: E402

@@ -39,11 +39,11 @@ import numpy as np
 import pandas as pd
 
 import emms
-from emms.embedders import embed_f_labels
+from emms.flabels import embed_f_labels
 from emms.evaluate import evaluate_scores, read_truth, weighted_tau
 from emms.evaluate.targets import benchmark_targets
 from emms.extract import extract_features, extract_features_and_source_probs
-from emms.labels import native_target
+from emms.flabels import native_target
 from emms.metrics import get_metric, score_pool
 from emms.metrics.emms import EMMS
 from emms.models import load_extractor, parameter_count

@@ -30,7 +30,7 @@ RUNNER = CliRunner()
 # through the store in chunks of 4 texts, sleeping after each chunk so the parent can kill it midway.
 SLOW_EMBEDDING = '''
 import sys, time
-from emms.embedders import embed_texts, load_encoder
+from emms.flabels import embed_texts, load_encoder
 from emms.store import Store
 
 class SlowEncoder:
@@ -69,7 +69,7 @@ class CountingEncoder:
 
 
 def test_sigkill_while_embedding_then_resume(tmp_path):
-    from emms.embedders import embed_texts, load_encoder
+    from emms.flabels import embed_texts, load_encoder
     from emms.store import Store
 
     n_texts, chunk_rows = 40, 4

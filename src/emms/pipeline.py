@@ -207,7 +207,7 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
             omit the ``builtin:`` prefix; entries for models not ranked are ignored.
         metric_options: ``{metric: {option: value}}`` passed through to the metric (its keyword
             options, e.g. ``{"emms": {"score": "in_sample"}, "knn": {"k": 3}}``).
-        label_options: how labels are written as F-label texts, per task (:func:`emms.labels.f_label_texts`),
+        label_options: how labels are written as F-label texts, per task (:func:`emms.flabels.f_label_texts`),
             e.g. ``{"template": ["a photo of a {}.", "a {} product photo."]}`` for class names.
         text_column, label_column: the data's input / label column when it is not named ``text`` /
             ``label`` (tables and Hugging Face datasets; see :func:`emms.data.column_overrides`).
@@ -224,7 +224,7 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
     from emms.data import as_task_data
     from emms.evaluate.summary import match_truth, model_key
     from emms.extract import extract_layer_choice
-    from emms.labels import NATIVE_TARGET_KINDS, embed_f_labels, native_target
+    from emms.flabels import NATIVE_TARGET_KINDS, embed_f_labels, native_target
     from emms.models.layers import check_layer_choice, collapse_resampled, collapse_rows, layer_meta
     from emms.store import Store
 
@@ -685,7 +685,7 @@ def _one_line(exc: Exception) -> str:
 
 def _encoder_labels(encoders, encoder_ids: list[str]) -> list[str]:
     """Short display names of the encoders (the names the user gave, else their identities)."""
-    from emms.embedders import encoder_names
+    from emms.flabels import encoder_names
 
     names = encoder_names(encoders) if isinstance(encoders, str) or all(isinstance(e, str) for e in encoders) else []
     return names if len(names) == len(encoder_ids) else list(encoder_ids)

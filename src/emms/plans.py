@@ -136,7 +136,7 @@ def make_plan(features: object, target: object, metric: str, *, source_probs: ob
 
         names = ", ".join(m.name for m in available_metrics() if m.streamable)
         raise InputError(f"metric: {metric!r} is not streamable; streamable metrics: {names}")
-    target = getattr(target, "arrays", target)  # emms.labels.FLabels
+    target = getattr(target, "arrays", target)  # emms.flabels.FLabels
     kind = check_target_kind(info, target, target_kind)
     if info.needs_source_probs and source_probs is None:
         raise InputError(f"source_probs: metric {metric!r} needs the source head's probabilities, shape (N, C_source)")

@@ -61,7 +61,7 @@ def score_command(
         if f_labels is not None:
             paths = split_list(",".join(f_labels), "--f-labels", "at least one file")
             if len(paths) == 1 and _is_embed_output(paths[0]):  # the .npz that `emms embed` writes
-                from emms.embedders import load_f_labels
+                from emms.flabels import load_f_labels
 
                 target = load_f_labels(paths[0]).arrays
             else:

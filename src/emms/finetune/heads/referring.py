@@ -2,7 +2,7 @@
 
 Targets: a structured array (:func:`emms.finetune.heads.vqa.row_table`) with ``expression``, the (E,)
 embedding (:func:`emms.finetune.heads._fusion.text_embeddings`, not fine-tuned), and ``box``, the
-normalised (x1, y1, x2, y2) in [0, 1] (``emms.labels.native_target``).
+normalised (x1, y1, x2, y2) in [0, 1] (``emms.flabels.native_target``).
 Head: :class:`~emms.finetune.heads._fusion.FusionMLP` -> sigmoid (cx, cy, w, h) -> corners.
 Loss: L1 on the corners + (1 - generalised IoU). Metrics: ``acc_iou50`` (share of boxes with
 IoU >= 0.5, the primary), ``mean_iou`` and ``loss``.

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from emms._validation import as_torch_device
-from emms.embedders.base import BatchedEncoder, hub_load_errors, masked_mean, model_fingerprint, model_label
+from emms.flabels.encoders.base import BatchedEncoder, hub_load_errors, masked_mean, model_fingerprint, model_label
 from emms.errors import InputError, ResourceError
 
 KINDS = ("auto", "mean", "gpt2", "clip")

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from emms.errors import EmmsWarning, InputError
-from emms.labels._common import (FLabelTexts, _is_missing, check_class_names, distinct, padded_index,
+from emms.flabels.kinds._common import (FLabelTexts, _is_missing, check_class_names, distinct, padded_index,
                                  parse_list_cell)
 
 _SEPARATORS = re.compile(r"[_/\\]+")

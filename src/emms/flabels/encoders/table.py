@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from emms._io import path_fingerprint
-from emms.embedders.base import BatchedEncoder
+from emms.flabels.encoders.base import BatchedEncoder
 from emms.errors import InputError
 
 

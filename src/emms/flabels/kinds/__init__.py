@@ -3,10 +3,9 @@
 The EMMS paper (arXiv 2308.06262, Fig. 2a) writes the labels of every task kind as text and
 embeds them with several foundation text encoders. :func:`f_label_texts` gives the distinct texts
 and, per sample, which text(s) make its F-label; :func:`native_target` gives the numeric target
-the baselines use (class ids, 0/1 matrices, real values, boxes). :func:`embed_f_labels` (defined
-in :mod:`emms.embedders`, re-exported here) embeds the texts. Recipes: ``docs/f-labels.md``.
-
-Label columns per kind: :data:`TASK_COLUMNS`.
+the baselines use (class ids, 0/1 matrices, real values, boxes). The texts are embedded by
+:mod:`emms.flabels.embed`. A new task kind: ``<kind>.py`` here, its columns in
+:data:`TASK_COLUMNS` (``_common.py``), its entries in ``_OPTIONS``/``_TEXTS``/``_TARGETS`` below.
 """
 
 from __future__ import annotations
@@ -14,14 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 from emms.errors import InputError
-from emms.labels._common import (NATIVE_TARGET_KINDS, OPTIONAL_COLUMNS, TASK_COLUMNS, FLabelTexts,
+from emms.flabels.kinds._common import (NATIVE_TARGET_KINDS, OPTIONAL_COLUMNS, TASK_COLUMNS, FLabelTexts,
                                  as_label_frame, check_class_names)
-from emms.labels.boxes import detection_target, detection_texts, referring_target, referring_texts
-from emms.labels.captioning import captioning_texts
-from emms.labels.classification import (classification_target, classification_texts, clean_class_name,
+from emms.flabels.kinds.boxes import detection_target, detection_texts, referring_target, referring_texts
+from emms.flabels.kinds.captioning import captioning_texts
+from emms.flabels.kinds.classification import (classification_target, classification_texts, clean_class_name,
                                         multilabel_target, multilabel_texts)
-from emms.labels.qa import text_qa_texts, vqa_target, vqa_texts
-from emms.labels.regression import regression_target, regression_texts
+from emms.flabels.kinds.qa import text_qa_texts, vqa_target, vqa_texts
+from emms.flabels.kinds.regression import regression_target, regression_texts
 
 TASK_KINDS: tuple[str, ...] = tuple(TASK_COLUMNS)
 
@@ -98,14 +97,5 @@ def check_task(task: object) -> str:
     return str(task)
 
 
-def __getattr__(name: str):
-    # embed_f_labels lives with the encoders (it imports this package); import it on demand.
-    if name in ("embed_f_labels", "FLabels"):
-        import emms.embedders
-
-        return getattr(emms.embedders, name)
-    raise AttributeError(f"module 'emms.labels' has no attribute {name!r}")
-
-
-__all__ = ["NATIVE_TARGET_KINDS", "OPTIONAL_COLUMNS", "TASK_COLUMNS", "TASK_KINDS", "FLabelTexts", "FLabels",
-           "check_task", "clean_class_name", "embed_f_labels", "f_label_texts", "native_target"]
+__all__ = ["NATIVE_TARGET_KINDS", "OPTIONAL_COLUMNS", "TASK_COLUMNS", "TASK_KINDS", "FLabelTexts", "check_task",
+           "clean_class_name", "f_label_texts", "native_target"]

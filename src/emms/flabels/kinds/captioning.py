@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from emms.errors import InputError
-from emms.labels._common import FLabelTexts, distinct, padded_index, text_column
+from emms.flabels.kinds._common import FLabelTexts, distinct, padded_index, text_column
 
 LAYOUTS = ("pairs", "per_image")
 

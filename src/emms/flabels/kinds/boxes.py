@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from emms.errors import InputError
-from emms.labels._common import (FLabelTexts, distinct, format_box, numeric_column, padded_index,
+from emms.flabels.kinds._common import (FLabelTexts, distinct, format_box, numeric_column, padded_index,
                                  parse_list_cell, text_column)
-from emms.labels.classification import clean_class_name
+from emms.flabels.kinds.classification import clean_class_name
 
 EMPTY_IMAGE_TEXT = "no objects"
 

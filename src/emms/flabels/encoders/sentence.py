@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from emms._validation import as_torch_device
-from emms.embedders.base import BatchedEncoder, hub_load_errors, model_fingerprint, model_label
+from emms.flabels.encoders.base import BatchedEncoder, hub_load_errors, model_fingerprint, model_label
 from emms.errors import ResourceError
 
 

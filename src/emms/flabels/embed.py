@@ -1,7 +1,7 @@
 """F-labels: a task's labels embedded by K text encoders, with a disk cache and an .npz format.
 
 Each distinct text is embedded once per encoder and expanded to samples by index
-(:meth:`emms.labels.FLabelTexts.expand`). With a :class:`emms.store.Store`, the embeddings of a
+(:meth:`emms.flabels.kinds.FLabelTexts.expand`). With a :class:`emms.store.Store`, the embeddings of a
 text list are cached under ``Store.key(kind="text-embeddings", encoder=identity, texts=sha256)``
 in resumable chunks, so a second call does not run the encoder at all.
 """
@@ -18,17 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from emms._io import atomic_write_bytes
-from emms.embedders.base import Progress, TextEncoder, check_texts
-from emms.embedders.registry import encoder_names, load_encoder
+from emms.flabels.encoders.base import Progress, TextEncoder, check_texts
+from emms.flabels.encoders.registry import encoder_names, load_encoder
 from emms.errors import InputError, ResourceError
-from emms.labels import f_label_texts
+from emms.flabels.kinds import f_label_texts
 
 
 @dataclass
 class FLabels:
     """K label embeddings of the same N samples: ``arrays[k]`` is (N, L_k) float32 from ``encoder_ids[k]``.
 
-    ``rows`` (N,) is the labels row whose input each sample uses (see :class:`emms.labels.FLabelTexts`).
+    ``rows`` (N,) is the labels row whose input each sample uses (see :class:`emms.flabels.FLabelTexts`).
     """
 
     arrays: list[np.ndarray]
@@ -67,7 +67,7 @@ def embed_f_labels(task: str, labels, class_names: list[str] | None = None,
 
     ``encoders``: a set name (``"offline"``, ``"paper"``), comma-separated names/specs, or a list of
     names, specs or loaded :class:`TextEncoder` objects. ``options`` go to
-    :func:`emms.labels.f_label_texts`. ``progress(done, total)`` counts distinct texts embedded (or
+    :func:`emms.flabels.f_label_texts`. ``progress(done, total)`` counts distinct texts embedded (or
     read from the cache) over all encoders; total = n_distinct_texts * K.
     """
     flt = f_label_texts(task, labels, class_names, **options)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from emms.errors import InputError
-from emms.labels._common import FLabelTexts, _is_missing, distinct, text_column
+from emms.flabels.kinds._common import FLabelTexts, _is_missing, distinct, text_column
 
 VQA_MODES = ("qa", "answer")
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from emms.errors import InputError
-from emms.labels._common import FLabelTexts, distinct, numeric_column, target_columns
+from emms.flabels.kinds._common import FLabelTexts, distinct, numeric_column, target_columns
 
 
 def regression_target(frame: pd.DataFrame) -> np.ndarray:
