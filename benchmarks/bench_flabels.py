@@ -16,7 +16,7 @@ import pandas as pd
 
 from emms.data.fashion import FASHION_CLASSES
 from emms.flabels import embed_f_labels, load_encoder
-from emms.store import Store
+from emms.compute.store import Store
 
 from _timing import median_seconds
 

@@ -42,12 +42,12 @@ import emms
 from emms.flabels import embed_f_labels
 from emms.evaluate import evaluate_scores, read_truth, weighted_tau
 from emms.evaluate.targets import benchmark_targets
-from emms.extract import extract_features, extract_features_and_source_probs
+from emms.compute.extract import extract_features, extract_features_and_source_probs
 from emms.flabels import native_target
 from emms.metrics import get_metric, score_pool
 from emms.metrics.emms import EMMS
 from emms.models import load_extractor, parameter_count
-from emms.store import Store
+from emms.compute.store import Store
 from _timing import median_seconds, median_seconds_and_result
 
 ROOT = Path(__file__).resolve().parent
@@ -74,7 +74,7 @@ DETAIL_METRICS = ("emms", "emms_columns", "emms_in_sample", "logme_flabels", "lo
 def probe_features(extractor, task_data, store: Store, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Frozen features (N, D) and, for backbones with a source head, its probabilities (N, C_src).
 
-    Both come from one forward pass in one resumable store entry (:mod:`emms.extract`, float32;
+    Both come from one forward pass in one resumable store entry (:mod:`emms.compute.extract`, float32;
     LEEP/NCE renormalise the rows in float64 when they read them). Entries are keyed on the inputs
     only, so fm10 and fm4, which share their probe images, share their features.
     """

@@ -54,11 +54,11 @@ from emms.data.taskdata import TaskData
 from emms.flabels import embed_f_labels, load_encoder
 from emms.flabels.encoders.sentence import packaged_minilm_path
 from emms.evaluate import read_truth
-from emms.extract import extract_features
+from emms.compute.extract import extract_features
 from emms.flabels import native_target
 from emms.metrics import get_metric
 from emms.models import from_callable, load_extractor, parameter_count
-from emms.store import Store
+from emms.compute.store import Store
 from offline_benchmark import correlations, machine, markdown_report, score_target
 
 ROOT = Path(__file__).resolve().parent

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from emms import EMMS
 from emms.cli import app
 from emms.flabels import load_encoder, load_f_labels
-from emms.store import Store
+from emms.compute.store import Store
 
 runner = CliRunner()
 

@@ -17,7 +17,7 @@ from emms.flabels import (ENCODER_SETS, HFTextEncoder, OnnxTextEncoder, TableEnc
 from emms.flabels.encoders.onnx import packaged_paraphrase_onnx
 from emms.flabels.encoders.sentence import packaged_minilm_path
 from emms.errors import InputError, ResourceError
-from emms.store import Store
+from emms.compute.store import Store
 
 SHORT, LONG = "a dog", "a very long sentence about aircraft that flew over the sea at dawn"
 

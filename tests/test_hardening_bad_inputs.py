@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 import emms
 from emms.cli import app
 from emms.errors import EmmsWarning, InputError, ResourceError
-from emms.store import Store
+from emms.compute.store import Store
 
 RUNNER = CliRunner()
 N, D = 30, 5

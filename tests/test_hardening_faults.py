@@ -31,7 +31,7 @@ RUNNER = CliRunner()
 SLOW_EMBEDDING = '''
 import sys, time
 from emms.flabels import embed_texts, load_encoder
-from emms.store import Store
+from emms.compute.store import Store
 
 class SlowEncoder:
     def __init__(self, inner, delay):
@@ -70,7 +70,7 @@ class CountingEncoder:
 
 def test_sigkill_while_embedding_then_resume(tmp_path):
     from emms.flabels import embed_texts, load_encoder
-    from emms.store import Store
+    from emms.compute.store import Store
 
     n_texts, chunk_rows = 40, 4
     script = tmp_path / "slow_embedding.py"
@@ -97,7 +97,7 @@ def test_sigkill_while_embedding_then_resume(tmp_path):
 
 def test_torn_chunk_without_sidecar_is_recomputed_silently(tmp_path):
     """A kill between writing a chunk's .npy and its .json sidecar leaves a chunk that must not count."""
-    from emms.store import Store
+    from emms.compute.store import Store
 
     store = Store(tmp_path)
     calls = []

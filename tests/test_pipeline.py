@@ -258,14 +258,14 @@ def test_resampling_is_seeded_and_counts_wins(cache):
 
 
 def test_interrupt_says_how_to_resume(cache, monkeypatch):
-    import emms.extract
+    import emms.compute.extract
     import emms.pipeline
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(emms.pipeline, "_extract_all", interrupted)
-    monkeypatch.setattr(emms.extract, "extract_layer_choice", interrupted)
+    monkeypatch.setattr(emms.compute.extract, "extract_layer_choice", interrupted)
     result = runner.invoke(app, _rank_args(cache))
     assert result.exit_code == 130
     assert result.stderr.strip().splitlines()[-1] == ("interrupted — rerun the same command to resume "
@@ -274,7 +274,8 @@ def test_interrupt_says_how_to_resume(cache, monkeypatch):
 
 def test_emms_on_a_gpu_device_goes_through_the_torch_backend(monkeypatch):
     # No GPU here: the backend call is observed and run on CPU-torch; the scores must equal numpy's.
-    from emms import backend, pipeline
+    from emms import pipeline
+    from emms.compute import backend
     from emms.metrics import get_metric
 
     rng = np.random.default_rng(0)
@@ -302,7 +303,7 @@ def test_emms_on_a_gpu_device_goes_through_the_torch_backend(monkeypatch):
 def test_features_are_extracted_once_whatever_the_metrics(tmp_path):
     # `emms extract` prepares what rank reads; LogME (no source probabilities) and LEEP (needs them)
     # then read the same entry: nothing is extracted again
-    from emms.store import Store
+    from emms.compute.store import Store
 
     args = ["--data", "builtin:digits", "--models", "builtin:onet_mtcnn", "--max-samples", "40", "--cache", str(tmp_path)]
     assert runner.invoke(app, ["extract", *args]).exit_code == 0

@@ -192,7 +192,7 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
             metric that cannot score a model (e.g. kNN with k above a class size) leaves that cell
             empty with a note; the other metrics are unaffected.
         device: where the models and text encoders run (``cpu``, ``cuda``, ``cuda:N``, ``mps``); on a
-            GPU, EMMS's statistics and eigen-solve run there too (:mod:`emms.backend`, float64),
+            GPU, EMMS's statistics and eigen-solve run there too (:mod:`emms.compute.backend`, float64),
             except with ``solver="official"``, which is numpy only.
         image_size: input resolution for the packaged backbones (default: each one's native size).
         layers: which layers of each model to score (:mod:`emms.models.layers`): ``"best"`` (the
@@ -218,15 +218,15 @@ def rank(data, models: Sequence, task: str | None = None, *, encoders: str | Seq
             LocalCluster for the call) or a Dask scheduler address: extraction runs on Dask as one
             task per (model, chunk of rows) writing the store's resumable chunks (the cache directory
             must be shared with the workers), then per-model metrics are scored there, streamable ones
-            as one task per (model, chunk) of statistics and a tree reduction (see :mod:`emms.parallel`).
+            as one task per (model, chunk) of statistics and a tree reduction (see :mod:`emms.compute.parallel`).
             Features and scores equal the in-process ones.
     """
     from emms.data import as_task_data
     from emms.evaluate.summary import match_truth, model_key
-    from emms.extract import extract_layer_choice
+    from emms.compute.extract import extract_layer_choice
     from emms.flabels import NATIVE_TARGET_KINDS, embed_f_labels, native_target
     from emms.models.layers import check_layer_choice, collapse_resampled, collapse_rows, layer_meta
-    from emms.store import Store
+    from emms.compute.store import Store
 
     metric_options = dict(metric_options or {})
     infos = check_metrics(metrics, metric_options)
@@ -480,7 +480,7 @@ def load_extractors(models: Sequence, *, device: str, image_size: int | None) ->
 
     ``image_size`` applies to the packaged backbones (``builtin:``) only, as in :func:`rank`.
     """
-    from emms.parallel import ExtractorSpec
+    from emms.compute.parallel import ExtractorSpec
 
     out, sources = {}, {}
     for model in models:
@@ -511,7 +511,7 @@ def _dask_target(scheduler: object) -> Iterator[object]:
     if scheduler is None:
         yield None
         return
-    from emms.parallel import dask_client
+    from emms.compute.parallel import dask_client
 
     with dask_client(scheduler) as target:
         yield target
@@ -524,12 +524,12 @@ def _extract_all(extractors: dict, sources: dict, task_data, store, *, batch_siz
     A model with a source head always gets its features and probabilities from one pass, cached as
     one entry, whichever metrics are asked: a later run with other metrics reads the same entry.
     With a ``scheduler`` the store is first filled on Dask, one task per (model, chunk)
-    (:func:`emms.parallel.extract_on_dask`); the in-process pass then reads the entries back.
+    (:func:`emms.compute.parallel.extract_on_dask`); the in-process pass then reads the entries back.
     """
     with_probs = {name: has_source_head(e) for name, e in extractors.items()}
     dask_seconds, on_dask = 0.0, []
     if scheduler is not None:
-        from emms.parallel import ExtractionJob, extract_on_dask
+        from emms.compute.parallel import ExtractionJob, extract_on_dask
 
         t0 = time.perf_counter()
         total, done = _extract_total(task_data), dict.fromkeys(extractors, 0)
@@ -568,7 +568,7 @@ def extract_model(extractor, task_data, store, batch_size: int = 64,
     """Features (N, D) of one model, and its source probabilities (N, C) when it has a source head
     (else None), from one pass cached as one store entry: what :func:`rank` reads, whatever its
     metrics. ``progress(done, total)`` counts rows."""
-    from emms.extract import extract_features, extract_features_and_source_probs
+    from emms.compute.extract import extract_features, extract_features_and_source_probs
 
     total = _extract_total(task_data)
     done = [0]
@@ -600,8 +600,8 @@ def _score_metric(info, features: dict, target, source_probs: dict, options: dic
     """Rows of ``info``'s scores. A model it rejects (InputError, or a score that is not a finite
     number) is left out and listed in ``failures`` as (model, reason) when that is given, else raised."""
     target_arrays = getattr(target, "arrays", target)
-    if scheduler is not None:  # on Dask (emms.parallel); seconds: the wall time shared out over the models
-        from emms.parallel import score_models
+    if scheduler is not None:  # on Dask (emms.compute.parallel); seconds: the wall time shared out over the models
+        from emms.compute.parallel import score_models
 
         t0 = time.perf_counter()
         probs = {m: source_probs[m] for m in features} if info.needs_source_probs else None
@@ -650,10 +650,10 @@ def _score_metric(info, features: dict, target, source_probs: dict, options: dic
 def _score_one(info, model: str, feats, target_arrays, source_probs: dict, options: dict, encoder_labels: list[str],
                device: str) -> dict:
     """One model's row (without seconds) for a per-model metric. On a GPU device, a metric whose
-    statistics accumulate on a device (its stream is ``on_device``) is scored there (:mod:`emms.backend`)."""
+    statistics accumulate on a device (its stream is ``on_device``) is scored there (:mod:`emms.compute.backend`)."""
     stream = info.stream
     if str(device) != "cpu" and stream is not None and stream.on_device and stream.accepts(options):
-        from emms.backend import score_on_device
+        from emms.compute.backend import score_on_device
 
         result = score_on_device(feats, target_arrays, info.name, device=device, **options)
         weights = None if result.weights is None else dict(zip(encoder_labels, map(float, result.weights)))

@@ -80,7 +80,7 @@ def score_command(
             if device is None:
                 estimator = EMMS(**emms_options).fit(x, target)
             else:
-                from emms.backend import emms_fit_torch
+                from emms.compute.backend import emms_fit_torch
 
                 estimator = emms_fit_torch(x, target, device=device, dtype=dtype, **emms_options)
             value, weights = estimator.score_, [float(w) for w in estimator.weights_]

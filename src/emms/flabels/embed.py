@@ -1,7 +1,7 @@
 """F-labels: a task's labels embedded by K text encoders, with a disk cache and an .npz format.
 
 Each distinct text is embedded once per encoder and expanded to samples by index
-(:meth:`emms.flabels.kinds.FLabelTexts.expand`). With a :class:`emms.store.Store`, the embeddings of a
+(:meth:`emms.flabels.kinds.FLabelTexts.expand`). With a :class:`emms.compute.store.Store`, the embeddings of a
 text list are cached under ``Store.key(kind="text-embeddings", encoder=identity, texts=sha256)``
 in resumable chunks, so a second call does not run the encoder at all.
 """

@@ -33,7 +33,7 @@ class FusionMLP(nn.Module):
 
 def text_embeddings(texts: Sequence[str], encoder: str = DEFAULT_TEXT_ENCODER, store=None) -> np.ndarray:  # noqa: ANN001
     """(n, dim) float32 embeddings of ``texts`` by the fixed encoder; each distinct text embedded once
-    (through ``store``, an :class:`emms.store.Store`, when given)."""
+    (through ``store``, an :class:`emms.compute.store.Store`, when given)."""
     from emms.flabels import embed_texts, load_encoder
 
     unique, index = np.unique(np.asarray([str(t) for t in texts], dtype=object), return_inverse=True)

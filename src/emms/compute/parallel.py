@@ -2,7 +2,7 @@
 
 ``scheduler`` everywhere in the API:
 
-* ``None`` (default): no Dask; everything runs in this process (:func:`emms.plans.run_plan`).
+* ``None`` (default): no Dask; everything runs in this process (:func:`emms.compute.plans.run_plan`).
 * ``"local"``: a :class:`distributed.LocalCluster` started for the call (one thread per worker,
   dask's default number of worker processes, emms's malloc settings for extraction: see
   :func:`_fast_malloc_workers`) and closed afterwards.
@@ -11,23 +11,23 @@
   :class:`distributed.Client` is used as it is.
 
 **Extraction** (:func:`extract_on_dask`): one task per (model, chunk of rows) computes the chunk's
-features on a worker and saves it in the store's resumable partial entry (:meth:`emms.store.Store.chunk`,
+features on a worker and saves it in the store's resumable partial entry (:meth:`emms.compute.store.Store.chunk`,
 the same chunk files and boundaries as in-process extraction, so a rerun or an in-process call after
 a crash resumes from them); when a model's chunks are all done this process joins them into the
-entry (:meth:`~emms.store.Store.join_chunks`). A worker loads a model from its spec string
+entry (:meth:`~emms.compute.store.Store.join_chunks`). A worker loads a model from its spec string
 (:class:`ExtractorSpec`, loaded once per worker process and checked against this process's identity,
 so a worker with other weights fails loudly); an extractor passed as an object is pickled to the
 workers (cloudpickle) instead. Same chunks, same batches ⇒ the same float32 features as in-process
 (bit-identical with the same torch threads per process; a LocalCluster's worker processes run one
 thread each). Progress: per finished chunk with a distributed client, per model otherwise.
 
-**Scoring**: the graph of a streamed metric (:class:`emms.plans.StreamPlan`, running the metric's
+**Scoring**: the graph of a streamed metric (:class:`emms.compute.plans.StreamPlan`, running the metric's
 streaming protocol, :mod:`emms.metrics.protocol`) for each model:
 ``chunk`` tasks read rows ``start:stop`` on the worker and return their statistics; these are merged
-along the fixed binary tree of :func:`emms.plans.tree_reduce` (merges copy their left input, never
+along the fixed binary tree of :func:`emms.compute.plans.tree_reduce` (merges copy their left input, never
 mutate it); ``finish`` solves. A second pass (LEEP, official TransRate) depends on the first one's
 ``finish``. Because the tree and the chunk boundaries are the same as in-process, the scores are
-bit-identical to :func:`emms.streaming.stream_score` with ``scheduler=None``.
+bit-identical to :func:`emms.compute.streaming.stream_score` with ``scheduler=None``.
 
 Shared file system: extraction workers write into the store directory and this process reads it
 back, so the cache directory must be the same path on every worker (a shared file system; one
@@ -51,8 +51,8 @@ from typing import Any
 from emms.errors import InputError, ResourceError
 from emms.metrics.protocol import ScoreResult
 from emms.metrics.registry import get_metric, score
-from emms.plans import StreamPlan, make_plan, tree_reduce
-from emms.sources import DEFAULT_CHUNK_ROWS, chunk_bounds
+from emms.compute.plans import StreamPlan, make_plan, tree_reduce
+from emms.compute.sources import DEFAULT_CHUNK_ROWS, chunk_bounds
 
 LOCAL_SCHEDULERS = ("synchronous", "threads")
 
@@ -130,7 +130,7 @@ def _worker_extractor(spec: ExtractorSpec):
 class ExtractionJob:
     """One model to extract: the loaded ``extractor`` (its identity gives the store key), how workers
     get it (``source``: an :class:`ExtractorSpec`, or None to pickle ``extractor`` to them) and whether
-    its rows carry the source-head probabilities too (:func:`emms.extract.with_source_probs`)."""
+    its rows carry the source-head probabilities too (:func:`emms.compute.extract.with_source_probs`)."""
 
     extractor: Any
     source: ExtractorSpec | None = None
@@ -144,12 +144,12 @@ def extract_on_dask(jobs: Mapping[str, ExtractionJob], task_data, store, *, sche
     One task per (model, chunk of ``CHUNK_BATCHES * batch_size`` rows) writes its chunk into the
     store; this process joins each model's chunks into its entry (see the module doc). Models whose
     entry is complete already, and extractors that are not cacheable (precomputed feature files),
-    are left out: read them with :func:`emms.extract.extract_features` as usual, which also reads
+    are left out: read them with :func:`emms.compute.extract.extract_features` as usual, which also reads
     the entries written here. ``progress(model, rows)`` is called as chunks finish.
     """
     import dask
 
-    from emms.extract import (check_extractor, chunk_rows_for, features_key, features_meta, with_source_probs)
+    from emms.compute.extract import (check_extractor, chunk_rows_for, features_key, features_meta, with_source_probs)
 
     notify = progress or (lambda *_: None)
     n_rows, chunk_rows = len(task_data.inputs), chunk_rows_for(batch_size)
@@ -202,7 +202,7 @@ def extract_on_dask(jobs: Mapping[str, ExtractionJob], task_data, store, *, sche
 def _extract_chunk(name: str, source: Any, with_probs: bool, identity: str, inputs: Any, store: Any, key: str,
                    start: int, stop: int, batch_size: int) -> tuple[str, int]:
     """On a worker: rows ``start:stop`` (``inputs``) of one model, saved in the store's partial entry."""
-    from emms.extract import extract_chunk, with_source_probs
+    from emms.compute.extract import extract_chunk, with_source_probs
 
     extractor = _worker_extractor(source) if isinstance(source, ExtractorSpec) else source
     extractor = with_source_probs(extractor) if with_probs else extractor

@@ -1,13 +1,13 @@
 """The in-process executor of the metric streaming protocol (:mod:`emms.metrics.protocol`).
 
-:class:`StreamPlan` is one metric's score over chunk sources (:mod:`emms.sources`): it reads the
+:class:`StreamPlan` is one metric's score over chunk sources (:mod:`emms.compute.sources`): it reads the
 rows a metric's stream asks for (the protocol's ``Rows``) and runs the stream's ``chunk`` and
 ``finish``; what is accumulated lives in the metric's module. A chunk's statistics are computed on
 their own and merged pairwise in a fixed binary tree (:func:`tree_reduce`), so the same chunks give
-bit-identical statistics here (:func:`run_plan`) and on Dask workers (:mod:`emms.parallel`).
+bit-identical statistics here (:func:`run_plan`) and on Dask workers (:mod:`emms.compute.parallel`).
 ``device``: where the chunk statistics are accumulated (a torch device, for streams that are
 ``on_device``, in ``device_dtype``; None: numpy on this host). The torch backend
-(:mod:`emms.backend`) is this executor with a device.
+(:mod:`emms.compute.backend`) is this executor with a device.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from emms._validation import as_class_labels, as_float_matrix, as_probability_ma
 from emms.errors import InputError
 from emms.metrics.protocol import ScoreResult
 from emms.metrics.registry import check_target_kind, get_metric
-from emms.sources import ChunkSource, flabel_sources, open_source
+from emms.compute.sources import ChunkSource, flabel_sources, open_source
 
 #: Dtypes of the chunk moments on a torch device (the merge and the solve stay float64 on the host).
 DEVICE_DTYPES = ("float64", "float32")

@@ -5,11 +5,11 @@ eigen-decomposition of the (D, D) Gram matrix. This module runs both on a torch 
 no formula of its own:
 
 * the statistics are the metric's own streaming protocol (:class:`emms.metrics.emms.EMMSStream`)
-  run by :func:`emms.plans.accumulate` with the chunks moved to the device: each chunk's moments
-  are computed there by :class:`emms.stats.SufficientStats` (the same code as on numpy) in
+  run by :func:`emms.compute.plans.accumulate` with the chunks moved to the device: each chunk's moments
+  are computed there by :class:`emms.metrics.stats.SufficientStats` (the same code as on numpy) in
   ``dtype``, brought to the host in float64 and merged there (Chan's pairwise update);
 * ``G = V diag(s) Vᵀ`` is decomposed on the device and the problem is rotated into G's eigenbasis
-  (:func:`emms.stats.in_eigenbasis`: gram → diag(s), C_k → VᵀC_k): EMMS depends on X only through
+  (:func:`emms.metrics.stats.in_eigenbasis`: gram → diag(s), C_k → VᵀC_k): EMMS depends on X only through
   (s, VᵀC_k), so the rotated statistics give the same score, and the K×K simplex QP / GCV search
   then run on the host (:meth:`EMMSStream.fit <emms.metrics.emms.EMMSStream.fit>`).
 
@@ -27,9 +27,9 @@ from typing import cast
 
 from emms.metrics.emms import EMMS, EMMSStream
 from emms.metrics.protocol import ScoreResult
-from emms.plans import accumulate, make_plan, run_plan
-from emms.sources import DEFAULT_CHUNK_ROWS, chunk_bounds
-from emms.stats import SufficientStats
+from emms.compute.plans import accumulate, make_plan, run_plan
+from emms.compute.sources import DEFAULT_CHUNK_ROWS, chunk_bounds
+from emms.metrics.stats import SufficientStats
 
 
 def torch_sufficient_stats(features: object, f_labels: object, *, device: str = "cpu", dtype: str = "float64",

@@ -22,7 +22,7 @@ stays column l, so with equal widths this is exactly the plain formula. Constant
 excluded with an :class:`~emms.errors.EmmsWarning`: feature columns are removed, F-label columns
 are set to zero (keeping the alignment of the other columns).
 
-Chunks may be numpy arrays or torch tensors on any device (:mod:`emms.backend`): the same code
+Chunks may be numpy arrays or torch tensors on any device (:mod:`emms.compute.backend`): the same code
 computes a chunk's moments in either namespace (numpy: in float64; torch: in the tensor's dtype)
 and brings them to the host as float64, where chunks merge.
 """
@@ -202,7 +202,7 @@ class SufficientStats:
         Any array-like (float32, float64, integer, ``numpy.memmap``) is read ``chunk_rows`` rows at
         a time (default: :func:`chunk_rows_for`, about 32 MB of float64 per chunk): peak memory is
         one float64 chunk plus O(D² + D·ΣL_k), never a whole-array copy. Chunks merge exactly as in
-        :meth:`merge`, so the result equals streaming the same rows (:mod:`emms.streaming`).
+        :meth:`merge`, so the result equals streaming the same rows (:mod:`emms.compute.streaming`).
         """
         x = as_numeric_matrix(features, "features")
         z = as_f_labels(f_labels, "f_labels", n_samples=x.shape[0], convert=False)

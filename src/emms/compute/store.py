@@ -23,7 +23,7 @@ shape and dtype; an entry or chunk that fails is deleted with an :class:`EmmsWar
 recomputed. Two processes computing the same key at once do the work twice but never corrupt
 the entry (last rename wins; both results are identical for a deterministic computation).
 Processes computing *different* chunks of one entry (Dask workers sharing the cache directory,
-:mod:`emms.parallel`) write different files; :meth:`Store.join_chunks` then joins the verified
+:mod:`emms.compute.parallel`) write different files; :meth:`Store.join_chunks` then joins the verified
 chunks into the entry.
 """
 

@@ -2,7 +2,7 @@
 
 A ``.npy`` file (:class:`NpyFile`: plain file reads at byte offsets, so resident memory stays at
 one chunk; a ``numpy.memmap`` would keep every page it touched resident), a zarr array or folder,
-a :class:`~emms.store.Store` entry (:func:`store_source`), any array-like with ``shape`` and row
+a :class:`~emms.compute.store.Store` entry (:func:`store_source`), any array-like with ``shape`` and row
 slicing (:class:`ArraySource`: numpy, memmap, zarr, h5py), and :class:`IndexedRows` (row i =
 ``table[index[i]]``: class-level F-labels without an (N, L) copy). All are picklable, so Dask
 workers read their own chunks.
@@ -128,7 +128,7 @@ def open_source(obj: object, name: str = "features") -> ChunkSource:
 
 
 def store_source(store, key: str) -> NpyFile:
-    """The features of a complete :class:`~emms.store.Store` entry, read in chunks.
+    """The features of a complete :class:`~emms.compute.store.Store` entry, read in chunks.
 
     Chunked reads skip the entry's whole-file checksum (use ``store.get`` for a verified read).
     """

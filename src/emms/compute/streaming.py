@@ -4,8 +4,8 @@ Most metrics are functions of sufficient statistics (``shared/DESIGN.md``), so t
 over the features in chunks, never the whole (N, D) array in memory. How a metric streams is its
 own module's business: its :class:`~emms.metrics.protocol.MetricStream` (e.g.
 :class:`emms.metrics.hscore.HScoreStream`), and ``MetricInfo.streamable`` says whether it has one
-(``emms metrics`` lists them). This module runs them: in this process (:func:`emms.plans.run_plan`) or on Dask
-(:func:`emms.parallel.run_plans`), over the chunk sources of :mod:`emms.sources` (a ``.npy``
+(``emms metrics`` lists them). This module runs them: in this process (:func:`emms.compute.plans.run_plan`) or on Dask
+(:func:`emms.compute.parallel.run_plans`), over the chunk sources of :mod:`emms.compute.sources` (a ``.npy``
 path, a zarr array or folder, a store entry, any array-like, :class:`IndexedRows`). Targets (class
 labels, real values) and source probabilities are small next to the features and are held in
 memory; F-labels may be sources.
@@ -31,9 +31,9 @@ from emms.errors import EmmsWarning, InputError
 from emms.metrics._common import stratified_subsample
 from emms.metrics.protocol import ScoreResult
 from emms.metrics.registry import check_target_kind, get_metric, score, score_pool
-from emms.parallel import run_plans, score_models
-from emms.plans import make_plan, run_plan
-from emms.sources import (DEFAULT_CHUNK_ROWS, ChunkSource, IndexedRows, chunk_bounds, open_source, read_rows,
+from emms.compute.parallel import run_plans, score_models
+from emms.compute.plans import make_plan, run_plan
+from emms.compute.sources import (DEFAULT_CHUNK_ROWS, ChunkSource, IndexedRows, chunk_bounds, open_source, read_rows,
                           store_source)
 
 __all__ = ["DEFAULT_CHUNK_ROWS", "DEFAULT_MAX_ROWS", "IndexedRows", "ScoreResult", "open_source", "store_source",
@@ -52,7 +52,7 @@ def stream_score(features: object, target: object, metric: str = "emms", *, chun
     Streamable metrics (``MetricInfo.streamable``) equal the in-memory score; the others are scored on a
     seeded stratified subsample of ``max_rows`` rows (``seed``), with an :class:`EmmsWarning` when
     N > ``max_rows``. ``scheduler``: None (this process) or a Dask scheduler (see
-    :func:`emms.parallel.dask_client`). ``options`` go to the metric.
+    :func:`emms.compute.parallel.dask_client`). ``options`` go to the metric.
     """
     return stream_fit(features, target, metric, chunk_rows=chunk_rows, source_probs=source_probs,
                       target_kind=target_kind, max_rows=max_rows, seed=seed, scheduler=scheduler, **options).score

@@ -14,7 +14,7 @@ from emms._allocator import retain_freed_memory
 from emms._validation import check_positive_int
 from emms.data.taskdata import TaskData
 from emms.errors import InputError
-from emms.store import Store
+from emms.compute.store import Store
 
 #: Rows per cached chunk, in batches: a crash loses at most this many batches of work.
 CHUNK_BATCHES = 8
