@@ -282,7 +282,7 @@ class EMMSStream(MetricStream):
         return ScoreResult(float(estimator.score_), np.asarray(estimator.weights_))
 
 
-@register("emms", targets=("flabels",), stream=EMMSStream)
+@register("emms", targets=("flabels",), stream=EMMSStream, estimator=EMMS)
 def emms_score(features: object, f_labels: object, *, solver: str = "exact", score: str = "gcv",
                mixture: str = "per_encoder", tol: float = 1e-10, max_iter: int = 100_000) -> float:
     """EMMS: out-of-sample R² of the best-predicted F-label encoder (GCV ridge; the paper's mixture as an option).

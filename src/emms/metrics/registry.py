@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emms.errors import InputError
-from emms.metrics.protocol import MetricStream
+from emms.metrics.protocol import MetricStream, ScoreResult
 
 TARGET_KINDS = ("classes", "multilabel", "real", "flabels")
 #: Feature matrices with N·D² below this are scored on one BLAS/OpenMP thread (BENCHMARKS.md §2).
@@ -59,6 +59,9 @@ class MetricInfo:
     summary: str = ""
     takes_target_kind: bool = False  # the function has a ``target_kind`` parameter (the kind is passed on)
     needs_n_params: bool = False  # it reads the model's parameter count (``n_params=``), not only arrays
+    # A scikit-learn-style class, ``estimator(**options).fit(features, target)``, whose fit holds
+    # ``score_`` and what else the metric tells (``weights_``: EMMS's weight of each F-label encoder).
+    estimator: type | None = field(default=None, repr=False)
 
     @property
     def streamable(self) -> bool:
@@ -105,14 +108,19 @@ def _load_all_builtins() -> None:
 
 def register(name: str, *, targets: tuple[str, ...], needs_source_probs: bool = False,
              pool_relative: bool = False, randomised: bool = False,
-             stream: type[MetricStream] | None = None) -> Callable:
+             stream: type[MetricStream] | None = None, estimator: type | None = None) -> Callable:
     """Decorator adding a scoring function to the registry under ``name`` (returned unchanged).
 
     ``stream``: the metric's :class:`~emms.metrics.protocol.MetricStream` (it is then streamable).
+    ``estimator``: a class fitted as ``estimator(**options).fit(features, target)`` with the same
+    score as the function in ``score_`` and, when the metric weighs F-label encoders, ``weights_``
+    (:func:`score_result` returns both; per-model metrics without source probabilities only).
     """
     unknown = set(targets) - set(TARGET_KINDS)
     if unknown:
         raise ValueError(f"register({name!r}): unknown target kinds {sorted(unknown)}")
+    if estimator is not None and (pool_relative or needs_source_probs):
+        raise ValueError(f"register({name!r}): an estimator is for per-model metrics without source probabilities")
 
     def decorator(fn: Callable) -> Callable:
         if name in _REGISTRY:
@@ -120,7 +128,7 @@ def register(name: str, *, targets: tuple[str, ...], needs_source_probs: bool = 
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         _REGISTRY[name] = MetricInfo(name=name, function=fn, targets=frozenset(targets),
                                      needs_source_probs=needs_source_probs, pool_relative=pool_relative,
-                                     randomised=randomised, stream=stream, summary=summary,
+                                     randomised=randomised, stream=stream, estimator=estimator, summary=summary,
                                      takes_target_kind="target_kind" in inspect.signature(fn).parameters,
                                      needs_n_params="n_params" in inspect.signature(fn).parameters)
         return fn
@@ -215,6 +223,22 @@ def score(features: object, target: object, metric: str = "emms", *, source_prob
         raise InputError(f"source_probs: metric {metric!r} does not use source probabilities")
     with blas_limit(features):
         return float(info.function(features, target, **options))
+
+
+def score_result(features: object, target: object, metric: str = "emms", *, source_probs: object = None,
+                 target_kind: str | None = None, **options) -> ScoreResult:
+    """:func:`score` with what the metric tells beside its score: a metric registered with an
+    ``estimator`` is fitted through it and its ``weights_`` come back too (else ``weights`` is None)."""
+    info = get_metric(metric)
+    if info.estimator is None:
+        return ScoreResult(score(features, target, metric, source_probs=source_probs, target_kind=target_kind, **options))
+    check_target_kind(info, target, target_kind)
+    if source_probs is not None:
+        raise InputError(f"source_probs: metric {metric!r} does not use source probabilities")
+    with blas_limit(features):
+        fitted = info.estimator(**options).fit(features, target)
+    weights = getattr(fitted, "weights_", None)
+    return ScoreResult(float(fitted.score_), None if weights is None else np.asarray(weights, dtype=float))
 
 
 def score_pool(features_by_model: Mapping[str, object], target: object, metric: str = "emms", *,
