@@ -32,8 +32,10 @@ import functools
 import importlib
 import inspect
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -84,25 +86,33 @@ class MetricInfo:
 
 _REGISTRY: dict[str, MetricInfo] = {}
 
-# Where each built-in metric is registered: its module under emms.metrics, imported on first use.
-# (The capabilities stay beside each function, in its @register; tests check this index against them.)
-BUILTIN_MODULES: dict[str, str] = {
-    "emms": "emms", "etran": "etran", "gbc": "gbc", "hscore": "hscore", "hscore_reg": "hscore", "knn": "knn",
-    "leep": "leep", "logme": "logme", "logme_flabels": "logme", "nce": "nce", "ncti": "ncti", "nleep": "nleep",
-    "pactran_dirichlet": "pactran", "pactran_gamma": "pactran", "pactran_gauss": "pactran", "parc": "parc",
-    "params": "size", "linear_probe": "probe", "sfda": "sfda", "transrate": "transrate",
-}
+_REGISTER_LINE = re.compile(r'^@register\(\s*"([^"]+)"', re.MULTILINE)
+
+
+@functools.cache
+def builtin_modules() -> dict[str, str]:
+    """Where each built-in metric is registered: ``{name: module under emms.metrics}``.
+
+    Read from the ``@register("name", ...)`` lines of the metric modules, without importing them
+    (registration is lazy: a module is imported the first time one of its metrics is asked for), so
+    the decorators are the one list of built-in metrics.
+    """
+    out: dict[str, str] = {}
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        for name in _REGISTER_LINE.findall(path.read_text(encoding="utf-8")):
+            out[name] = path.stem
+    return out
 
 
 def _load_builtin(name: str) -> None:
     """Import the module that registers built-in metric ``name`` (no-op for unknown names)."""
-    module = BUILTIN_MODULES.get(name)
+    module = builtin_modules().get(name)
     if module is not None and name not in _REGISTRY:
         importlib.import_module(f"emms.metrics.{module}")
 
 
 def _load_all_builtins() -> None:
-    for name in BUILTIN_MODULES:
+    for name in builtin_modules():
         _load_builtin(name)
 
 
@@ -142,7 +152,7 @@ def get_metric(name: str) -> MetricInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        known = sorted(set(_REGISTRY) | set(BUILTIN_MODULES))
+        known = sorted(set(_REGISTRY) | set(builtin_modules()))
         raise InputError(f"metric: unknown metric {name!r}; known metrics: {', '.join(known)}") from None
 
 
