@@ -115,7 +115,7 @@ def score_layers(target: str, layers: dict[str, dict[int, np.ndarray]], classes:
 
 
 def image_layers(args, store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from emms.evaluate.targets import benchmark_targets
+    from emms.data.fashion_targets import benchmark_targets
     from offline_benchmark import CANDIDATES, SPLIT_SIZES
 
     parts = []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from emms import EMMS, EmmsWarning
 from emms.flabels import embed_f_labels
-from emms.evaluate.targets import benchmark_targets
+from emms.data.fashion_targets import benchmark_targets
 from emms.models import load_extractor
 from emms.compute.store import Store
 from offline_benchmark import CANDIDATES, SPLIT_SIZES, probe_features

@@ -16,7 +16,7 @@ import offline_benchmark as ob  # noqa: E402
 
 import emms  # noqa: E402
 from emms.flabels import embed_f_labels  # noqa: E402
-from emms.evaluate.targets import benchmark_targets  # noqa: E402
+from emms.data.fashion_targets import benchmark_targets  # noqa: E402
 from emms.models import load_extractor  # noqa: E402
 from emms.compute.store import Store  # noqa: E402
 

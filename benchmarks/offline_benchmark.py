@@ -1,7 +1,7 @@
 """The offline image benchmark: every metric against fine-tuned ground truth (issues 7 and 10).
 
 Candidates: the 9 packaged backbones plus a randomly initialised MobileNetV2 (``mnv2_imagenet_random``),
-all at 64 px, frozen. Targets: ``emms.evaluate.targets`` (fm10, fm4, fm-tops4) with the same split
+all at 64 px, frozen. Targets: ``emms.data.fashion_targets`` (fm10, fm4, fm-tops4) with the same split
 sizes as the ground truth (``benchmarks/data/finetune_truth.csv``), so the 2,000 probe (scoring)
 images of each target are disjoint from the images the candidates were fine-tuned on.
 
@@ -41,7 +41,7 @@ import pandas as pd
 import emms
 from emms.flabels import embed_f_labels
 from emms.evaluate import evaluate_scores, read_truth, weighted_tau
-from emms.evaluate.targets import benchmark_targets
+from emms.data.fashion_targets import benchmark_targets
 from emms.compute.extract import extract_features, extract_features_and_source_probs
 from emms.flabels import native_target
 from emms.metrics import get_metric, score_pool
