@@ -5,7 +5,9 @@
 ``load_extractor("file:feats.npy")``, or wrap your own model with :func:`from_module` /
 :func:`from_callable`. Every extractor has ``identity``, ``modality`` and
 ``extract(inputs, batch_size=64, progress=None) -> (n, D) float32``; those that see inside their
-model also ``layer_names`` and ``extract_layers`` (:mod:`emms.models.layers`).
+model also ``layer_names`` and ``extract_layers`` (:mod:`emms.models.layers`). A new packaged
+backbone: a ``BackboneSpec`` in ``backbones.py``; a new model family: an extractor in ``extractors.py``
+and its scheme in ``specs.py``. Extraction over a whole dataset, cached: :mod:`emms.compute.extract`.
 """
 
 from __future__ import annotations
