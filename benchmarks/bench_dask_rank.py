@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emms.store import Store
+from emms.compute.store import Store
 
 
 def run(cache: Path, out: Path, threads: int, args: argparse.Namespace, scheduler: str | None) -> dict:

@@ -40,7 +40,7 @@ from emms import EMMS
 from emms.metrics._simplex import sparsemax
 from emms.metrics.emms import _encoder_r2, _Spectrum
 from emms.metrics.logme import logme_flabels
-from emms.stats import SufficientStats
+from emms.metrics.stats import SufficientStats
 
 from _timing import interleaved_medians
 from bench_logme_flabels import logme_per_column_loop

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from emms.data.fashion import FASHION_CLASSES
-from emms.embedders import embed_f_labels, load_encoder
-from emms.store import Store
+from emms.flabels import embed_f_labels, load_encoder
+from emms.compute.store import Store
 
 from _timing import median_seconds
 

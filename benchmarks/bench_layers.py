@@ -6,7 +6,7 @@ hidden states), interleaved round by round in the same process (so load changes 
 the ratio all / last is the figure (goal <= 1.3). The load average is printed before and after.
 
 ``images`` / ``text``: the offline benchmarks of BENCHMARKS.md §1 (same candidates, targets and
-ground truth), every candidate's layers extracted once (``emms.extract.extract_layer_features``,
+ground truth), every candidate's layers extracted once (``emms.compute.extract.extract_layer_features``,
 cached per layer) and scored by a subset of metrics per layer; ``last`` / ``mean`` / ``best`` are
 then formed exactly as ``rank(layers=...)`` forms them (``emms.models.layers``) and correlated with
 the truth side by side. Images use a seeded stratified subsample of each target's probe split
@@ -35,14 +35,14 @@ import pandas as pd
 import emms
 from _timing import interleaved_medians
 from emms.data.taskdata import subsample
-from emms.embedders import embed_f_labels
+from emms.flabels import embed_f_labels
 from emms.evaluate import evaluate_scores, read_truth
-from emms.extract import extract_layer_features
-from emms.labels import native_target
+from emms.compute.extract import extract_layer_features
+from emms.flabels import native_target
 from emms.metrics import get_metric
 from emms.models import load_extractor
 from emms.models.layers import LayerPlan, collapse_rows, mean_features, plan_layers
-from emms.store import Store
+from emms.compute.store import Store
 
 ROOT = Path(__file__).resolve().parent
 METRICS = ("emms", "logme_flabels", "logme", "hscore_reg", "gbc", "nleep", "linear_probe")
@@ -56,7 +56,7 @@ def load_average() -> str:
 # timing ---------------------------------------------------------------------------------------------
 
 def timing(args) -> None:
-    from emms.embedders.sentence import packaged_minilm_path
+    from emms.flabels.encoders.sentence import packaged_minilm_path
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(args.n_images, 28, 28), dtype=np.uint8)
@@ -115,7 +115,7 @@ def score_layers(target: str, layers: dict[str, dict[int, np.ndarray]], classes:
 
 
 def image_layers(args, store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from emms.evaluate.targets import benchmark_targets
+    from emms.data.fashion_targets import benchmark_targets
     from offline_benchmark import CANDIDATES, SPLIT_SIZES
 
     parts = []

@@ -4,7 +4,7 @@ The loop is the structure of the reference code bases (thuml/LogME ``_fit_fixed_
 SFDA/EMMS): one factorisation, then a Python loop over target columns, each running its own scalar
 fixed-point iteration. It is written here (not imported) and checked to give the same number.
 Both timings include the factorisation. Two target structures: class-level F-labels (few distinct
-rows, where FᵀY is formed from per-class feature sums, see ``emms.stats.cross_product``) and
+rows, where FᵀY is formed from per-class feature sums, see ``emms.metrics.stats.cross_product``) and
 per-sample F-labels (every row distinct). Prints one markdown table for each.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_logme_flabels.py [--n 5000 --d 512 --columns 768 --classes 100 --repeats 3]

@@ -3,7 +3,7 @@
 Run:  OMP_NUM_THREADS=1 python benchmarks/bench_scale.py [--tmp /tmp] [--quick]
 
 1. EMMS on a float32 ``.npy`` of N = 2,000,000 x D = 256 (2.05 GB) with K = 3 F-label encoders of
-   width L = 128 (class-level F-labels, row i = table_k[label_i], :class:`emms.streaming.IndexedRows`),
+   width L = 128 (class-level F-labels, row i = table_k[label_i], :class:`emms.compute.streaming.IndexedRows`),
    streamed in chunks in a child process: peak RSS (``VmHWM``) and time. The in-memory run
    (``EMMS().fit`` on arrays) is measured at N = 250,000, a size that fits, and compared per row
    with the streamed run on the same N and on the 2 M file (same process layout, same thread count).
@@ -33,7 +33,7 @@ import numpy as np
 warnings.simplefilter("ignore")
 args = json.loads(sys.argv[1])
 from emms.metrics.emms import EMMS
-from emms.streaming import IndexedRows, open_source, stream_score
+from emms.compute.streaming import IndexedRows, open_source, stream_score
 rng = np.random.default_rng(0)
 n, classes, width, k = args["n"], args["classes"], args["width"], args["k"]
 labels = np.random.default_rng(1).integers(0, classes, n)
@@ -52,7 +52,7 @@ elif args["mode"] == "dask_local":
     from distributed import Client, LocalCluster
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     with cluster, Client(cluster) as client:
-        client.run(lambda: __import__("emms.streaming"))  # workers up and imports done before timing
+        client.run(lambda: __import__("emms.compute.streaming"))  # workers up and imports done before timing
         t0 = time.perf_counter()
         value = stream_score(args["path"], [IndexedRows(t, labels) for t in tables], "emms",
                              chunk_rows=args["chunk_rows"], scheduler=client)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emms.store import Store
+from emms.compute.store import Store
 
 from _timing import median_seconds
 

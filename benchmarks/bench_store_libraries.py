@@ -1,6 +1,6 @@
 """The feature store against maintained libraries for resumable chunked writes (issue 21).
 
-Question: would zarr or joblib.Memory serve instead of ``emms.store.Store``? The workload is the
+Question: would zarr or joblib.Memory serve instead of ``emms.compute.store.Store``? The workload is the
 store's: a (rows, dim) float32 feature matrix computed in ``--chunk``-row pieces, each piece kept
 as soon as it is computed (a killed extraction resumes from the finished pieces), then read back
 whole and checked. Candidates, each in a fresh temporary folder, interleaved for ``--repeats``
@@ -46,7 +46,7 @@ def candidates(array: np.ndarray, chunk: int, folder: Path) -> dict[str, Candida
     import zarr
     from zarr.codecs import Crc32cCodec
 
-    from emms.store import Store
+    from emms.compute.store import Store
 
     rows = array.shape[0]
     bounds = [(a, min(a + chunk, rows)) for a in range(0, rows, chunk)]

@@ -13,10 +13,10 @@ import warnings
 from pathlib import Path
 
 from emms import EMMS, EmmsWarning
-from emms.embedders import embed_f_labels
-from emms.evaluate.targets import benchmark_targets
+from emms.flabels import embed_f_labels
+from emms.data.fashion_targets import benchmark_targets
 from emms.models import load_extractor
-from emms.store import Store
+from emms.compute.store import Store
 from offline_benchmark import CANDIDATES, SPLIT_SIZES, probe_features
 
 

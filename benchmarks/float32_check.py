@@ -15,10 +15,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import offline_benchmark as ob  # noqa: E402
 
 import emms  # noqa: E402
-from emms.embedders import embed_f_labels  # noqa: E402
-from emms.evaluate.targets import benchmark_targets  # noqa: E402
+from emms.flabels import embed_f_labels  # noqa: E402
+from emms.data.fashion_targets import benchmark_targets  # noqa: E402
 from emms.models import load_extractor  # noqa: E402
-from emms.store import Store  # noqa: E402
+from emms.compute.store import Store  # noqa: E402
 
 METRICS = ("emms", "logme", "logme_flabels", "hscore", "hscore_reg", "gbc", "transrate", "sfda", "knn", "nleep")
 

@@ -32,9 +32,9 @@ def main() -> int:
     warnings.simplefilter("ignore")
     import torch
 
-    from emms.backend import emms_fit_torch
+    from emms.compute.backend import emms_fit_torch
     from emms.metrics.emms import EMMS
-    from emms.streaming import stream_fit
+    from emms.compute.streaming import stream_fit
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 100, args.n)

@@ -150,12 +150,12 @@ def text_extractor(name: str):  # noqa: ANN201 - a frozen text candidate as a Fe
 def score(kinds: list[str], cache: Path) -> None:
     """Frozen features of each kind's train split -> EMMS, LogME-F and the kind's baselines."""
     import emms
-    from emms.embedders import embed_f_labels
-    from emms.extract import extract_features, extract_features_and_source_probs
-    from emms.labels import native_target
+    from emms.flabels import embed_f_labels
+    from emms.compute.extract import extract_features, extract_features_and_source_probs
+    from emms.flabels import native_target
     from emms.metrics import get_metric
     from emms.models import load_extractor
-    from emms.store import Store
+    from emms.compute.store import Store
 
     store = Store(cache)
     path = DATA / "multitask_scores.csv"

@@ -1,7 +1,7 @@
 """The offline image benchmark: every metric against fine-tuned ground truth (issues 7 and 10).
 
 Candidates: the 9 packaged backbones plus a randomly initialised MobileNetV2 (``mnv2_imagenet_random``),
-all at 64 px, frozen. Targets: ``emms.evaluate.targets`` (fm10, fm4, fm-tops4) with the same split
+all at 64 px, frozen. Targets: ``emms.data.fashion_targets`` (fm10, fm4, fm-tops4) with the same split
 sizes as the ground truth (``benchmarks/data/finetune_truth.csv``), so the 2,000 probe (scoring)
 images of each target are disjoint from the images the candidates were fine-tuned on.
 
@@ -39,15 +39,15 @@ import numpy as np
 import pandas as pd
 
 import emms
-from emms.embedders import embed_f_labels
+from emms.flabels import embed_f_labels
 from emms.evaluate import evaluate_scores, read_truth, weighted_tau
-from emms.evaluate.targets import benchmark_targets
-from emms.extract import extract_features, extract_features_and_source_probs
-from emms.labels import native_target
+from emms.data.fashion_targets import benchmark_targets
+from emms.compute.extract import extract_features, extract_features_and_source_probs
+from emms.flabels import native_target
 from emms.metrics import get_metric, score_pool
 from emms.metrics.emms import EMMS
 from emms.models import load_extractor, parameter_count
-from emms.store import Store
+from emms.compute.store import Store
 from _timing import median_seconds, median_seconds_and_result
 
 ROOT = Path(__file__).resolve().parent
@@ -74,7 +74,7 @@ DETAIL_METRICS = ("emms", "emms_columns", "emms_in_sample", "logme_flabels", "lo
 def probe_features(extractor, task_data, store: Store, batch_size: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Frozen features (N, D) and, for backbones with a source head, its probabilities (N, C_src).
 
-    Both come from one forward pass in one resumable store entry (:mod:`emms.extract`, float32;
+    Both come from one forward pass in one resumable store entry (:mod:`emms.compute.extract`, float32;
     LEEP/NCE renormalise the rows in float64 when they read them). Entries are keyed on the inputs
     only, so fm10 and fm4, which share their probe images, share their features.
     """

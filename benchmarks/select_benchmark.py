@@ -111,7 +111,7 @@ class CpuReplay:
 
 def replayed_targets(runs_dir: Path) -> dict[str, CpuReplay]:
     """Targets whose every candidate has a complete recorded curve under ``runs_dir``."""
-    from emms.evaluate.targets import benchmark_targets
+    from emms.data.fashion_targets import benchmark_targets
 
     out = {}
     for target in TARGETS:

@@ -51,14 +51,14 @@ from sklearn.preprocessing import StandardScaler
 import emms
 from build_samples import TOPICS, fortune_entries
 from emms.data.taskdata import TaskData
-from emms.embedders import embed_f_labels, load_encoder
-from emms.embedders.sentence import packaged_minilm_path
+from emms.flabels import embed_f_labels, load_encoder
+from emms.flabels.encoders.sentence import packaged_minilm_path
 from emms.evaluate import read_truth
-from emms.extract import extract_features
-from emms.labels import native_target
+from emms.compute.extract import extract_features
+from emms.flabels import native_target
 from emms.metrics import get_metric
 from emms.models import from_callable, load_extractor, parameter_count
-from emms.store import Store
+from emms.compute.store import Store
 from offline_benchmark import correlations, machine, markdown_report, score_target
 
 ROOT = Path(__file__).resolve().parent
@@ -97,7 +97,7 @@ def fortune_splits(fortunes_dir: Path, seed: int) -> dict[str, TaskData]:
 
 
 def encoder_extractor(name: str):
-    """An emms.embedders encoder as a candidate feature extractor."""
+    """An emms.flabels encoder as a candidate feature extractor."""
     encoder = load_encoder(name)
     return from_callable(lambda batch: encoder.encode(list(batch)), identity=encoder.identity, modality="text")
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from emms.store import Store
+from emms.compute.store import Store
 
 
 def sigkill_when(args: list[str], ready: Callable[[], bool], log: Path, timeout: float = 120.0) -> None:

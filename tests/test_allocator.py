@@ -54,8 +54,8 @@ out["extract_batches"] = per_batch[:]
 import tempfile
 import pandas as pd
 from emms.data.taskdata import TaskData
-from emms.extract import extract_features
-from emms.store import Store
+from emms.compute.extract import extract_features
+from emms.compute.store import Store
 per_batch.clear()
 texts = [f"text {i}" for i in range(8)]
 data = TaskData("texts", "text", texts, "classification", pd.DataFrame({"label": [0, 1] * 4}))

@@ -7,10 +7,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from emms.backend import emms_fit_torch, score_on_device, torch_sufficient_stats  # noqa: E402
+from emms.compute.backend import emms_fit_torch, score_on_device, torch_sufficient_stats  # noqa: E402
 from emms.errors import InputError, ResourceError  # noqa: E402
 from emms.metrics.emms import EMMS  # noqa: E402
-from emms.stats import SufficientStats, in_eigenbasis  # noqa: E402
+from emms.metrics.stats import SufficientStats, in_eigenbasis  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from emms import EMMS
 from emms.cli import app
-from emms.embedders import load_encoder, load_f_labels
-from emms.store import Store
+from emms.flabels import load_encoder, load_f_labels
+from emms.compute.store import Store
 
 runner = CliRunner()
 

@@ -11,7 +11,8 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from emms.cli import app
-from emms.pipeline import Ranking, _with_ranks
+from emms.pipeline import Ranking
+from emms.pipeline.result import with_ranks
 
 RUNNER = CliRunner()
 MODELS = [f"builtin:m{i}" for i in range(6)]
@@ -24,7 +25,7 @@ def _rank_output(tmp_path, suffix: str, models=MODELS) -> str:
     rows = [{"model": m, "metric": "emms", "score": TRUTH[m] + rng.normal(0, 0.01), "seconds": 0.1, "weights": None}
             for m in models]
     rows += [{"model": m, "metric": "leep", "score": -TRUTH[m], "seconds": 0.1, "weights": None} for m in models[:-2]]
-    ranking = Ranking(table=_with_ranks(pd.DataFrame(rows)), timings=pd.DataFrame(columns=["stage", "model", "seconds"]),
+    ranking = Ranking(table=with_ranks(pd.DataFrame(rows)), timings=pd.DataFrame(columns=["stage", "model", "seconds"]),
                       meta={"data": "toy", "task": "classification", "n_samples": 10, "models": list(models)})
     path = tmp_path / f"result{suffix}"
     ranking.write(path)

@@ -15,10 +15,10 @@ import emms
 from _counting import CountingExtractor
 from emms.data import load_dataset
 from emms.errors import ResourceError
-from emms.extract import extract_features, features_key, with_source_probs
+from emms.compute.extract import extract_features, features_key, with_source_probs
 from emms.models import load_extractor
-from emms.parallel import ExtractionJob, ExtractorSpec, extract_on_dask
-from emms.store import Store
+from emms.compute.parallel import ExtractionJob, ExtractorSpec, extract_on_dask
+from emms.compute.store import Store
 
 distributed = pytest.importorskip("distributed")
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from emms.data import BUILTIN_DATASETS, GENERATED, TaskData, load_dataset, subsample
 from emms.errors import InputError, ResourceError
-from emms.labels import NATIVE_TARGET_KINDS, f_label_texts, native_target
+from emms.flabels import NATIVE_TARGET_KINDS, f_label_texts, native_target
 
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 

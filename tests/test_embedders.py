@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emms.embedders import (ENCODER_SETS, HFTextEncoder, OnnxTextEncoder, TableEncoder, embed_f_labels, embed_texts,
+from emms.flabels import (ENCODER_SETS, HFTextEncoder, OnnxTextEncoder, TableEncoder, embed_f_labels, embed_texts,
                             encoder_names, load_encoder, load_f_labels, save_f_labels)
-from emms.embedders.onnx import packaged_paraphrase_onnx
-from emms.embedders.sentence import packaged_minilm_path
+from emms.flabels.encoders.onnx import packaged_paraphrase_onnx
+from emms.flabels.encoders.sentence import packaged_minilm_path
 from emms.errors import InputError, ResourceError
-from emms.store import Store
+from emms.compute.store import Store
 
 SHORT, LONG = "a dog", "a very long sentence about aircraft that flew over the sea at dawn"
 
@@ -235,7 +235,7 @@ KINDS = {
 
 @pytest.mark.parametrize("task", list(KINDS))
 def test_every_task_kind_end_to_end(task, onnx_encoder, tmp_path):
-    from emms.labels import f_label_texts
+    from emms.flabels import f_label_texts
 
     labels, names, options = KINDS[task]
     flt = f_label_texts(task, labels, names, **options)

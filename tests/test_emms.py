@@ -379,7 +379,7 @@ def test_bad_parameters(kwargs, message):
 
 
 def test_official_solver_needs_raw_arrays():
-    from emms.stats import SufficientStats
+    from emms.metrics.stats import SufficientStats
 
     with pytest.raises(InputError, match="solver: 'official' needs the raw arrays"):
         EMMS(solver="official").fit_stats(SufficientStats.from_arrays(*_good()))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import emms
 from emms import EMMS, EmmsWarning, InputError
-from emms.stats import SufficientStats
+from emms.metrics.stats import SufficientStats
 
 
 def _fit(x, z, **kw) -> EMMS:
@@ -156,7 +156,7 @@ def test_a_repeated_encoder_shares_t_and_changes_nothing_else():
 
 @pytest.mark.parametrize("mixture", ["per_encoder", "columns"])
 def test_chunked_equals_in_memory_and_streamed(mixture, tmp_path):
-    from emms.streaming import stream_fit
+    from emms.compute.streaming import stream_fit
 
     x, z = _informative(5, n=1000, d=20, widths=(7, 7, 3))
     whole = _fit(x, z, mixture=mixture, chunk_rows=10_000)

@@ -1,4 +1,4 @@
-"""emms.extract.extract_features: store hits/misses/invalidation, progress, and resume after SIGKILL.
+"""emms.compute.extract.extract_features: store hits/misses/invalidation, progress, and resume after SIGKILL.
 
 The extractor used here is a real (tiny, seeded) torch convolutional network behind the
 FeatureExtractor protocol (identity, modality, extract); its outputs are real forward passes.
@@ -19,9 +19,9 @@ from _sigkill import sigkill_after_chunks
 from emms.data import TaskData, load_dataset
 from emms.data.taskdata import inputs_fingerprint
 from emms.errors import EmmsWarning, InputError
-from emms.extract import extract_features, features_key
+from emms.compute.extract import extract_features, features_key
 from emms.models import load_extractor
-from emms.store import Store
+from emms.compute.store import Store
 
 TINY_EXTRACTOR = '''
 import sys, time
@@ -54,8 +54,8 @@ class TinyConvExtractor:
 
 if __name__ == "__main__":
     from emms.data import load_dataset
-    from emms.extract import extract_features
-    from emms.store import Store
+    from emms.compute.extract import extract_features
+    from emms.compute.store import Store
     torch.set_num_threads(1)
     data = load_dataset("builtin:fashion-mnist", max_samples=int(sys.argv[2]), seed=0)
     extract_features(TinyConvExtractor(delay=float(sys.argv[3])), data, store=Store(sys.argv[1]), batch_size=10,

@@ -180,7 +180,7 @@ def test_bad_grid_arguments_are_input_errors(tiny_data, tmp_path):
 @pytest.mark.skipif(not os.environ.get("EMMS_FASHION_MNIST_DIR"),
                     reason="opt-in: needs full Fashion-MNIST in $EMMS_FASHION_MNIST_DIR")
 def test_benchmark_targets_are_deterministic_disjoint_and_relabelled():
-    from emms.evaluate.targets import TARGETS, benchmark_targets, fashion_mnist_split
+    from emms.data.fashion_targets import TARGETS, benchmark_targets, fashion_mnist_split
 
     targets = benchmark_targets(n_train=300, n_val=50, n_probe=200, n_test=100, seed=0)
     again = benchmark_targets(n_train=300, n_val=50, n_probe=200, n_test=100, seed=0)

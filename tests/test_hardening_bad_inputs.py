@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 import emms
 from emms.cli import app
 from emms.errors import EmmsWarning, InputError, ResourceError
-from emms.store import Store
+from emms.compute.store import Store
 
 RUNNER = CliRunner()
 N, D = 30, 5
@@ -239,7 +239,7 @@ BAD_LABEL_FRAMES = {
 
 @pytest.mark.parametrize("kind", list(BAD_LABEL_FRAMES))
 def test_bad_label_tables(kind, tmp_path):
-    from emms.labels import f_label_texts
+    from emms.flabels import f_label_texts
 
     task, frame, words = BAD_LABEL_FRAMES[kind]
     with pytest.raises(InputError, match="labels") as info:
@@ -253,7 +253,7 @@ def test_bad_label_tables(kind, tmp_path):
 
 
 def test_unknown_task_kind(tmp_path):
-    from emms.labels import check_task
+    from emms.flabels import check_task
 
     with pytest.raises(InputError, match="task: expected one of .*'classification'"):
         check_task("segmentation")

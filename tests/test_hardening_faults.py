@@ -30,8 +30,8 @@ RUNNER = CliRunner()
 # through the store in chunks of 4 texts, sleeping after each chunk so the parent can kill it midway.
 SLOW_EMBEDDING = '''
 import sys, time
-from emms.embedders import embed_texts, load_encoder
-from emms.store import Store
+from emms.flabels import embed_texts, load_encoder
+from emms.compute.store import Store
 
 class SlowEncoder:
     def __init__(self, inner, delay):
@@ -69,8 +69,8 @@ class CountingEncoder:
 
 
 def test_sigkill_while_embedding_then_resume(tmp_path):
-    from emms.embedders import embed_texts, load_encoder
-    from emms.store import Store
+    from emms.flabels import embed_texts, load_encoder
+    from emms.compute.store import Store
 
     n_texts, chunk_rows = 40, 4
     script = tmp_path / "slow_embedding.py"
@@ -97,7 +97,7 @@ def test_sigkill_while_embedding_then_resume(tmp_path):
 
 def test_torn_chunk_without_sidecar_is_recomputed_silently(tmp_path):
     """A kill between writing a chunk's .npy and its .json sidecar leaves a chunk that must not count."""
-    from emms.store import Store
+    from emms.compute.store import Store
 
     store = Store(tmp_path)
     calls = []

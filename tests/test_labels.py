@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emms.errors import InputError
-from emms.labels import (NATIVE_TARGET_KINDS, TASK_COLUMNS, FLabelTexts, clean_class_name, f_label_texts,
+from emms.flabels import (NATIVE_TARGET_KINDS, TASK_COLUMNS, FLabelTexts, clean_class_name, f_label_texts,
                          native_target)
 from emms.metrics.registry import TARGET_KINDS
 
@@ -213,7 +213,7 @@ def test_inputs_are_not_modified():
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.lists(st.integers(0, 5), min_size=1, max_size=4), min_size=1, max_size=8), st.integers(1, 4))
 def test_expand_is_the_mean_of_each_samples_texts(groups, width):
-    from emms.labels._common import padded_index
+    from emms.flabels.kinds._common import padded_index
 
     rng = np.random.default_rng(len(groups))
     emb = rng.normal(size=(6, width)).astype(np.float32)

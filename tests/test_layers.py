@@ -17,10 +17,10 @@ import emms
 from _tiny_models import minilm_dir, save_tiny_bert, save_tiny_vit
 from emms.data import load_dataset
 from emms.errors import EmmsWarning, InputError
-from emms.extract import SOURCE_PROBS, extract_features, extract_layer_features, layer_key
+from emms.compute.extract import SOURCE_PROBS, extract_features, extract_layer_features, layer_key
 from emms.models import load_extractor, parse_spec
 from emms.models.layers import LAYER_SEPARATOR, parse_layers
-from emms.store import Store
+from emms.compute.store import Store
 
 DIGITS = (load_digits().images[:20] * 16).clip(0, 255).astype(np.uint8)  # (20, 8, 8) gray uint8
 TEXTS = ["a dog runs in the park", "stock markets fell sharply today", "the puppy plays with a ball",

@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 from _tiny_models import minilm_dir, save_tiny_bert, save_tiny_vit
 from emms.errors import InputError, ResourceError
 from emms.models import BACKBONES, from_callable, from_module, load_extractor, parse_spec
-from emms.models.extractors import EXTRACTOR_VERSION
+from emms.models.base import EXTRACTOR_VERSION
 
 DIGITS = (load_digits().images[:12] * 16).clip(0, 255).astype(np.uint8)  # (12, 8, 8) gray uint8
 TEXTS = ["a dog runs in the park", "stock markets fell sharply today", "the puppy plays with a ball",

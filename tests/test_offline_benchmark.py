@@ -22,11 +22,11 @@ from _counting import CountingExtractor  # noqa: E402
 from emms.data import TaskData  # noqa: E402
 from emms.evaluate import evaluate_scores  # noqa: E402
 from emms.models import load_extractor  # noqa: E402
-from emms.store import Store  # noqa: E402
+from emms.compute.store import Store  # noqa: E402
 
 
 def test_probe_split_matches_the_fine_tuning_runs_and_is_disjoint_from_them():
-    from emms.evaluate.targets import benchmark_targets
+    from emms.data.fashion_targets import benchmark_targets
 
     targets = benchmark_targets(**ob.SPLIT_SIZES)
     for name, target in targets.items():

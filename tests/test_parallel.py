@@ -10,8 +10,8 @@ import emms
 from emms.cli import app
 from emms.errors import InputError
 from emms.metrics import score
-from emms.parallel import dask_client, score_models
-from emms.streaming import stream_fit, stream_score, stream_score_pool
+from emms.compute.parallel import dask_client, score_models
+from emms.compute.streaming import stream_fit, stream_score, stream_score_pool
 
 N, D, C = 300, 8, 3
 SIZES = [40, 1, 120, 139]

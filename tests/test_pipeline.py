@@ -181,12 +181,12 @@ def test_cli_rank_with_truth(cache, tmp_path):
 
 
 def test_cli_truth_is_checked_before_any_extraction(tmp_path, monkeypatch):
-    import emms.pipeline
+    import emms.pipeline.ranking
 
     def no_extraction(*args, **kwargs):
         raise AssertionError("features were extracted before the truth was checked")
 
-    monkeypatch.setattr(emms.pipeline, "_extract_all", no_extraction)
+    monkeypatch.setattr(emms.pipeline.ranking, "extract_all", no_extraction)
     truth = tmp_path / "truth.csv"
     truth.write_text("model,value\nonet_mtcnn,0.8\n")
     result = runner.invoke(app, _rank_args(tmp_path / "c", "--truth", str(truth)))
@@ -258,14 +258,14 @@ def test_resampling_is_seeded_and_counts_wins(cache):
 
 
 def test_interrupt_says_how_to_resume(cache, monkeypatch):
-    import emms.extract
-    import emms.pipeline
+    import emms.compute.extract
+    import emms.pipeline.ranking
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(emms.pipeline, "_extract_all", interrupted)
-    monkeypatch.setattr(emms.extract, "extract_layer_choice", interrupted)
+    monkeypatch.setattr(emms.pipeline.ranking, "extract_all", interrupted)
+    monkeypatch.setattr(emms.compute.extract, "extract_layer_choice", interrupted)
     result = runner.invoke(app, _rank_args(cache))
     assert result.exit_code == 130
     assert result.stderr.strip().splitlines()[-1] == ("interrupted — rerun the same command to resume "
@@ -274,7 +274,8 @@ def test_interrupt_says_how_to_resume(cache, monkeypatch):
 
 def test_emms_on_a_gpu_device_goes_through_the_torch_backend(monkeypatch):
     # No GPU here: the backend call is observed and run on CPU-torch; the scores must equal numpy's.
-    from emms import backend, pipeline
+    from emms.compute import backend
+    from emms.pipeline import scoring
     from emms.metrics import get_metric
 
     rng = np.random.default_rng(0)
@@ -289,20 +290,20 @@ def test_emms_on_a_gpu_device_goes_through_the_torch_backend(monkeypatch):
 
     monkeypatch.setattr(backend, "score_on_device", observed)
     info = get_metric("emms")
-    on_gpu = pipeline._score_metric(info, features, f_labels, {}, {}, ["e1", "e2"], device="cuda")
-    on_numpy = pipeline._score_metric(info, features, f_labels, {}, {}, ["e1", "e2"], device="cpu")
+    on_gpu = scoring.score_metric(info, features, f_labels, {}, {}, ["e1", "e2"], device="cuda")
+    on_numpy = scoring.score_metric(info, features, f_labels, {}, {}, ["e1", "e2"], device="cpu")
     assert calls == ["cuda", "cuda"]
     for gpu_row, numpy_row in zip(on_gpu, on_numpy):
         assert gpu_row["score"] == pytest.approx(numpy_row["score"], rel=1e-10)
         assert gpu_row["weights"] == pytest.approx(numpy_row["weights"], abs=1e-8)
-    official = pipeline._score_metric(info, features, f_labels, {}, {"solver": "official"}, ["e1", "e2"], device="cuda")
+    official = scoring.score_metric(info, features, f_labels, {}, {"solver": "official"}, ["e1", "e2"], device="cuda")
     assert len(calls) == 2 and len(official) == 2  # the official solver stays on numpy
 
 
 def test_features_are_extracted_once_whatever_the_metrics(tmp_path):
     # `emms extract` prepares what rank reads; LogME (no source probabilities) and LEEP (needs them)
     # then read the same entry: nothing is extracted again
-    from emms.store import Store
+    from emms.compute.store import Store
 
     args = ["--data", "builtin:digits", "--models", "builtin:onet_mtcnn", "--max-samples", "40", "--cache", str(tmp_path)]
     assert runner.invoke(app, ["extract", *args]).exit_code == 0
@@ -322,14 +323,14 @@ def test_warnings_about_the_encoders_own_columns_are_not_shown():
 
     from emms.errors import EmmsWarning
     from emms.metrics import get_metric
-    from emms.pipeline import _ScoringJob
+    from emms.pipeline.scoring import ScoringJob
 
     rng = np.random.default_rng(0)
     features = {"a": rng.normal(size=(60, 5)), "b": rng.normal(size=(60, 7))}
     z = rng.normal(size=(60, 6))
     z[:, 2] = 0.5  # a constant column
     for own, expected in ((True, 0), (False, 1)):
-        job = _ScoringJob(get_metric("emms"), features, [z, rng.normal(size=(60, 6))], {}, {}, ["e1", "e2"], "cpu",
+        job = ScoringJob(get_metric("emms"), features, [z, rng.normal(size=(60, 6))], {}, {}, ["e1", "e2"], "cpu",
                           own_flabels=own)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", EmmsWarning)

@@ -11,7 +11,8 @@ import pytest
 
 from emms.answer import answer, intervals, p_best
 from emms.errors import InputError
-from emms.pipeline import Ranking, correlations_table, _with_ranks
+from emms.pipeline import Ranking, correlations_table
+from emms.pipeline.result import with_ranks
 
 
 def _ranking(scores: dict[str, dict[str, float]], resampled: pd.DataFrame | None = None,
@@ -20,7 +21,7 @@ def _ranking(scores: dict[str, dict[str, float]], resampled: pd.DataFrame | None
     rows = [{"model": m, "metric": metric, "score": s, "seconds": 0.01,
              "weights": {"enc-a": 0.3, "enc-b": 0.7} if metric == "emms" else None}
             for metric, by_model in scores.items() for m, s in by_model.items()]
-    table = _with_ranks(pd.DataFrame(rows))
+    table = with_ranks(pd.DataFrame(rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
     meta = {"data": "toy", "task": "classification", "n_samples": 100, "models": models,
             "metrics": list(scores), "metrics_asked": list(scores), "encoders": ["enc-a", "enc-b"],

@@ -127,7 +127,7 @@ def test_per_class_rows_is_seeded_and_balanced():
 
 def test_per_class_rows_rebuilds_the_bundled_sample_from_the_source_labels():
     import emms
-    from emms.evaluate.targets import fashion_mnist_labels
+    from emms.data.fashion_targets import fashion_mnist_labels
 
     with np.load(Path(emms.__file__).parent / "resources" / "fashion_mnist_sample.npz") as npz:
         index, names = npz["source_index"], [str(n) for n in npz["class_names"]]

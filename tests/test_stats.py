@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from emms import EMMS, EmmsWarning, InputError
-from emms.stats import SufficientStats, cross_factors, cross_product
+from emms.metrics.stats import SufficientStats, cross_factors, cross_product
 
 
 def _data(seed: int = 0, n: int = 211, d: int = 9, widths=(5, 3, 5), offset: float = 0.0):

@@ -1,4 +1,4 @@
-"""emms.store.Store: keys, verified reads, atomic writes, resumable chunked computation."""
+"""emms.compute.store.Store: keys, verified reads, atomic writes, resumable chunked computation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from emms.errors import EmmsWarning, InputError, ResourceError
-from emms.store import Store
+from emms.compute.store import Store
 
 
 def _entry_dir(store: Store, key: str):
@@ -189,7 +189,7 @@ def test_get_or_compute_checks_chunk_results(tmp_path):
 _CHUNK_WRITER = """
 import sys, time
 import numpy as np
-from emms.store import Store
+from emms.compute.store import Store
 root, first, go = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 time.sleep(max(go - time.time(), 0))  # both writers start together
 store = Store(root)

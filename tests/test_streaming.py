@@ -14,13 +14,13 @@ from emms.errors import EmmsWarning, InputError
 from emms.metrics import get_metric, score, score_pool
 from emms.metrics.emms import EMMS
 from emms.metrics.hscore import hscore_reg_from_moments
-from emms.store import Store
+from emms.compute.store import Store
 from emms.metrics import available_metrics
 from emms.metrics.moments import ClassMoments
 from emms.metrics.protocol import MetricStream
-from emms.plans import tree_reduce
-from emms.sources import chunk_bounds, read_rows
-from emms.streaming import (IndexedRows, open_source, store_source, stream_fit, stream_score, stream_score_pool,
+from emms.compute.plans import tree_reduce
+from emms.compute.sources import chunk_bounds, read_rows
+from emms.compute.streaming import (IndexedRows, open_source, store_source, stream_fit, stream_score, stream_score_pool,
                             subsample_rows)
 
 N, D, C = 420, 10, 4

@@ -82,7 +82,7 @@ def as_numeric_matrix(x: object, name: str, *, min_rows: int = 2) -> np.ndarray:
     """``x`` as a 2-D numeric array (N, D), N >= ``min_rows``, **not converted or copied**.
 
     Float32, integer and memory-mapped arrays keep their dtype and storage; finiteness is left to
-    the caller, which reads the array chunk by chunk (:meth:`emms.stats.SufficientStats.from_arrays`).
+    the caller, which reads the array chunk by chunk (:meth:`emms.metrics.stats.SufficientStats.from_arrays`).
     """
     arr = _as_numeric(x, name)
     if arr.ndim != 2:

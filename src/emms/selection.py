@@ -130,7 +130,7 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     from emms.finetune.heads._prepare import finetune_data, split_rows
     from emms.finetune.race import RecordTrainer, plan_race, predict, recall_order, run_race
     from emms.pipeline import rank
-    from emms.store import Store
+    from emms.compute.store import Store
 
     started = time.perf_counter()
     say = on_event or (lambda _: None)

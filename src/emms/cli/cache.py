@@ -20,7 +20,7 @@ _CACHE_HELP = "Cache directory (default $EMMS_CACHE or ~/.cache/emms)."
 def ls(cache: Path = typer.Option(None, "--cache", help=_CACHE_HELP),
        as_json: bool = typer.Option(False, "--json", help="Print the entries as JSON.")) -> None:
     """List cache entries: key, kind, shape, size, creation time and what produced them."""
-    from emms.store import Store
+    from emms.compute.store import Store
 
     with errors_as_exit():
         store = Store(cache)
@@ -46,7 +46,7 @@ def ls(cache: Path = typer.Option(None, "--cache", help=_CACHE_HELP),
 @cache_app.command("clear")
 def clear(cache: Path = typer.Option(None, "--cache", help=_CACHE_HELP)) -> None:
     """Delete every cache entry (complete and unfinished)."""
-    from emms.store import Store
+    from emms.compute.store import Store
 
     with errors_as_exit():
         store = Store(cache)

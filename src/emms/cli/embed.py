@@ -35,9 +35,8 @@ def embed(
 ) -> None:
     """Embed a task's labels with K foundation text encoders (F-labels) and save them to an .npz."""
     with errors_as_exit():
-        from emms.embedders import embed_f_labels, save_f_labels
-        from emms.labels import check_task
-        from emms.store import Store
+        from emms.flabels import check_task, embed_f_labels, save_f_labels
+        from emms.compute.store import Store
 
         task = check_task(task)
         frame = _read_labels(labels, task)

@@ -37,10 +37,10 @@ def extract(
 ) -> None:
     """Extract (or find in the cache) each model's features of DATA, as rank needs them; an interrupted run resumes."""
     from emms.data import as_task_data
-    from emms.extract import extract_layer_choice, features_key, with_source_probs
+    from emms.compute.extract import extract_layer_choice, features_key, with_source_probs
     from emms.models.layers import parse_layers
     from emms.pipeline import extract_model, has_source_head, load_extractors
-    from emms.store import Store
+    from emms.compute.store import Store
 
     with errors_as_exit(resumable=True):
         specs = split_list(models, "--models", "a comma-separated list of model specs")

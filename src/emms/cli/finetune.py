@@ -11,7 +11,7 @@ from rich.table import Table
 from emms.cli._common import app, console, err_console, errors_as_exit, split_list
 from emms.errors import InputError
 from emms.finetune import FinetuneData, FinetuneProtocol, estimate_steps, plan_grid, run_grid, write_csv_atomic
-from emms.evaluate.targets import TARGETS, benchmark_targets
+from emms.data.fashion_targets import TARGETS, benchmark_targets
 
 BENCHMARK = "benchmark"
 

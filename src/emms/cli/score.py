@@ -61,7 +61,7 @@ def score_command(
         if f_labels is not None:
             paths = split_list(",".join(f_labels), "--f-labels", "at least one file")
             if len(paths) == 1 and _is_embed_output(paths[0]):  # the .npz that `emms embed` writes
-                from emms.embedders import load_f_labels
+                from emms.flabels import load_f_labels
 
                 target = load_f_labels(paths[0]).arrays
             else:
@@ -80,7 +80,7 @@ def score_command(
             if device is None:
                 estimator = EMMS(**emms_options).fit(x, target)
             else:
-                from emms.backend import emms_fit_torch
+                from emms.compute.backend import emms_fit_torch
 
                 estimator = emms_fit_torch(x, target, device=device, dtype=dtype, **emms_options)
             value, weights = estimator.score_, [float(w) for w in estimator.weights_]

@@ -2,7 +2,9 @@
 
 ``load_dataset(source)`` reads ``builtin:NAME`` samples, image folders (class sub-folders), CSV /
 JSONL / Parquet manifests and folders saved by Hugging Face ``datasets`` (``save_to_disk``), then
-optionally takes a seeded, stratified subsample.
+optionally takes a seeded, stratified subsample. Fashion-MNIST: ``fashion.py`` (the full dataset's
+reader) and ``fashion_targets.py`` (the benchmark's relabelled targets with fixed splits, which
+``emms finetune --data benchmark`` trains on). A new reader goes in ``readers.py``, a bundled sample in ``builtin.py``.
 """
 
 from __future__ import annotations

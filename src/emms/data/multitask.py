@@ -15,7 +15,7 @@ images and texts; the labels are templates filled from the real content, not hum
 * texts: the bundled Debian fortunes sample (1,200 texts, 200 in each of 6 categories), split per
   category into 80 train, 20 val, 60 test (40 per category are left unused).
 
-Kinds (label columns as ``emms.labels.TASK_COLUMNS``):
+Kinds (label columns as ``emms.flabels.TASK_COLUMNS``):
 
 ``captioning``  1-3 garments; one caption in reading order, e.g. "a dark sandal at the top left and
                 a light coat at the bottom right".

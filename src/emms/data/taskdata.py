@@ -24,7 +24,7 @@ class TaskData:
     """A dataset as arrays: model inputs plus one labels row per input.
 
     ``inputs``: uint8 images (N, H, W) or (N, H, W, 3), a list of N image paths, or a list of N
-    texts. ``labels``: a DataFrame of N rows with the task's columns (``emms.labels.TASK_COLUMNS``);
+    texts. ``labels``: a DataFrame of N rows with the task's columns (``emms.flabels.TASK_COLUMNS``);
     for captioning and VQA several rows may show the same image (one row per caption or question).
     ``fingerprint``: sha256 over the inputs and labels, see :func:`fingerprint`.
     ``inputs_fingerprint``: sha256 over the modality and inputs only (features are keyed on it, so
@@ -129,7 +129,7 @@ def infer_task(columns: list[str], modality: str) -> str:
         return "regression"
     if "label" in names:
         return "classification"
-    from emms.labels import TASK_COLUMNS
+    from emms.flabels.kinds import TASK_COLUMNS
 
     expected = "; ".join(f"{task}: {', '.join(cols)}" for task, cols in TASK_COLUMNS.items())
     raise InputError(f"task: cannot infer the task kind from columns {columns}; expected label columns "
@@ -138,8 +138,8 @@ def infer_task(columns: list[str], modality: str) -> str:
 
 def missing_label_columns(task: str, columns: list[str]) -> list[str]:
     """The label columns ``task`` needs that ``columns`` lacks (image sizes excepted: readers fill them)."""
-    from emms.labels import TASK_COLUMNS
-    from emms.labels._common import target_columns
+    from emms.flabels.kinds import TASK_COLUMNS
+    from emms.flabels.kinds._common import target_columns
 
     if task not in TASK_COLUMNS:
         raise InputError(f"task: expected one of {list(TASK_COLUMNS)}, got {task!r}")

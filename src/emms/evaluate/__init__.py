@@ -1,11 +1,13 @@
-"""Agreement between transferability scores and fine-tuned ground truth.
+"""Agreement between transferability scores and fine-tuned ground truth (general: any scores, any truth).
 
 * :mod:`emms.evaluate.correlations` — weighted Kendall tau (variant pinned: ``symmetric`` or
   ``truth_weighted``), Kendall, Spearman, Pearson, rel@k, regret@k, top-1 hit, bootstrap over models.
 * :mod:`emms.evaluate.summary` — every statistic for a scores table against a truth table.
 * :mod:`emms.evaluate.published` — published tables shipped as package data.
-* :mod:`emms.evaluate.targets` — the offline benchmark's Fashion-MNIST targets and splits.
-* fine-tuned ground truth is built by :mod:`emms.finetune` (imports torch only when run).
+* fine-tuned ground truth is built by :mod:`emms.finetune` (imports torch only when run); the
+  benchmark's Fashion-MNIST targets are data: :mod:`emms.data.fashion_targets`.
+
+A new agreement statistic goes in ``correlations.py`` (and its column in ``summary.py``).
 """
 
 from emms.evaluate.correlations import (

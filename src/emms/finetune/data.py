@@ -34,8 +34,8 @@ class FinetuneData:
         return len(self.class_names)
 
     @classmethod
-    def from_benchmark(cls, target) -> FinetuneData:  # noqa: ANN001 - emms.evaluate.targets.BenchmarkTarget
-        """Train / val / test of a :class:`emms.evaluate.targets.BenchmarkTarget`."""
+    def from_benchmark(cls, target) -> FinetuneData:  # noqa: ANN001 - emms.data.fashion_targets.BenchmarkTarget
+        """Train / val / test of a :class:`emms.data.fashion_targets.BenchmarkTarget`."""
         return cls(name=target.name, class_names=list(target.definition.class_names),
                    train=target.arrays("train"), val=target.arrays("val"), test=target.arrays("test"),
                    fingerprint=target.fingerprint(("train", "val", "test")), description=target.definition.description)

@@ -29,7 +29,7 @@ def text_backbone(name: str, pretrained: bool, seed: int = 0):  # noqa: ANN201 -
     from torch import nn
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    from emms.embedders.sentence import packaged_minilm_path
+    from emms.flabels.encoders.sentence import packaged_minilm_path
     from emms.finetune.backbones import Backbone
 
     path = packaged_minilm_path()

@@ -1,9 +1,9 @@
-"""Transferability metrics: pure functions over arrays, registered with their capabilities.
+"""The metric core: transferability metrics as pure functions over arrays, registered with their capabilities.
 
-Each metric module registers its functions with :func:`emms.metrics.registry.register` when it is
-imported; the registry imports a built-in module the first time one of its metrics is asked for
-(``get_metric``, ``score``, ``available_metrics``), so ``import emms`` stays cheap.
-See :mod:`emms.metrics.registry`.
+A new metric: ``<family>.py`` here with ``@register("name", ...)`` (a streaming one adds its
+:class:`~emms.metrics.protocol.MetricStream`); the registry finds it by that line and imports the
+module the first time one of its metrics is asked for, so ``import emms`` stays cheap. ``stats.py``
+holds EMMS's mergeable sufficient statistics. Nothing here imports executors, adapters or the pipeline.
 """
 
 from emms.metrics.registry import (

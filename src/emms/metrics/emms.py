@@ -2,7 +2,7 @@
 
 A candidate model's features X (N, D) are scored by how well a linear map predicts K foundation-model
 label embeddings ("F-labels") Z_k (N, L_k). Features are standardised per column (X̃, G = X̃ᵀX̃ =
-V diag(s) Vᵀ); everything below is a function of the sufficient statistics (:mod:`emms.stats`).
+V diag(s) Vᵀ); everything below is a function of the sufficient statistics (:mod:`emms.metrics.stats`).
 
 **Default, ``mixture="per_encoder"``** (issue 19; derivation in ``docs/emms-score.md``). Each
 block is only centred (Z̃_k = Z_k − z̄_k, T_k = ‖Z̃_k‖²_F), ĉ_k = Vᵀ X̃ᵀ Z̃_k, q_{k,i} = ‖ĉ_{k,i}‖²/s_i::
@@ -55,7 +55,7 @@ from emms.errors import EmmsWarning, InputError
 from emms.metrics._simplex import simplex_qp, sparsemax
 from emms.metrics.protocol import MetricStream, Rows, ScoreResult
 from emms.metrics.registry import register
-from emms.stats import StandardStats, SufficientStats, in_eigenbasis
+from emms.metrics.stats import StandardStats, SufficientStats, in_eigenbasis
 
 SOLVERS = ("exact", "alternating", "official")
 SCORES = ("gcv", "in_sample")
@@ -115,7 +115,7 @@ class EMMS(BaseEstimator):
         """Fit on features (N, D) and f_labels (K arrays (N, L_k) or one (N, L, K)); returns self.
 
         Any array-like (float32/64, integer, ``numpy.memmap``) is read in chunks of ``chunk_rows``
-        rows (:meth:`emms.stats.SufficientStats.from_arrays`): no whole-array float64 copy.
+        rows (:meth:`emms.metrics.stats.SufficientStats.from_arrays`): no whole-array float64 copy.
         """
         self._check_params()
         if self.solver == "official":
@@ -261,7 +261,7 @@ class EMMSStream(MetricStream):
     """EMMS over chunks: :class:`SufficientStats` per chunk (Chan's merge), :meth:`EMMS.fit_stats` at the end.
 
     The chunk statistics accept torch tensors (``on_device``): one computation on any device; with
-    a device, G's eigen-decomposition runs there too (:func:`emms.stats.in_eigenbasis`).
+    a device, G's eigen-decomposition runs there too (:func:`emms.metrics.stats.in_eigenbasis`).
     ``solver="official"`` needs the raw arrays: it does not stream (``accepts``).
     """
 
@@ -292,7 +292,7 @@ class EMMSStream(MetricStream):
         return ScoreResult(float(estimator.score_), np.asarray(estimator.weights_))
 
 
-@register("emms", targets=("flabels",), stream=EMMSStream)
+@register("emms", targets=("flabels",), stream=EMMSStream, estimator=EMMS)
 def emms_score(features: object, f_labels: object, *, solver: str = "exact", score: str = "gcv",
                mixture: str = "per_encoder", tol: float = 1e-10, max_iter: int = 100_000) -> float:
     """EMMS: out-of-sample R² of the best-predicted F-label encoder (GCV ridge; the paper's mixture as an option).

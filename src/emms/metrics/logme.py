@@ -49,7 +49,7 @@ from emms.errors import EmmsWarning, InputError
 from emms.metrics._common import one_hot
 from emms.metrics.protocol import MetricStream, Rows, ScoreResult, Sums
 from emms.metrics.registry import infer_target_kind, register
-from emms.stats import cross_factors, cross_product
+from emms.metrics.stats import cross_factors, cross_product
 
 SOLVERS = ("fixed_point", "icml")
 FLABEL_COMBINES = ("per_encoder", "concatenated")
@@ -214,7 +214,7 @@ def _fit(x: np.ndarray, y: np.ndarray, solver: str, epsilon: float, thuml_rank_q
 
 def _from_stats(gram: np.ndarray, cross: list[np.ndarray], target_sq: np.ndarray, n: int, solver: str,
                 epsilon: float, thuml_rank_quirk: bool) -> LogMEFit:
-    """``cross``: FᵀY as one (D, T) matrix or the factors of :func:`emms.stats.cross_factors`."""
+    """``cross``: FᵀY as one (D, T) matrix or the factors of :func:`emms.metrics.stats.cross_factors`."""
     sigma, vectors = _positive_eigen(gram)
     projections = np.linalg.multi_dot([vectors.T, *cross]) / np.sqrt(sigma)[:, None]
     return _solve(sigma, projections, target_sq, n, gram.shape[0], solver, epsilon, thuml_rank_quirk)

@@ -2,7 +2,7 @@
 
 A metric streams when its module registers it with a ``stream`` class
 (:func:`~emms.metrics.registry.register`); ``MetricInfo.streamable`` derives from that. The
-executors (:mod:`emms.plans` in this process, :mod:`emms.parallel` on Dask, :mod:`emms.backend`
+executors (:mod:`emms.compute.plans` in this process, :mod:`emms.compute.parallel` on Dask, :mod:`emms.compute.backend`
 on a torch device) only run the protocol; what is accumulated and how it becomes a score lives in
 the metric's module::
 

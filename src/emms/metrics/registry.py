@@ -32,13 +32,15 @@ import functools
 import importlib
 import inspect
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from emms.errors import InputError
-from emms.metrics.protocol import MetricStream
+from emms.metrics.protocol import MetricStream, ScoreResult
 
 TARGET_KINDS = ("classes", "multilabel", "real", "flabels")
 #: Feature matrices with N·D² below this are scored on one BLAS/OpenMP thread (BENCHMARKS.md §2).
@@ -59,6 +61,9 @@ class MetricInfo:
     summary: str = ""
     takes_target_kind: bool = False  # the function has a ``target_kind`` parameter (the kind is passed on)
     needs_n_params: bool = False  # it reads the model's parameter count (``n_params=``), not only arrays
+    # A scikit-learn-style class, ``estimator(**options).fit(features, target)``, whose fit holds
+    # ``score_`` and what else the metric tells (``weights_``: EMMS's weight of each F-label encoder).
+    estimator: type | None = field(default=None, repr=False)
 
     @property
     def streamable(self) -> bool:
@@ -81,38 +86,51 @@ class MetricInfo:
 
 _REGISTRY: dict[str, MetricInfo] = {}
 
-# Where each built-in metric is registered: its module under emms.metrics, imported on first use.
-# (The capabilities stay beside each function, in its @register; tests check this index against them.)
-BUILTIN_MODULES: dict[str, str] = {
-    "emms": "emms", "etran": "etran", "gbc": "gbc", "hscore": "hscore", "hscore_reg": "hscore", "knn": "knn",
-    "leep": "leep", "logme": "logme", "logme_flabels": "logme", "nce": "nce", "ncti": "ncti", "nleep": "nleep",
-    "pactran_dirichlet": "pactran", "pactran_gamma": "pactran", "pactran_gauss": "pactran", "parc": "parc",
-    "params": "size", "linear_probe": "probe", "sfda": "sfda", "transrate": "transrate",
-}
+_REGISTER_LINE = re.compile(r'^@register\(\s*"([^"]+)"', re.MULTILINE)
+
+
+@functools.cache
+def builtin_modules() -> dict[str, str]:
+    """Where each built-in metric is registered: ``{name: module under emms.metrics}``.
+
+    Read from the ``@register("name", ...)`` lines of the metric modules, without importing them
+    (registration is lazy: a module is imported the first time one of its metrics is asked for), so
+    the decorators are the one list of built-in metrics.
+    """
+    out: dict[str, str] = {}
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        for name in _REGISTER_LINE.findall(path.read_text(encoding="utf-8")):
+            out[name] = path.stem
+    return out
 
 
 def _load_builtin(name: str) -> None:
     """Import the module that registers built-in metric ``name`` (no-op for unknown names)."""
-    module = BUILTIN_MODULES.get(name)
+    module = builtin_modules().get(name)
     if module is not None and name not in _REGISTRY:
         importlib.import_module(f"emms.metrics.{module}")
 
 
 def _load_all_builtins() -> None:
-    for name in BUILTIN_MODULES:
+    for name in builtin_modules():
         _load_builtin(name)
 
 
 def register(name: str, *, targets: tuple[str, ...], needs_source_probs: bool = False,
              pool_relative: bool = False, randomised: bool = False,
-             stream: type[MetricStream] | None = None) -> Callable:
+             stream: type[MetricStream] | None = None, estimator: type | None = None) -> Callable:
     """Decorator adding a scoring function to the registry under ``name`` (returned unchanged).
 
     ``stream``: the metric's :class:`~emms.metrics.protocol.MetricStream` (it is then streamable).
+    ``estimator``: a class fitted as ``estimator(**options).fit(features, target)`` with the same
+    score as the function in ``score_`` and, when the metric weighs F-label encoders, ``weights_``
+    (:func:`score_result` returns both; per-model metrics without source probabilities only).
     """
     unknown = set(targets) - set(TARGET_KINDS)
     if unknown:
         raise ValueError(f"register({name!r}): unknown target kinds {sorted(unknown)}")
+    if estimator is not None and (pool_relative or needs_source_probs):
+        raise ValueError(f"register({name!r}): an estimator is for per-model metrics without source probabilities")
 
     def decorator(fn: Callable) -> Callable:
         if name in _REGISTRY:
@@ -120,7 +138,7 @@ def register(name: str, *, targets: tuple[str, ...], needs_source_probs: bool = 
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         _REGISTRY[name] = MetricInfo(name=name, function=fn, targets=frozenset(targets),
                                      needs_source_probs=needs_source_probs, pool_relative=pool_relative,
-                                     randomised=randomised, stream=stream, summary=summary,
+                                     randomised=randomised, stream=stream, estimator=estimator, summary=summary,
                                      takes_target_kind="target_kind" in inspect.signature(fn).parameters,
                                      needs_n_params="n_params" in inspect.signature(fn).parameters)
         return fn
@@ -134,7 +152,7 @@ def get_metric(name: str) -> MetricInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        known = sorted(set(_REGISTRY) | set(BUILTIN_MODULES))
+        known = sorted(set(_REGISTRY) | set(builtin_modules()))
         raise InputError(f"metric: unknown metric {name!r}; known metrics: {', '.join(known)}") from None
 
 
@@ -215,6 +233,22 @@ def score(features: object, target: object, metric: str = "emms", *, source_prob
         raise InputError(f"source_probs: metric {metric!r} does not use source probabilities")
     with blas_limit(features):
         return float(info.function(features, target, **options))
+
+
+def score_result(features: object, target: object, metric: str = "emms", *, source_probs: object = None,
+                 target_kind: str | None = None, **options) -> ScoreResult:
+    """:func:`score` with what the metric tells beside its score: a metric registered with an
+    ``estimator`` is fitted through it and its ``weights_`` come back too (else ``weights`` is None)."""
+    info = get_metric(metric)
+    if info.estimator is None:
+        return ScoreResult(score(features, target, metric, source_probs=source_probs, target_kind=target_kind, **options))
+    check_target_kind(info, target, target_kind)
+    if source_probs is not None:
+        raise InputError(f"source_probs: metric {metric!r} does not use source probabilities")
+    with blas_limit(features):
+        fitted = info.estimator(**options).fit(features, target)
+    weights = getattr(fitted, "weights_", None)
+    return ScoreResult(float(fitted.score_), None if weights is None else np.asarray(weights, dtype=float))
 
 
 def score_pool(features_by_model: Mapping[str, object], target: object, metric: str = "emms", *,

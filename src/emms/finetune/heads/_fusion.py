@@ -1,7 +1,7 @@
 """Image + text fusion shared by the VQA and referring heads, and the fixed text encoder they use.
 
 The text (question or referring expression) is embedded once by a fixed, packaged offline text
-encoder (default ``minilm-l6``, :mod:`emms.embedders`) and is not fine-tuned; the head fuses it
+encoder (default ``minilm-l6``, :mod:`emms.flabels`) and is not fine-tuned; the head fuses it
 with the backbone's pooled image features: ``v = relu(Wv x)``, ``q = relu(Wq e)``, then an MLP on
 ``[v, q, v * q]`` (concatenation plus the element-wise product, as in simple VQA baselines).
 """
@@ -33,8 +33,8 @@ class FusionMLP(nn.Module):
 
 def text_embeddings(texts: Sequence[str], encoder: str = DEFAULT_TEXT_ENCODER, store=None) -> np.ndarray:  # noqa: ANN001
     """(n, dim) float32 embeddings of ``texts`` by the fixed encoder; each distinct text embedded once
-    (through ``store``, an :class:`emms.store.Store`, when given)."""
-    from emms.embedders import embed_texts, load_encoder
+    (through ``store``, an :class:`emms.compute.store.Store`, when given)."""
+    from emms.flabels import embed_texts, load_encoder
 
     unique, index = np.unique(np.asarray([str(t) for t in texts], dtype=object), return_inverse=True)
     return np.asarray(embed_texts(load_encoder(encoder), unique.tolist(), store=store), dtype=np.float32)[index]

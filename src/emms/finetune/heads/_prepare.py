@@ -6,7 +6,7 @@
   array holding per image the tuple of its captions;
 * vqa: a :func:`~emms.finetune.heads.vqa.row_table` of question embeddings (fixed text encoder) and
   answer ids (vocabulary ``data.class_names`` or the sorted answers);
-* referring: a row table of expression embeddings and normalised boxes (``emms.labels.native_target``).
+* referring: a row table of expression embeddings and normalised boxes (``emms.flabels.native_target``).
 
 Every targets value is an array with one row per input, so ``len`` and fancy indexing apply.
 """
@@ -18,8 +18,8 @@ import numpy as np
 from emms.errors import InputError
 from emms.finetune.heads._fusion import DEFAULT_TEXT_ENCODER, text_embeddings
 from emms.finetune.heads.vqa import row_table
-from emms.labels import native_target
-from emms.labels._common import as_label_frame, text_column
+from emms.flabels.kinds import native_target
+from emms.flabels.kinds._common import as_label_frame, text_column
 
 #: The kinds :func:`prepare` handles (each has a head in emms.finetune.heads).
 KINDS = ("classification", "captioning", "vqa", "referring", "text_qa")

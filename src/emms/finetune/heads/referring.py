@@ -3,7 +3,7 @@ acc@IoU>=0.5 and mean IoU.
 
 Targets: a structured array (:func:`emms.finetune.heads.vqa.row_table`) with ``expression``, the (E,)
 embedding (:func:`emms.finetune.heads._fusion.text_embeddings`, not fine-tuned), and ``box``, the
-normalised (x1, y1, x2, y2) in [0, 1] (``emms.labels.native_target``).
+normalised (x1, y1, x2, y2) in [0, 1] (``emms.flabels.native_target``).
 
 Head (:class:`SpatialReferring`, ``needs_feature_map``: it reads the backbone's last map F (B, C, H, W),
 not the pooled vector, so where a garment is survives). Cell n has features f_n (C,) and normalised
