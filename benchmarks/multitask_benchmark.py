@@ -142,7 +142,7 @@ def write_truth(show: bool = True) -> None:
 
 
 def text_extractor(name: str):  # noqa: ANN201 - a frozen text candidate as a FeatureExtractor
-    from emms.finetune.text_backbones import frozen_extractor
+    from emms.finetune.backbones import frozen_extractor
 
     return frozen_extractor(name)  # what emms.select scores for the text candidates
 

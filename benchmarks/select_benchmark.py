@@ -143,7 +143,7 @@ def text_replays(runs_dir: Path = DATA / "multitask_runs") -> dict[int, CpuRepla
 
 def text_target(lines: list[str], rng: np.random.Generator) -> list[dict]:
     """C: the text-QA budget curve; each seed's curves are raced, the truth is the *other* seed's test accuracy."""
-    from emms.finetune.text_backbones import frozen_extractor
+    from emms.finetune.backbones import frozen_extractor
     from emms.models import parameter_count
 
     replays = text_replays()

@@ -243,8 +243,8 @@ def _text_candidate(model: str) -> bool:
 def _frozen_candidate(model: str):  # noqa: ANN202 - a spec string or a feature extractor
     """What :func:`emms.rank` scores for a fine-tunable model: the same network at the same size
     (a packaged backbone's ``builtin:`` spec; a text candidate's own network, named ``model``)."""
-    from emms.finetune.backbones import parse_model
-    from emms.finetune.text_backbones import TEXT_BACKBONES, frozen_extractor
+    from emms.finetune.backbones import frozen_extractor, parse_model
+    from emms.finetune.text_backbones import TEXT_BACKBONES
 
     name, pretrained, options = parse_model(model)
     if name in TEXT_BACKBONES:

@@ -7,7 +7,9 @@
 * :mod:`emms.finetune.grid` — the (target, model, lr, seed) grid on parallel workers and the
   fine-tuned truth (:func:`run_grid`, :func:`aggregate_truth`).
 * :mod:`emms.finetune.data` — :class:`FinetuneData`: a target's train / val / test splits.
-* :mod:`emms.finetune.backbones` — which models can be fine-tuned and how they are built.
+* :mod:`emms.finetune.backbones` — which models can be fine-tuned and how they are built (image
+  backbones here, text candidates in :mod:`emms.finetune.text_backbones`; both return a
+  :class:`~emms.finetune.trainable.Backbone`).
 * :mod:`emms.finetune.heads` — the :class:`~emms.finetune.heads.TaskHead` interface, one head per task
   kind: ``heads/classification.py`` is the model to copy; add ``heads/<kind>.py`` and one line in
   ``heads.HEAD_MODULES`` for another kind (the module docstring says what the core calls, when).

@@ -4,7 +4,8 @@ Names: a packaged backbone ``NAME`` or ``builtin:NAME[?image_size=..&pretrained=
 ``NAME_random`` is ``NAME`` randomly initialised (seed 0). Precomputed features (``file:``), ONNX
 encoders and hub models have no fine-tuning path here: :func:`load_backbone` refuses them with an
 InputError naming the model. Text candidates for text QA (``minilm_l6``, ``minilm_l6_layer3``,
-``minilm_l6_layer1``, each also ``_random``) come from :mod:`emms.finetune.text_backbones`.
+``minilm_l6_layer1``, each also ``_random``) come from :mod:`emms.finetune.text_backbones`; both build a
+:class:`~emms.finetune.trainable.Backbone`.
 
 Heads that set ``needs_feature_map`` (the referring head) get the image backbone's last spatial map
 instead of its pooled vector: ``load_backbone(..., feature_map=True)`` returns the same network cut
@@ -16,37 +17,18 @@ flattened map, stops at ``prelu4``, 128 x 3 x 3 at 48 px). Text backbones have n
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
 from emms.errors import InputError
 from emms.finetune.text_backbones import TEXT_BACKBONES, text_backbone
+from emms.finetune.trainable import Backbone
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
 RANDOM_SUFFIX = "_random"
-
-
-@dataclass
-class Backbone:
-    """A trainable feature network: ``module(encode(inputs)) -> (n, feature_dim)``, or with
-    ``feature_map`` the spatial map ``(n, feature_dim, H, W)``.
-
-    ``encode`` turns a split's raw inputs into one tensor on the CPU (rows first), done once per run;
-    ``is_image`` says whether left-right flips apply; ``n_params`` counts the module's parameters.
-    """
-
-    module: nn.Module
-    feature_dim: int
-    encode: Callable[[object], torch.Tensor]
-    is_image: bool
-    image_size_used: int | None
-    n_params: int
-    feature_map: bool = False
 
 
 def parse_model(name: str) -> tuple[str, bool, dict]:
@@ -146,3 +128,26 @@ def _extract_features_class() -> type:
             return self.net.extract_features(x)
 
     return ExtractFeatures
+
+
+def frozen_extractor(model: str):  # noqa: ANN201 - emms.models.extractors.CallableExtractor
+    """Text candidate ``model`` (a name :func:`parse_model` accepts) as a frozen
+    feature extractor for :func:`emms.rank`: the very network a run starts from, in eval mode, named
+    ``model`` (its ``module`` is there, so the size prior ``params`` counts it)."""
+    import torch
+
+    from emms.models import from_callable
+
+    name, pretrained, options = parse_model(model)
+    seed = int(options.get("seed", 0))
+    backbone = text_backbone(name, pretrained, seed=seed)
+    backbone.module.eval()
+
+    def features(batch: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            return backbone.module(backbone.encode(batch))
+
+    extractor = from_callable(features, modality="text",
+                              identity=f"finetune-text:{name}" + ("" if pretrained else f"_random?seed={seed}"))
+    extractor.name, extractor.module = model, backbone.module
+    return extractor

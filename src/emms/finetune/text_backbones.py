@@ -23,14 +23,14 @@ TEXT_BACKBONES: dict[str, int] = {"minilm_l6": 6, "minilm_l6_layer3": 3, "minilm
 MAX_TOKENS = 128
 
 
-def text_backbone(name: str, pretrained: bool, seed: int = 0):  # noqa: ANN201 - emms.finetune.backbones.Backbone
-    """The :class:`~emms.finetune.backbones.Backbone` of text candidate ``name`` (a key of :data:`TEXT_BACKBONES`)."""
+def text_backbone(name: str, pretrained: bool, seed: int = 0):  # noqa: ANN201 - emms.finetune.trainable.Backbone
+    """The :class:`~emms.finetune.trainable.Backbone` of text candidate ``name`` (a key of :data:`TEXT_BACKBONES`)."""
     import torch
     from torch import nn
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     from emms.flabels.encoders.sentence import packaged_minilm_path
-    from emms.finetune.backbones import Backbone
+    from emms.finetune.trainable import Backbone
 
     path = packaged_minilm_path()
     if pretrained:
@@ -63,27 +63,3 @@ def text_backbone(name: str, pretrained: bool, seed: int = 0):  # noqa: ANN201 -
     module = MeanPooled()
     return Backbone(module=module, feature_dim=int(model.config.hidden_size), encode=encode, is_image=False,
                     image_size_used=None, n_params=sum(p.numel() for p in module.parameters()))
-
-
-def frozen_extractor(model: str):  # noqa: ANN201 - emms.models.extractors.CallableExtractor
-    """Text candidate ``model`` (a name :func:`emms.finetune.backbones.parse_model` accepts) as a frozen
-    feature extractor for :func:`emms.rank`: the very network a run starts from, in eval mode, named
-    ``model`` (its ``module`` is there, so the size prior ``params`` counts it)."""
-    import torch
-
-    from emms.finetune.backbones import parse_model
-    from emms.models import from_callable
-
-    name, pretrained, options = parse_model(model)
-    seed = int(options.get("seed", 0))
-    backbone = text_backbone(name, pretrained, seed=seed)
-    backbone.module.eval()
-
-    def features(batch: list[str]) -> torch.Tensor:
-        with torch.no_grad():
-            return backbone.module(backbone.encode(batch))
-
-    extractor = from_callable(features, modality="text",
-                              identity=f"finetune-text:{name}" + ("" if pretrained else f"_random?seed={seed}"))
-    extractor.name, extractor.module = model, backbone.module
-    return extractor
