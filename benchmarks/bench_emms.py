@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_info
 
 from emms import EMMS
 from emms.metrics._simplex import sparsemax
-from emms.metrics.emms import _encoder_r2, _Spectrum
+from emms.metrics._emms_spectrum import Spectrum, encoder_r2
 from emms.metrics.logme import logme_flabels
 from emms.metrics.stats import SufficientStats
 
@@ -107,11 +107,11 @@ def stage_seconds(x: np.ndarray, z: list[np.ndarray], repeats: int) -> list[floa
     """Median time of each stage of ``EMMS().fit``: statistics (incl. validation), standardise, spectrum, λ search."""
     stats = SufficientStats.from_arrays(x, z)
     standard = stats.standardised(labels="blocks")
-    spectrum = _Spectrum(standard)
+    spectrum = Spectrum(standard)
     t, _ = interleaved_medians({"stats": lambda: SufficientStats.from_arrays(x, z),
                                 "standardise": lambda: stats.standardised(labels="blocks"),
-                                "spectrum": lambda: _Spectrum(standard),
-                                "search": lambda: _encoder_r2(spectrum, gcv=True)}, repeats)
+                                "spectrum": lambda: Spectrum(standard),
+                                "search": lambda: encoder_r2(spectrum, gcv=True)}, repeats)
     return list(t.values())
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from emms import EMMS, EmmsWarning, InputError
-from emms.metrics.stats import SufficientStats, cross_factors, cross_product
+from emms.metrics._products import cross_factors, cross_product
+from emms.metrics.stats import SufficientStats
 
 
 def _data(seed: int = 0, n: int = 211, d: int = 9, widths=(5, 3, 5), offset: float = 0.0):

@@ -49,7 +49,7 @@ from emms.errors import EmmsWarning, InputError
 from emms.metrics._common import one_hot
 from emms.metrics.protocol import MetricStream, Rows, ScoreResult, Sums
 from emms.metrics.registry import infer_target_kind, register
-from emms.metrics.stats import cross_factors, cross_product
+from emms.metrics._products import cross_factors, cross_product
 
 SOLVERS = ("fixed_point", "icml")
 FLABEL_COMBINES = ("per_encoder", "concatenated")
