@@ -34,9 +34,12 @@ DATA = ROOT / "data"
 RUNS = DATA / "multitask_runs"
 SIZES = {"train": 300, "val": 100, "test": 200}
 IMAGE_KINDS = ("captioning", "vqa", "referring")
-#: Image candidates: 6 packaged backbones + the random MobileNetV2 (the cheaper 7 of the 10; see BENCHMARKS.md).
+#: Image candidates: the 9 packaged backbones + the random MobileNetV2 (the 3 most expensive last).
 IMAGE_MODELS = ("mnv2_imagenet", "mnv2_keras_dogs", "efflite0_imagenet", "effb0_photo_vs_drawing",
-                "ocrvgg_easyocr", "onet_mtcnn", "mnv2_imagenet_random")
+                "ocrvgg_easyocr", "onet_mtcnn", "mnv2_imagenet_random", "efflite1_imagenet", "efflite2_imagenet",
+                "vgg16bn_craft")
+#: A kind is evaluated on the candidates whose grid is complete, once there are at least this many.
+MIN_EVALUATED = 4
 TEXT_MODELS = ("minilm_l6_layer1", "minilm_l6_layer3", "minilm_l6", "minilm_l6_random")
 #: Per kind: (epochs, batch size, peak lr); calibrated on CPU (BENCHMARKS.md §13). Referring needs
 #: more optimisation steps than 300 canvases give at batch 64, hence batch 16, and 15 epochs with the
@@ -274,20 +277,22 @@ def report(n_resamples: int) -> str:
     truth = pd.read_csv(DATA / "multitask_truth.csv") if (DATA / "multitask_truth.csv").is_file() else pd.DataFrame(
         columns=["target", "model", "value", "value_std", "n_seeds", "metric"])
     complete = truth[truth.n_seeds >= len(SEEDS)]
-    kinds = [t for t in sorted(complete.target.unique())  # every candidate of the kind has its full truth
-             if not scores[scores.target == t].empty
-             and set(complete[complete.target == t].model) >= set(models_of(t.removeprefix("mt-")))]
+    done = {t: sorted(set(complete[complete.target == t].model) & set(scores[scores.target == t].model)
+                      & set(models_of(t.removeprefix("mt-")))) for t in sorted(complete.target.unique())}
+    kinds = [t for t, models in done.items() if len(models) >= MIN_EVALUATED]  # candidates with their full truth
     if not kinds:
         return "\n".join(lines + ["No kind's grid has finished: no correlations yet.", ""])
-    corr = evaluate_scores(scores[scores.target.isin(kinds)], complete[complete.target.isin(kinds)], n_resamples=n_resamples)
+    evaluated = pd.concat([scores[(scores.target == t) & scores.model.isin(done[t])] for t in kinds])
+    corr = evaluate_scores(evaluated, complete[complete.target.isin(kinds)], n_resamples=n_resamples)
     corr.to_csv(DATA / "multitask_correlations.csv", index=False, float_format="%.6g")
     rng = np.random.default_rng(0)
     for kind in kinds:
-        part = complete[complete.target == kind].sort_values("value", ascending=False)
+        part = complete[(complete.target == kind) & complete.model.isin(done[kind])].sort_values("value", ascending=False)
         sem = (part.value_std / np.sqrt(part.n_seeds)).to_numpy()
         ceiling = np.mean([weighted_tau(part.value.to_numpy(), part.value.to_numpy() + rng.normal(0, sem), variant="symmetric")
                            for _ in range(2000)])
-        lines += [f"#### {kind}: truth = mean test {part.metric.iloc[0]} over {int(part.n_seeds.min())} seeds "
+        lines += [f"#### {kind}: truth = mean test {part.metric.iloc[0]} over {int(part.n_seeds.min())} seeds, "
+                  f"{len(part)} of {len(models_of(kind.removeprefix('mt-')))} candidates "
                   f"(noise ceiling of weighted τ: {ceiling:.2f})", "",
                   "| model | truth ± seed sd | emms | logme_flabels |", "|---|---:|---:|---:|"]
         wide = scores[scores.target == kind].pivot_table(index="model", columns="metric", values="score")
