@@ -36,7 +36,7 @@ import pandas as pd
 
 from emms.evaluate import regret_at_k, top1_hit, weighted_tau
 from emms.finetune import FinetuneProtocol
-from emms.finetune.race import (RecordTrainer, plan_race, plan_screen, predict, recall_order, run_race,
+from emms.finetune.race import (RecordTrainer, plan_race, plan_screen, predict, recall_order, rung_epochs, run_race,
                                 screen_data, screen_protocol, screen_ranking, view_at)
 
 ROOT = Path(__file__).resolve().parent
@@ -255,7 +255,7 @@ def race_curve(replay: CpuReplay, frozen: dict[str, dict[str, float]], truth: di
 
 def screened_curve(replay: CpuReplay | None, screens: CpuReplay, frozen: dict[str, dict[str, float]],
                    truth: dict[str, float], label: str, recall: tuple[str, ...] = ("emms", "params"),
-                   merge: str = "raced", full_costs: dict[str, float] | None = None) -> list[dict]:
+                   merge: str = "raced", full_costs: dict[str, float] | None = None, fuse: bool = True) -> list[dict]:
     """D: the screen, then the race on what is left, at each budget, as :func:`emms.select` runs them: the
     candidates screened in recall order as far as the budget allows (fewer than 2: refused), the race
     entering in the screen's order with the budget left (none fits: the screen's answer, status
@@ -272,6 +272,21 @@ def screened_curve(replay: CpuReplay | None, screens: CpuReplay, frozen: dict[st
     rows = []
     for budget in BUDGETS:
         limit = budget * grid
+        try:  # as emms.select: no screen when the race alone enters everyone with the whole ladder
+            alone = plan_race(order, dict(full), epochs, limit)
+            skip = len(alone.entrants) == len(order) and alone.rungs == rung_epochs(epochs)
+        except InputError:
+            skip = False
+        if skip and replay is not None:
+            result = run_race(alone, replay, dict(full), epochs, limit)
+            table = predict(result.records, epochs)
+            finished = list(table[table.complete.astype(bool)].model)
+            ranking = [*table.model, *[m for m in order if m not in set(table.model)]]
+            scores = {m: float(len(ranking) - i) for i, m in enumerate(ranking)}
+            rows.append({"method": label, "budget": budget, "spent": result.spent_seconds / grid,
+                         "entrants": len(result.records), "screened": 0, "status": "raced (screen skipped)",
+                         **statistics(scores, truth, finished[0] if finished else ranking[0])})
+            continue
         try:
             screened = plan_screen(order, screen_cost, limit, grid)
         except InputError as exc:
@@ -279,7 +294,7 @@ def screened_curve(replay: CpuReplay | None, screens: CpuReplay, frozen: dict[st
             continue
         records = {m: screens.records[m] for m in screened}
         spent_screen = sum(screen_cost[m] for m in screened)
-        race_order = screen_ranking(records, order)
+        race_order = screen_ranking(records, order, fuse=fuse)
         try:
             plan = plan_race(race_order, dict(full), epochs, limit - spent_screen)
         except InputError:
@@ -359,24 +374,29 @@ def screen_section(runs_dir: Path, replays: dict[str, CpuReplay], truth_table: p
         screens = screen_replays(runs_dir, fraction, TARGETS)
         for target, screen in screens.items():
             truth = truth_table[truth_table.target == target].set_index("model").value.to_dict()
-            ranking = screen_ranking(screen.records, list(MODELS))
+            frozen = {metric: g.set_index("model").score.to_dict()
+                      for metric, g in scores[scores.target == target].groupby("metric")}
+            frozen["params"] = {m: float(v) for m, v in sizes.items()}
+            ranking = screen_ranking(screen.records, list(MODELS), fuse=False)
             alone = statistics({m: float(len(ranking) - i) for i, m in enumerate(ranking)}, truth)
+            fused = screen_ranking(screen.records, recall_order(frozen, list(MODELS), ("emms", "params")))
+            fused = statistics({m: float(len(fused) - i) for i, m in enumerate(fused)}, truth)
             cost = sum(r["seconds"] for r in screen.records.values())
             grid = sum(r["seconds"] for r in replays[target].records.values()) if target in replays else np.nan
             rows.append({"target": target, "method": f"screen {fraction:g} alone (all 10)", "budget": np.nan,
                          "spent": cost / grid, "screen_cpu_seconds": cost, "screened": len(ranking), **alone})
-            frozen = {metric: g.set_index("model").score.to_dict()
-                      for metric, g in scores[scores.target == target].groupby("metric")}
-            frozen["params"] = {m: float(v) for m, v in sizes.items()}
-            if target in replays:
-                curve = screened_curve(replays[target], screen, frozen, truth, f"screen {fraction:g} + race")
-            elif replays:  # no full runs: the grid's cost from the replayed targets' (same image counts)
+            rows.append({"target": target, "method": f"screen {fraction:g} fused with recall (all 10)", "budget": np.nan,
+                         "spent": cost / grid, "screen_cpu_seconds": cost, "screened": len(ranking), **fused})
+            curve = []
+            proxy = None
+            if target not in replays and replays:  # no full runs: the grid's cost from the replayed targets'
                 proxy = {m: float(np.mean([r.records[m]["seconds"] for r in replays.values()])) for m in MODELS}
-                rows[-1]["spent"] = cost / sum(proxy.values())
-                rows[-1]["note"] = "grid cost: mean of the replayed targets' (no full runs here)"
-                curve = screened_curve(None, screen, frozen, truth, f"screen {fraction:g} + race", full_costs=proxy)
-            else:
-                curve = []
+                for row in rows[-2:]:
+                    row["spent"] = cost / sum(proxy.values())
+                    row["note"] = "grid cost: mean of the replayed targets' (no full runs here)"
+            if target in replays or proxy is not None:
+                for fuse, label in ((True, f"screen {fraction:g} + race"), (False, f"screen {fraction:g} unfused + race")):
+                    curve += screened_curve(replays.get(target), screen, frozen, truth, label, full_costs=proxy, fuse=fuse)
             rows += [{"target": target, **row} for row in curve]
     if not rows:
         return ["#### D. Screen: no screen records under " + str(runs_dir / "screen"), ""]
@@ -416,12 +436,14 @@ def screen_section(runs_dir: Path, replays: dict[str, CpuReplay], truth_table: p
                 cells.append(f"{h.wtau.mean():+.2f} / {h.wtau_truth.mean():+.2f} / {h.top1.sum():.2g}/{len(h)} / "
                              f"{h.regret1.mean():.3f}{spent}")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        free = pd.DataFrame([r for r in free_rows if r["target"] in both]).groupby("method").mean(numeric_only=True)
-        for method in ("params", "nleep", "emms"):
-            if method in free.index:
-                r = free.loc[method]
-                lines.append(f"| free: {method} (any budget) | {r.wtau:+.2f} / {r.wtau_truth:+.2f} / "
-                             f"{r.top1 * len(both):.0f}/{len(both)} / {r.regret1:.3f} |" + " |" * (mixed.budget.nunique() - 1))
+        for group in (both, sorted(set(table.target))):
+            free = pd.DataFrame([r for r in free_rows if r["target"] in group]).groupby("method").mean(numeric_only=True)
+            for method in ("params", "nleep", "emms"):
+                if method in free.index:
+                    r = free.loc[method]
+                    lines.append(f"| free: {method} ({', '.join(group)}) | {r.wtau:+.2f} / {r.wtau_truth:+.2f} / "
+                                 f"{r.top1 * len(group):.0f}/{len(group)} / {r.regret1:.3f} |"
+                                 + " |" * (mixed.budget.nunique() - 1))
     return [*lines, ""]
 
 

@@ -125,7 +125,11 @@ def test_the_screen_takes_what_fits_in_recall_order_and_orders_the_race():
     with pytest.raises(InputError, match="budget: too small to train anything: the screen of the first two"):
         plan_screen(order, cost, 6.9, 100.0)
     records = {"a": {"val_score": 0.5}, "b": {"val_score": 0.7}, "c": {"val_score": 0.5}}
-    assert screen_ranking(records, order) == ["b", "a", "c", "d"]  # ties keep recall order; unscreened last
+    assert screen_ranking(records, order, fuse=False) == ["b", "a", "c", "d"]  # ties: recall order; unscreened last
+    assert screen_ranking(records, order) == ["b", "a", "c", "d"]
+    late = {"a": {"val_score": 0.1}, "b": {"val_score": 0.9}, "c": {"val_score": 0.8}}  # a: first by recall, last screened
+    assert screen_ranking(late, order, fuse=False) == ["b", "c", "a", "d"]
+    assert screen_ranking(late, order) == ["b", "a", "c", "d"]  # Borda: b 0+1, a 2+0, c 1+2
 
 
 def test_screen_data_is_a_stratified_share_with_its_own_key():
@@ -269,13 +273,13 @@ def test_the_screen_is_recorded_apart_counted_and_replayed(tiny_select):
     files = sorted((out_dir / "screen" / "runs").rglob("*.json"))
     assert len(files) == 2  # its own records, next to (never mixed with) the full runs
     record = json.loads(files[0].read_text())
-    assert record["target"].endswith("@screen0.25") and record["protocol"]["epochs"] == 1
-    assert record["n_train"] == 60 and record["n_val"] == 60 and record["complete"]
+    assert record["target"].endswith("@screen0.1") and record["protocol"]["epochs"] == 1
+    assert record["n_train"] == 24 and record["n_val"] == 60 and record["complete"]  # 0.1 of the 240 train rows
     cost = first.cost
     assert cost["screen_seconds"] == pytest.approx(sum(json.loads(p.read_text())["seconds"] for p in files))
     assert cost["spent_seconds"] == pytest.approx(cost["probe_seconds"] + cost["screen_seconds"] + cost["race_seconds"])
     assert first.history[0]["rung"] == "screen" and first.table["screen"].notna().all()
-    assert first.meta["screen"]["screened"] and first.meta["screen"]["n_train"] == 60
+    assert first.meta["screen"]["screened"] and first.meta["screen"]["n_train"] == 24
     # the rerun replays the screen too: nothing trained, the same screen scores and cost
     assert again.cost["trained_seconds"] == 0 and again.cost["screen_seconds"] == cost["screen_seconds"]
     assert list(again.table["screen"]) == list(first.table["screen"])
@@ -290,7 +294,7 @@ def _budgets(out_dir, kwargs):  # noqa: ANN001, ANN202
     probes = json.loads(costs.read_text())
     grid = sum(p["full_seconds"] for p in probes.values())
     probe = sum(p["probe_seconds"] for p in probes.values())
-    screen = sum(_screen_seconds(p, 60, 60) for p in probes.values())
+    screen = sum(_screen_seconds(p, 24, 60) for p in probes.values())
     rung = grid / kwargs["protocol"].epochs
     return costs, grid, probe, screen, rung
 

@@ -131,7 +131,7 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
             briefly with a schedule of its own: one epoch, its own one-cycle, batch
             :data:`~emms.finetune.race.SCREEN_BATCH_SIZE`, on this fraction of the train split
             (stratified), judged on the same validation split; the race takes the candidates in the
-            screen's order. When the budget affords only the screen, the answer is the screen's
+            screen's order (screen rank + recall rank, :func:`emms.finetune.race.screen_ranking`). When the budget affords only the screen, the answer is the screen's
             (status ``screened``). None or 0: no screen (the race enters in recall order).
         out_dir: where run records and checkpoints go (default: ``<cache>/select/<split fingerprint>``);
             re-running the same call resumes.
@@ -208,6 +208,9 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     head = head_class(task_data.task)(split)
 
     screen_records, screen_trainer, race_order = {}, None, order
+    if screen is not None and budget_fraction is not None and _races_everything(order, full, protocol.epochs, left, eta):
+        say("screen: skipped, the budget races every candidate through the whole ladder without it")
+        screen = None
     if screen is not None:
         s_data, s_protocol = screen_data(split, screen, seed), screen_protocol(protocol)
         s_estimate = {m: _screen_seconds(probes[m], len(s_data.train[1]), n_val) for m in models}
@@ -268,9 +271,9 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     notes = ["intervals: validation sampling (95 %) plus, for stopped runs, the spread of the finished runs' "
              "remaining gains; seed-to-seed variation is not included"]
     if screen is not None:
-        notes.append(f"screen: one epoch of its own schedule on {screen:g} of the train split per candidate; its score "
-                     "orders the race and ranks the models the race did not train, and is not a prediction of the "
-                     "fine-tuned score")
+        notes.append(f"screen: one epoch of its own schedule on {screen:g} of the train split per candidate; its "
+                     "rank, fused with the recall rank, orders the race and ranks the models the race did not train; "
+                     "its score is not a prediction of the fine-tuned score")
     if not len(result.records):
         notes.append("the budget afforded only the screen: the recommendation is the screen's best model, with no "
                      "full fine-tuning behind it")
@@ -353,6 +356,17 @@ def _probe_costs(split, models: list[str], protocol, device: str, out_dir: Path,
     return {m: cached[m] for m in models}
 
 
+def _races_everything(order: list[str], full: dict[str, float], epochs: int, budget_seconds: float, eta: int) -> bool:
+    """Whether the race alone enters every candidate with every rung within ``budget_seconds``."""
+    from emms.finetune.race import plan_race, rung_epochs
+
+    try:
+        plan = plan_race(order, dict(full), epochs, budget_seconds, eta)
+    except InputError:
+        return False
+    return len(plan.entrants) == len(order) and plan.rungs == rung_epochs(epochs)
+
+
 def _screen_seconds(probe: dict, n_train: int, n_val: int) -> float:
     """A screen run's cost from a model's timing probe: build, encoding, one epoch over ``n_train``
     rows and one validation (older probe caches without the parts: a quarter of an epoch plus setup)."""
@@ -364,7 +378,7 @@ def _screen_seconds(probe: dict, n_train: int, n_val: int) -> float:
 
 def _table(predicted: pd.DataFrame, models: list[str], order: list[str], scores: dict, records: dict,
            epochs: int, screen_records: dict | None = None, standard_error=None) -> pd.DataFrame:  # noqa: ANN001
-    """Raced models by prediction, then screened-only ones by screen score, then the rest in recall order."""
+    """Raced models by prediction, then screened-only ones in the screen's (fused) order, then the rest in recall order."""
     from emms.finetune.heads import proportion_standard_error
     from emms.finetune.race import Z_95, screen_ranking
 

@@ -35,7 +35,7 @@ def select(
     image_size: int = typer.Option(64, "--image-size", help="Training resolution (fixed-size nets use their own)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     eta: int = typer.Option(2, "--eta", help="Halving factor: keep the best 1/eta at each rung."),
-    screen: float = typer.Option(0.25, "--screen", help="Screen before the race: one short run per candidate (one epoch "
+    screen: float = typer.Option(0.1, "--screen", help="Screen before the race: one short run per candidate (one epoch "
                                  "of its own one-cycle, batch 32) on this fraction of the train split; its scores order "
                                  "the race; 0 = no screen (docs/select.md)."),
     out_dir: Path | None = typer.Option(None, "--out-dir", help="Run records and checkpoints (default: in the cache); "

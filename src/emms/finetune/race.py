@@ -2,6 +2,10 @@
 
 Rule (measured in BENCHMARKS.md "select"; docs/select.md says why):
 
+* **Screen** (before the race; :func:`screen_data`, :func:`screen_protocol`, :func:`plan_screen`,
+  :func:`screen_ranking`): each candidate, in recall order as far as the budget allows, is fine-tuned
+  one epoch with its own one-cycle schedule on a stratified share of the train split, judged on the
+  same validation split; the race's entrants then come in the screen's order.
 * **Rungs** at epochs 1, 2, 4, ... up to the protocol's last epoch (doubling, the last one always
   included). A run promoted from one rung to the next *continues* (:func:`emms.finetune.finetune_run`
   with a checkpoint): the one-cycle schedule is the full protocol's, so a model that reaches the last
@@ -280,7 +284,7 @@ def _refresh_estimate(full_seconds: dict[str, float], model: str, record: dict, 
 
 #: Share of the train split a screen run trains on (stratified for classification), one epoch with
 #: its own one-cycle schedule; chosen by measurement (docs/select.md, BENCHMARKS.md §11 D).
-SCREEN_FRACTION = 0.25
+SCREEN_FRACTION = 0.1
 #: Batch size of a screen run (at most the protocol's): more optimiser steps for the same images.
 SCREEN_BATCH_SIZE = 32
 
@@ -340,8 +344,18 @@ def plan_screen(order: Sequence[str], screen_seconds: dict[str, float], budget_s
     return chosen
 
 
-def screen_ranking(records: dict[str, dict], order: Sequence[str]) -> list[str]:
-    """The screened models best first by screen validation score (ties: recall order), then the
-    unscreened ones in ``order``."""
-    screened = sorted(records, key=lambda m: (-float(records[m]["val_score"]), list(order).index(m)))
-    return screened + [m for m in order if m not in records]
+def screen_ranking(records: dict[str, dict], order: Sequence[str], *, fuse: bool = True) -> list[str]:
+    """The screened models best first, then the unscreened ones in ``order`` (the recall order).
+
+    ``fuse`` (the default): the screened models are ordered by the sum of their rank by screen score
+    and their rank in ``order`` among them (a Borda count of the two judges; ties: the better screen
+    score first). A one-epoch screen on a share of the data under-rates backbones that adapt slowly
+    (on the benchmark: the EfficientNets) and the frozen recall misses how a backbone adapts; fused,
+    they beat either alone (BENCHMARKS.md §11 D). ``fuse=False``: by screen score alone (ties: recall
+    order)."""
+    order = list(order)
+    by_screen = sorted(records, key=lambda m: (-float(records[m]["val_score"]), order.index(m)))
+    if fuse:
+        by_recall = sorted(records, key=order.index)
+        by_screen = sorted(by_screen, key=lambda m: (by_screen.index(m) + by_recall.index(m), by_screen.index(m)))
+    return by_screen + [m for m in order if m not in records]
