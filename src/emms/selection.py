@@ -39,8 +39,9 @@ class Selection:
     score of the full protocol), ``screen``, ``screen_low``, ``screen_high`` (validation score of
     the screen run and its sampling interval: a score of the screen's own short schedule, not a
     prediction of the fine-tuned one), ``seconds`` (fine-tuning cost, screen included),
-    ``recall_rank`` and one ``frozen:<metric>`` column per frozen score. ``recommended``: the model to use. ``cost``: seconds spent (fine-tuning
-    + timing probes, reused records included), the full-grid estimate, the fraction spent, the
+    ``recall_rank`` and one ``frozen:<metric>`` column per frozen score. ``recommended``: the model
+    to use. ``cost``: seconds spent (timing probes + screen + race: ``probe_seconds``,
+    ``screen_seconds``, ``race_seconds``; reused records included), the full-grid estimate, the fraction spent, the
     budget, wall seconds of this call. ``curves``: per model, its learning curve (epoch, steps,
     seconds, val). ``frozen``: the :class:`emms.pipeline.Ranking` of the recall stage (its
     ``selection`` is this race's :meth:`to_dict`, so its report shows both).
@@ -131,8 +132,10 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
             briefly with a schedule of its own: one epoch, its own one-cycle, batch
             :data:`~emms.finetune.race.SCREEN_BATCH_SIZE`, on this fraction of the train split
             (stratified), judged on the same validation split; the race takes the candidates in the
-            screen's order (screen rank + recall rank, :func:`emms.finetune.race.screen_ranking`). When the budget affords only the screen, the answer is the screen's
-            (status ``screened``). None or 0: no screen (the race enters in recall order).
+            screen's order (screen rank + recall rank, :func:`emms.finetune.race.screen_ranking`).
+            When the budget affords only the screen, the answer is the screen's (status
+            ``screened``); when it races every candidate through the whole ladder, the screen is
+            skipped. None or 0: no screen (the race enters in recall order).
         out_dir: where run records and checkpoints go (default: ``<cache>/select/<split fingerprint>``);
             re-running the same call resumes.
         workers, threads, device: parallel fine-tuning processes, torch threads each, cpu or cuda.
