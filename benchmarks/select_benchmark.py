@@ -436,7 +436,7 @@ def screen_section(runs_dir: Path, replays: dict[str, CpuReplay], truth_table: p
                 cells.append(f"{h.wtau.mean():+.2f} / {h.wtau_truth.mean():+.2f} / {h.top1.sum():.2g}/{len(h)} / "
                              f"{h.regret1.mean():.3f}{spent}")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        for group in (both, sorted(set(table.target))):
+        for group in [both] + ([sorted(set(table.target))] if set(table.target) != set(both) else []):
             free = pd.DataFrame([r for r in free_rows if r["target"] in group]).groupby("method").mean(numeric_only=True)
             for method in ("params", "nleep", "emms"):
                 if method in free.index:
