@@ -36,7 +36,8 @@ import pandas as pd
 
 from emms.evaluate import regret_at_k, top1_hit, weighted_tau
 from emms.finetune import FinetuneProtocol
-from emms.finetune.race import RecordTrainer, plan_race, predict, recall_order, run_race, view_at
+from emms.finetune.race import (RecordTrainer, plan_race, plan_screen, predict, recall_order, rung_epochs, run_race,
+                                screen_data, screen_protocol, screen_ranking, view_at)
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data"
@@ -107,6 +108,43 @@ class CpuReplay:
 
     def train(self, models, until_epoch):  # noqa: ANN001, ANN201
         return {m: view_at(self.records[m], until_epoch, self.epochs) for m in models}
+
+
+def screen_trainer(target: str, fraction: float, runs_dir: Path, *, replay_only: bool = True) -> RecordTrainer:
+    """The screen runs of ``target`` (``runs_dir/screen``): the select code path's screen
+    (:func:`emms.finetune.race.screen_data` / :func:`~emms.finetune.race.screen_protocol`) on the
+    replayed runs' split (seed, n_train, n_val as :data:`RUN_SPLIT`), fine-tuning seed :data:`RUN_SEED`."""
+    from emms.evaluate.targets import benchmark_targets
+    from emms.finetune.data import FinetuneData
+
+    split = FinetuneData.from_benchmark(benchmark_targets([target], n_probe=1, **RUN_SPLIT)[target])
+    data = screen_data(split, fraction, RUN_SPLIT["seed"])
+    return RecordTrainer(data, screen_protocol(FinetuneProtocol()), lr=RUN_LR, seed=RUN_SEED,
+                         out_dir=runs_dir / "screen", replay_only=replay_only)
+
+
+def record_screens(targets: list[str], fraction: float, runs_dir: Path) -> None:
+    """Fine-tune the screen run of every candidate on ``targets`` (resumable: recorded runs are kept)."""
+    for target in targets:
+        trainer = screen_trainer(target, fraction, runs_dir, replay_only=False)
+        for model in MODELS:  # one at a time, so a kill loses at most one short run
+            record = trainer.train([model], 1)[model]
+            print(f"{target} screen {fraction:g} {model}: val {record['val_score']:.4f} "
+                  f"cpu {record['cpu_seconds']:.1f} s", flush=True)
+
+
+def screen_replays(runs_dir: Path, fraction: float, targets) -> dict[str, CpuReplay]:  # noqa: ANN001
+    """Targets whose every candidate has a screen record at ``fraction`` (costs in CPU seconds)."""
+    out = {}
+    for target in targets:
+        try:
+            trainer = screen_trainer(target, fraction, runs_dir)
+        except Exception:  # noqa: BLE001 - e.g. the data set is not available
+            continue
+        records = {m: trainer.recorded(m) for m in MODELS}
+        if all(r is not None and r["complete"] for r in records.values()):
+            out[target] = CpuReplay(records, epochs=1)
+    return out
 
 
 def replayed_targets(runs_dir: Path) -> dict[str, CpuReplay]:
@@ -215,6 +253,70 @@ def race_curve(replay: CpuReplay, frozen: dict[str, dict[str, float]], truth: di
     return rows
 
 
+def screened_curve(replay: CpuReplay | None, screens: CpuReplay, frozen: dict[str, dict[str, float]],
+                   truth: dict[str, float], label: str, recall: tuple[str, ...] = ("emms", "params"),
+                   merge: str = "raced", full_costs: dict[str, float] | None = None, fuse: bool = True) -> list[dict]:
+    """D: the screen, then the race on what is left, at each budget, as :func:`emms.select` runs them: the
+    candidates screened in recall order as far as the budget allows (fewer than 2: refused), the race
+    entering in the screen's order with the budget left (none fits: the screen's answer, status
+    "screened"); ranking: raced models by prediction, then screened-only by screen score, then the rest
+    in recall order. Costs: CPU seconds of the recorded screen and full runs. ``replay`` None (the full runs
+    are not recorded): ``full_costs`` stand in for the grid, and only the budgets where the answer is the
+    screen's are measured."""
+    from emms.errors import InputError
+
+    full = dict(full_costs) if replay is None else {m: r["seconds"] for m, r in replay.records.items()}
+    screen_cost = {m: r["seconds"] for m, r in screens.records.items()}
+    grid, epochs, models = sum(full.values()), 4 if replay is None else replay.epochs, list(full)
+    order = recall_order(frozen, models, recall)
+    rows = []
+    for budget in BUDGETS:
+        limit = budget * grid
+        try:  # as emms.select: no screen when the race alone enters everyone with the whole ladder
+            alone = plan_race(order, dict(full), epochs, limit)
+            skip = len(alone.entrants) == len(order) and alone.rungs == rung_epochs(epochs)
+        except InputError:
+            skip = False
+        if skip and replay is not None:
+            result = run_race(alone, replay, dict(full), epochs, limit)
+            table = predict(result.records, epochs)
+            finished = list(table[table.complete.astype(bool)].model)
+            ranking = [*table.model, *[m for m in order if m not in set(table.model)]]
+            scores = {m: float(len(ranking) - i) for i, m in enumerate(ranking)}
+            rows.append({"method": label, "budget": budget, "spent": result.spent_seconds / grid,
+                         "entrants": len(result.records), "screened": 0, "status": "raced (screen skipped)",
+                         **statistics(scores, truth, finished[0] if finished else ranking[0])})
+            continue
+        try:
+            screened = plan_screen(order, screen_cost, limit, grid)
+        except InputError as exc:
+            rows.append({"method": label, "budget": budget, "spent": 0.0, "note": str(exc)[:60]})
+            continue
+        records = {m: screens.records[m] for m in screened}
+        spent_screen = sum(screen_cost[m] for m in screened)
+        race_order = screen_ranking(records, order, fuse=fuse)
+        try:
+            plan = plan_race(race_order, dict(full), epochs, limit - spent_screen)
+        except InputError:
+            plan = None
+        if plan is not None and replay is None:
+            rows.append({"method": label, "budget": budget, "spent": np.nan, "screened": len(screened),
+                         "note": "the race would start: needs the full runs"})
+            continue
+        raced = {} if plan is None else run_race(plan, replay, dict(full), epochs, limit - spent_screen).records
+        table = predict(raced, epochs)
+        finished = list(table[table.complete.astype(bool)].model)
+        first = finished if merge == "finished" else list(table.model)
+        ranking = [*first, *[m for m in race_order if m not in set(first)]]
+        pick = finished[0] if finished else ranking[0]
+        scores = {m: float(len(ranking) - i) for i, m in enumerate(ranking)}
+        spent = spent_screen + sum(r["seconds"] for r in raced.values())
+        rows.append({"method": label, "budget": budget, "spent": spent / grid, "entrants": len(raced),
+                     "screened": len(screened), "status": "raced" if raced else "screened",
+                     **statistics(scores, truth, pick)})
+    return rows
+
+
 def baselines(replay: CpuReplay, truth: dict[str, float], rng: np.random.Generator) -> list[dict]:
     """B: one epoch each then top-K; random candidates fully trained; both at each budget."""
     records, models = replay.records, list(replay.records)
@@ -257,12 +359,106 @@ def baselines(replay: CpuReplay, truth: dict[str, float], rng: np.random.Generat
     return rows
 
 
+def screen_fractions(runs_dir: Path) -> list[float]:
+    """The screen fractions with records under ``runs_dir/screen`` (directories ``<target>_screen<f>``)."""
+    found = {float(d.name.rsplit("_screen", 1)[1]) for d in (runs_dir / "screen" / "runs").glob("*_screen*")}
+    return sorted(found)
+
+
+def screen_section(runs_dir: Path, replays: dict[str, CpuReplay], truth_table: pd.DataFrame, scores: pd.DataFrame,
+                   sizes: dict[str, int], curve_rows: list[dict], free_rows: list[dict], out: Path) -> list[str]:
+    """D: the screen (each recorded fraction), then the race, replayed; the screen alone; mean over the
+    targets that have both screen and full records, beside part B's rows at the same budgets."""
+    rows = []
+    for fraction in screen_fractions(runs_dir):
+        screens = screen_replays(runs_dir, fraction, TARGETS)
+        for target, screen in screens.items():
+            truth = truth_table[truth_table.target == target].set_index("model").value.to_dict()
+            frozen = {metric: g.set_index("model").score.to_dict()
+                      for metric, g in scores[scores.target == target].groupby("metric")}
+            frozen["params"] = {m: float(v) for m, v in sizes.items()}
+            ranking = screen_ranking(screen.records, list(MODELS), fuse=False)
+            alone = statistics({m: float(len(ranking) - i) for i, m in enumerate(ranking)}, truth)
+            fused = screen_ranking(screen.records, recall_order(frozen, list(MODELS), ("emms", "params")))
+            fused = statistics({m: float(len(fused) - i) for i, m in enumerate(fused)}, truth)
+            cost = sum(r["seconds"] for r in screen.records.values())
+            grid = sum(r["seconds"] for r in replays[target].records.values()) if target in replays else np.nan
+            rows.append({"target": target, "method": f"screen {fraction:g} alone (all 10)", "budget": np.nan,
+                         "spent": cost / grid, "screen_cpu_seconds": cost, "screened": len(ranking), **alone})
+            rows.append({"target": target, "method": f"screen {fraction:g} fused with recall (all 10)", "budget": np.nan,
+                         "spent": cost / grid, "screen_cpu_seconds": cost, "screened": len(ranking), **fused})
+            curve = []
+            proxy = None
+            if target not in replays and replays:  # no full runs: the grid's cost from the replayed targets'
+                proxy = {m: float(np.mean([r.records[m]["seconds"] for r in replays.values()])) for m in MODELS}
+                for row in rows[-2:]:
+                    row["spent"] = cost / sum(proxy.values())
+                    row["note"] = "grid cost: mean of the replayed targets' (no full runs here)"
+            if target in replays or proxy is not None:
+                for fuse, label in ((True, f"screen {fraction:g} + race"), (False, f"screen {fraction:g} unfused + race")):
+                    curve += screened_curve(replays.get(target), screen, frozen, truth, label, full_costs=proxy, fuse=fuse)
+            rows += [{"target": target, **row} for row in curve]
+    if not rows:
+        return ["#### D. Screen: no screen records under " + str(runs_dir / "screen"), ""]
+    table = pd.DataFrame(rows)
+    table.to_csv(out.with_name(out.stem + "_screen.csv"), index=False)
+
+    def fmt(v, f):  # noqa: ANN001, ANN202
+        return "—" if pd.isna(v) else format(v, f)
+
+    lines = ["#### D. Screen, then race (replayed from recorded screen and full runs)", "",
+             "| target | method | budget | spent | screened | raced | answer | weighted τ sym | weighted τ truth-w. | top-1 | regret@1 | note |",
+             "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.target} | {r.method} | {fmt(r.budget, '.0%')} | {fmt(r.spent, '.1%')} | "
+                     f"{fmt(getattr(r, 'screened', np.nan), '.0f')} | {fmt(getattr(r, 'entrants', np.nan), '.0f')} | "
+                     f"{'' if pd.isna(getattr(r, 'status', np.nan)) else r.status} | {fmt(r.wtau, '+.3f')} | "
+                     f"{fmt(r.wtau_truth, '+.3f')} | {fmt(r.top1, '.0f')} | {fmt(r.regret1, '.4f')} | "
+                     f"{'' if pd.isna(getattr(r, 'note', np.nan)) else r.note} |")
+    both = sorted(set(table.dropna(subset=["budget"]).target) & set(replays))
+    if both:
+        image = pd.DataFrame([r for r in curve_rows if r.get("target") in both])
+        mixed = pd.concat([table.dropna(subset=["budget"]), image], ignore_index=True)
+        mixed = mixed[mixed.budget.isin([0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0])]
+        lines += ["", f"Mean over the targets with a value (B's rows and the free metrics: {', '.join(both)}; the "
+                  "screen's: also a target without full runs where the answer is the screen's); cell: weighted τ sym / "
+                  "truth-w. / top-1 hits of n / regret@1 (mean share of the grid spent); — : refused", "",
+                  "| method | " + " | ".join(f"{b:.0%}" for b in sorted(mixed.budget.unique())) + " |",
+                  "|---|" + "---:|" * mixed.budget.nunique()]
+        for method, g in mixed.groupby("method", sort=False):
+            cells = []
+            for budget in sorted(mixed.budget.unique()):
+                h = g[g.budget == budget].dropna(subset=["wtau"])
+                if h.empty:
+                    cells.append("—")
+                    continue
+                spent = "" if h.spent.isna().all() else f" ({h.spent.mean():.0%})"
+                cells.append(f"{h.wtau.mean():+.2f} / {h.wtau_truth.mean():+.2f} / {h.top1.sum():.2g}/{len(h)} / "
+                             f"{h.regret1.mean():.3f}{spent}")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        for group in [both] + ([sorted(set(table.target))] if set(table.target) != set(both) else []):
+            free = pd.DataFrame([r for r in free_rows if r["target"] in group]).groupby("method").mean(numeric_only=True)
+            for method in ("params", "nleep", "emms"):
+                if method in free.index:
+                    r = free.loc[method]
+                    lines.append(f"| free: {method} ({', '.join(group)}) | {r.wtau:+.2f} / {r.wtau_truth:+.2f} / "
+                                 f"{r.top1 * len(group):.0f}/{len(group)} / {r.regret1:.3f} |"
+                                 + " |" * (mixed.budget.nunique() - 1))
+    return [*lines, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=DATA / "select_runs")
     parser.add_argument("--out", type=Path, default=DATA / "select_benchmark.csv")
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--record-screen", type=float, metavar="FRACTION",
+                        help="fine-tune (not replay) the screen runs at this train fraction on --targets, then stop")
+    parser.add_argument("--targets", default=",".join(TARGETS))
     args = parser.parse_args()
+    if args.record_screen is not None:
+        record_screens(args.targets.split(","), args.record_screen, args.runs)
+        return
 
     truth_table = pd.read_csv(DATA / "finetune_truth.csv")
     scores = pd.read_csv(DATA / "offline_scores.csv")
@@ -322,6 +518,7 @@ def main() -> None:
                          f"{'' if pd.isna(getattr(r, 'note', np.nan)) else r.note} |")
         lines.append("")
     lines += text_lines
+    lines += screen_section(args.runs, replays, truth_table, scores, sizes, curve_rows, free_rows, args.out)
     lines.append(f"Replayed targets: {', '.join(replays) or 'none'}; without complete curves: {', '.join(missing) or 'none'}.")
     lines.append(f"Parameter counts: {json.dumps(sizes)}")
     text = "\n".join(lines)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from emms.errors import InputError
-from emms.finetune.race import plan_race, predict, recall_order, rung_epochs, run_race, view_at
+from emms.finetune.race import (plan_race, plan_screen, predict, recall_order, rung_epochs, run_race, screen_ranking,
+                                view_at)
 
 EPOCHS = 4
 
@@ -116,6 +117,37 @@ def test_view_at_is_the_prefix_of_a_recorded_curve():
         view_at(_record("b", [0.1], 2.0), 2, EPOCHS)
 
 
+def test_the_screen_takes_what_fits_in_recall_order_and_orders_the_race():
+    order = ["a", "b", "c", "d"]
+    cost = {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0}
+    assert plan_screen(order, cost, 100.0, 100.0) == order
+    assert plan_screen(order, cost, 9.5, 100.0) == ["a", "b", "c"]  # a prefix: d would fit, but after c
+    with pytest.raises(InputError, match="budget: too small to train anything: the screen of the first two"):
+        plan_screen(order, cost, 6.9, 100.0)
+    records = {"a": {"val_score": 0.5}, "b": {"val_score": 0.7}, "c": {"val_score": 0.5}}
+    assert screen_ranking(records, order, fuse=False) == ["b", "a", "c", "d"]  # ties: recall order; unscreened last
+    assert screen_ranking(records, order) == ["b", "a", "c", "d"]
+    late = {"a": {"val_score": 0.1}, "b": {"val_score": 0.9}, "c": {"val_score": 0.8}}  # a: first by recall, last screened
+    assert screen_ranking(late, order, fuse=False) == ["b", "c", "a", "d"]
+    assert screen_ranking(late, order) == ["b", "a", "c", "d"]  # Borda: b 0+1, a 2+0, c 1+2
+
+
+def test_screen_data_is_a_stratified_share_with_its_own_key():
+    from emms.finetune.data import FinetuneData
+    from emms.finetune.race import screen_data, screen_protocol
+    from emms.finetune.run import FinetuneProtocol
+
+    labels = np.repeat(np.arange(4), 25)
+    data = FinetuneData(name="t", class_names=list("abcd"), train=(np.zeros((100, 8, 8), np.uint8), labels),
+                        val=(np.zeros((20, 8, 8), np.uint8), np.arange(20) % 4), test=None, fingerprint="f")
+    small = screen_data(data, 0.2, seed=0)
+    assert len(small.train[1]) == 20 and np.bincount(small.train[1]).tolist() == [5, 5, 5, 5]
+    assert small.val is data.val and small.name == "t@screen0.2" and small.fingerprint != data.fingerprint
+    assert screen_protocol(FinetuneProtocol()) == FinetuneProtocol(epochs=1, batch_size=32)
+    with pytest.raises(InputError, match="screen"):
+        screen_data(data, 0.0, seed=0)
+
+
 def test_params_is_the_parameter_count_and_needs_it():
     import emms
 
@@ -142,19 +174,19 @@ def tiny_select(tmp_path_factory):
     models = ["onet_mtcnn", "ocrvgg_easyocr"]
     first = emms.select("builtin:fashion-mnist", models, **kwargs)
     again = emms.select("builtin:fashion-mnist", models, **kwargs)
-    return first, again, out_dir
+    return first, again, out_dir, kwargs
 
 
 def test_the_race_appears_in_the_frozen_rankings_report(tiny_select):
     # what `emms select --report` writes: the frozen ranking's report with the race's predictions
-    first, _, _ = tiny_select
+    first, *_ = tiny_select
     page = first.to_html()
     assert "<h2>Fine-tuning race</h2>" in page and first.summary() in page.replace("&#x27;", "'")
     assert first.frozen.answer()["race"]["recommended"] == first.recommended
 
 
 def test_select_races_on_a_held_out_split_and_reports_cost(tiny_select):
-    first, _, out_dir = tiny_select
+    first, _, out_dir, _ = tiny_select
     table = first.table
     assert list(table["model"])[0] == first.recommended and set(table["model"]) == {"onet_mtcnn", "ocrvgg_easyocr"}
     assert first.meta["n_val"] == 60 and first.meta["n_train"] == 240
@@ -176,7 +208,7 @@ def test_select_races_on_a_held_out_split_and_reports_cost(tiny_select):
 
 
 def test_a_rerun_replays_the_records_and_gives_the_same_answer(tiny_select):
-    first, again, _ = tiny_select
+    first, again, *_ = tiny_select
     assert again.cost["trained_seconds"] == 0 and again.cost["probe_seconds"] == first.cost["probe_seconds"]
     assert again.recommended == first.recommended
     assert list(again.table["predicted"].fillna(-1)) == list(first.table["predicted"].fillna(-1))
@@ -234,3 +266,65 @@ def test_a_killed_select_resumes_from_its_records(tmp_path):
                                                               for m in ("onet_mtcnn", "ocrvgg_easyocr")))
     for path, curve in killed.items():  # kept and continued, not redone: the recorded epochs are unchanged
         assert json.loads(path.read_text())["curve"][:len(curve)] == curve
+
+
+def test_the_screen_is_recorded_apart_counted_and_replayed(tiny_select):
+    first, again, out_dir, _ = tiny_select
+    files = sorted((out_dir / "screen" / "runs").rglob("*.json"))
+    assert len(files) == 2  # its own records, next to (never mixed with) the full runs
+    record = json.loads(files[0].read_text())
+    assert record["target"].endswith("@screen0.1") and record["protocol"]["epochs"] == 1
+    assert record["n_train"] == 24 and record["n_val"] == 60 and record["complete"]  # 0.1 of the 240 train rows
+    cost = first.cost
+    assert cost["screen_seconds"] == pytest.approx(sum(json.loads(p.read_text())["seconds"] for p in files))
+    assert cost["spent_seconds"] == pytest.approx(cost["probe_seconds"] + cost["screen_seconds"] + cost["race_seconds"])
+    assert first.history[0]["rung"] == "screen" and first.table["screen"].notna().all()
+    assert first.meta["screen"]["screened"] and first.meta["screen"]["n_train"] == 24
+    # the rerun replays the screen too: nothing trained, the same screen scores and cost
+    assert again.cost["trained_seconds"] == 0 and again.cost["screen_seconds"] == cost["screen_seconds"]
+    assert list(again.table["screen"]) == list(first.table["screen"])
+
+
+def _budgets(out_dir, kwargs):  # noqa: ANN001, ANN202
+    """The cached timing probes of the tiny select: the full grid, the probes' and the screen's estimated seconds,
+    one full-protocol epoch of both candidates."""
+    from emms.selection import _screen_seconds
+
+    [costs] = out_dir.glob("costs-*.json")
+    probes = json.loads(costs.read_text())
+    grid = sum(p["full_seconds"] for p in probes.values())
+    probe = sum(p["probe_seconds"] for p in probes.values())
+    screen = sum(_screen_seconds(p, 24, 60) for p in probes.values())
+    rung = grid / kwargs["protocol"].epochs
+    return costs, grid, probe, screen, rung
+
+
+def test_a_budget_that_affords_only_the_screen_answers_from_it_and_below_it_refuses(tiny_select, tmp_path):
+    import shutil
+
+    import emms
+
+    _, _, out_dir, kwargs = tiny_select
+    costs, grid, probe, screen, rung = _budgets(out_dir, kwargs)
+    models = ["onet_mtcnn", "ocrvgg_easyocr"]
+    fresh = tmp_path / "o"
+    fresh.mkdir()
+    shutil.copy(costs, fresh / costs.name)  # the same timing estimates: the budget below is exact
+    budget = (probe + screen + 0.4 * rung) / grid  # the screen fits; one epoch of two full runs cannot after it
+    sel = emms.select("builtin:fashion-mnist", models, **{**kwargs, "out_dir": fresh, "budget": budget,
+                                                          "max_seconds": None})
+    assert (sel.table["status"] == "screened").all() and sel.recommended == sel.table.iloc[0]["model"]
+    assert sel.table["predicted"].isna().all() and sel.table["screen"].notna().all()  # no fake fine-tuned number
+    top = sel.table.iloc[0]
+    assert top.screen_low < top.screen <= top.screen_high and top.screen == sel.table["screen"].max()
+    assert sel.cost["race_seconds"] == 0 and sel.cost["screen_seconds"] == pytest.approx(sel.cost["trained_seconds"])
+    assert sel.cost["spent_seconds"] == pytest.approx(probe + sel.cost["screen_seconds"])
+    assert "screened:" in sel.summary() and any("only the screen" in note for note in sel.notes)
+    assert not (fresh / "runs").exists() and len(list((fresh / "screen").rglob("*.json"))) == 2
+    below = tmp_path / "below"
+    below.mkdir()
+    shutil.copy(costs, below / costs.name)
+    with pytest.raises(InputError, match="budget: too small to train anything: the screen of the first two"):
+        emms.select("builtin:fashion-mnist", models, **{**kwargs, "out_dir": below, "budget": (probe + 0.5 * screen) / grid,
+                                                        "max_seconds": None})
+    assert not (below / "screen").exists() and not (below / "runs").exists()

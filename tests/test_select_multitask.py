@@ -122,3 +122,22 @@ def test_cli_select_checks_the_task_kind(tmp_path):
     assert wrong.exit_code == 2 and "task:" in wrong.output
     no_head = CliRunner().invoke(app, [*args[:2], "builtin:fashion-detection", *args[3:]])
     assert no_head.exit_code == 2 and "no head for 'detection'" in no_head.output
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_the_screen_runs_for_every_kind_with_its_own_records(kind, tmp_path):
+    # no fraction limit, so the screen is not skipped: every candidate is screened, then raced
+    import json
+
+    import emms
+
+    make, models, lr, val_fraction = CASES[kind]
+    out_dir = tmp_path / "o"
+    sel = emms.select(make(), models, kind, budget=None, max_seconds=600, screen=0.5, val_fraction=val_fraction,
+                      score_samples=None, lr=lr, out_dir=out_dir, cache=tmp_path / "c",
+                      protocol=FinetuneProtocol(epochs=1, batch_size=16, image_size=48))
+    records = [json.loads(p.read_text()) for p in (out_dir / "screen" / "runs").rglob("*.json")]
+    assert len(records) == 2 and all(r["task"] == kind and r["complete"] and r["target"].endswith("@screen0.5")
+                                     for r in records)
+    assert sel.table["screen"].notna().all() and sel.cost["screen_seconds"] > 0
+    assert sel.meta["screen"]["n_train"] < sel.meta["n_train"]

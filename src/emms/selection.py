@@ -23,6 +23,7 @@ from emms._io import atomic_write_text
 from emms.errors import InputError
 
 DEFAULT_RECALL = ("emms", "params")
+from emms.finetune.race import SCREEN_FRACTION  # noqa: E402 - light: numpy, pandas
 MIN_VAL_ROWS = 20
 EventCallback = Callable[[str], None]
 
@@ -32,11 +33,15 @@ class Selection:
     """The result of :func:`select`.
 
     ``table``: one row per model, best first: ``model, rank, predicted, low, high`` (predicted
-    fine-tuned validation score and its interval), ``epochs_done`` / ``epochs``, ``status``
-    (``finished``, ``stopped at epoch e`` or ``not raced``), ``extrapolated``, ``observed`` (last
-    validation score), ``seconds`` (fine-tuning cost), ``recall_rank`` and one ``frozen:<metric>``
-    column per frozen score. ``recommended``: the model to use. ``cost``: seconds spent (fine-tuning
-    + timing probes, reused records included), the full-grid estimate, the fraction spent, the
+    fine-tuned validation score and its interval; empty for a model that was only screened),
+    ``epochs_done`` / ``epochs``, ``status`` (``finished``, ``stopped at epoch e``, ``screened``
+    (only the short screen run) or ``not raced``), ``extrapolated``, ``observed`` (last validation
+    score of the full protocol), ``screen``, ``screen_low``, ``screen_high`` (validation score of
+    the screen run and its sampling interval: a score of the screen's own short schedule, not a
+    prediction of the fine-tuned one), ``seconds`` (fine-tuning cost, screen included),
+    ``recall_rank`` and one ``frozen:<metric>`` column per frozen score. ``recommended``: the model
+    to use. ``cost``: seconds spent (timing probes + screen + race: ``probe_seconds``,
+    ``screen_seconds``, ``race_seconds``; reused records included), the full-grid estimate, the fraction spent, the
     budget, wall seconds of this call. ``curves``: per model, its learning curve (epoch, steps,
     seconds, val). ``frozen``: the :class:`emms.pipeline.Ranking` of the recall stage (its
     ``selection`` is this race's :meth:`to_dict`, so its report shows both).
@@ -53,9 +58,14 @@ class Selection:
 
     def summary(self) -> str:
         """The answer in one sentence."""
-        row = self.table.iloc[0]
-        return (f"recommended: {self.recommended} (predicted fine-tuned {self.meta['primary']} {row.predicted:.4f}, "
-                f"interval {row.low:.4f}-{row.high:.4f}, {row.status}); spent {self.cost['spent_seconds']:.0f} s = "
+        row = self.table.set_index("model").loc[self.recommended]
+        if row.status == "screened":
+            what = (f"screened: {self.meta['primary']} {row.screen:.4f} after a screen run, interval "
+                    f"{row.screen_low:.4f}-{row.screen_high:.4f}; no full fine-tuning within the budget")
+        else:
+            what = (f"predicted fine-tuned {self.meta['primary']} {row.predicted:.4f}, interval "
+                    f"{row.low:.4f}-{row.high:.4f}, {row.status}")
+        return (f"recommended: {self.recommended} ({what}); spent {self.cost['spent_seconds']:.0f} s = "
                 f"{100 * self.cost['fraction_of_full_grid']:.1f}% of the full grid "
                 f"(estimated {self.cost['full_grid_seconds']:.0f} s)")
 
@@ -90,6 +100,7 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
            metrics: Sequence[str] | None = None, encoders: str | Sequence[str] = "offline",
            val_fraction: float = 0.2, max_samples: int | None = None, score_samples: int | None = 2000,
            seed: int = 0, finetune_seed: int = 0, lr: float = 1e-3, protocol=None, eta: int = 2,  # noqa: ANN001
+           screen: float | None = SCREEN_FRACTION,
            out_dir: str | Path | None = None, cache: str | Path | None = None, device: str = "cpu",
            workers: int = 1, threads: int = 1, on_event: EventCallback | None = None,
            progress: Callable[[str, str, int, int], None] | None = None) -> Selection:
@@ -117,6 +128,14 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
         seed: seed of the split and of the frozen scores' subsample; ``finetune_seed``: of fine-tuning.
         lr, protocol, eta: the fine-tuning protocol (:class:`emms.finetune.FinetuneProtocol`) and the
             halving factor.
+        screen: before the race, every candidate that fits the budget (in recall order) is fine-tuned
+            briefly with a schedule of its own: one epoch, its own one-cycle, batch
+            :data:`~emms.finetune.race.SCREEN_BATCH_SIZE`, on this fraction of the train split
+            (stratified), judged on the same validation split; the race takes the candidates in the
+            screen's order (screen rank + recall rank, :func:`emms.finetune.race.screen_ranking`).
+            When the budget affords only the screen, the answer is the screen's (status
+            ``screened``); when it races every candidate through the whole ladder, the screen is
+            skipped. None or 0: no screen (the race enters in recall order).
         out_dir: where run records and checkpoints go (default: ``<cache>/select/<split fingerprint>``);
             re-running the same call resumes.
         workers, threads, device: parallel fine-tuning processes, torch threads each, cpu or cuda.
@@ -128,7 +147,8 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     from emms.finetune import FinetuneProtocol
     from emms.finetune.heads import head_class
     from emms.finetune.heads._prepare import finetune_data, split_rows
-    from emms.finetune.race import RecordTrainer, plan_race, predict, recall_order, run_race
+    from emms.finetune.race import (RaceResult, RecordTrainer, plan_race, plan_screen, predict, recall_order,
+                                    run_race, screen_data, screen_protocol, screen_ranking)
     from emms.pipeline import rank
     from emms.compute.store import Store
 
@@ -141,6 +161,9 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     for model in models:
         _text_candidate(model)  # InputError for what cannot be fine-tuned
     budget_fraction = _check_budget(budget, max_seconds)
+    if screen is not None and (isinstance(screen, bool) or not isinstance(screen, (int, float)) or not 0 <= screen <= 1):
+        raise InputError(f"screen: expected a fraction of the train split in (0, 1], or 0 for none, got {screen!r}")
+    screen = float(screen) if screen else None
     recall, metrics = list(recall), list(metrics) if metrics is not None else list(recall)
     if not recall:
         raise InputError("recall: expected at least one frozen metric to order the pool")
@@ -181,42 +204,92 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     probe_seconds = sum(p["probe_seconds"] for p in probes.values())
     full_grid = float(sum(full.values()))
     budget_seconds = np.inf if budget_fraction is None else budget_fraction * full_grid
-    plan = plan_race(order, full, protocol.epochs, max(budget_seconds - probe_seconds, 0.0), eta)
-    say(f"race: {len(plan.entrants)} of {len(models)} enter ({', '.join(plan.entrants)}), rungs at epochs "
-        f"{plan.rungs}; full grid estimated {full_grid:.0f} s, budget {budget_seconds:.0f} s")
-    trainer = RecordTrainer(split, protocol, lr=lr, seed=finetune_seed, out_dir=out_dir, device=device,
-                            workers=workers, threads=threads,
-                            on_progress=None if progress is None else
-                            (lambda key, done, total: progress("fine-tune", key.model, done, total)))
+    left = max(budget_seconds - probe_seconds, 0.0)
+    on_progress = None if progress is None else (lambda key, done, total: progress("fine-tune", key.model, done, total))
     race_started = time.perf_counter()
     deadline = None if max_seconds is None else (lambda: time.perf_counter() - race_started >= max_seconds)
-    result = run_race(plan, trainer, dict(full), protocol.epochs, budget_seconds - probe_seconds, on_event=say,
-                      deadline=deadline)
     head = head_class(task_data.task)(split)
+
+    screen_records, screen_trainer, race_order = {}, None, order
+    if screen is not None and budget_fraction is not None and _races_everything(order, full, protocol.epochs, left, eta):
+        say("screen: skipped, the budget races every candidate through the whole ladder without it")
+        screen = None
+    if screen is not None:
+        s_data, s_protocol = screen_data(split, screen, seed), screen_protocol(protocol)
+        s_estimate = {m: _screen_seconds(probes[m], len(s_data.train[1]), n_val) for m in models}
+        screened = plan_screen(order, s_estimate, left, full_grid)
+        say(f"screen: {len(screened)} of {len(models)} ({', '.join(screened)}), one epoch of their own on "
+            f"{len(s_data.train[1])} train rows ({screen:g} of the split, batch {s_protocol.batch_size}); estimated "
+            f"{sum(s_estimate[m] for m in screened):.0f} s; full grid estimated {full_grid:.0f} s, budget "
+            f"{budget_seconds:.0f} s")
+        screen_trainer = RecordTrainer(s_data, s_protocol, lr=lr, seed=finetune_seed, out_dir=out_dir / "screen",
+                                       device=device, workers=workers, threads=threads, on_progress=on_progress)
+        screen_records = screen_trainer.train(screened, 1)
+        for model in screened:
+            say(f"  {model}: screen val {screen_records[model]['val_score']:.4f} "
+                f"({screen_records[model]['seconds']:.0f} s)")
+        race_order = screen_ranking(screen_records, order)
+    screen_spent = float(sum(r["seconds"] for r in screen_records.values()))
+    trainer = RecordTrainer(split, protocol, lr=lr, seed=finetune_seed, out_dir=out_dir, device=device,
+                            workers=workers, threads=threads, on_progress=on_progress)
+    race_budget = left - screen_spent
+    try:
+        plan = plan_race(race_order, full, protocol.epochs, max(race_budget, 0.0), eta)
+    except InputError:
+        if screen is None:
+            raise
+        plan = None
+        say(f"race: the {max(race_budget, 0.0):.0f} s left after the screen do not pay one epoch of the full protocol "
+            f"for two candidates; the answer is the screen's")
+    if plan is not None:
+        say(f"race: {len(plan.entrants)} of {len(models)} enter ({', '.join(plan.entrants)}), rungs at epochs "
+            f"{plan.rungs}; full grid estimated {full_grid:.0f} s, budget {budget_seconds:.0f} s")
+    if plan is not None and (deadline is None or not deadline()):
+        result = run_race(plan, trainer, dict(full), protocol.epochs, race_budget, on_event=say, deadline=deadline)
+    else:
+        result = RaceResult(plan=plan, records={})
     predicted = predict(result.records, protocol.epochs, standard_error=head.standard_error)
-    table = _table(predicted, models, order, scores, result.records, protocol.epochs)
+    table = _table(predicted, models, order, scores, result.records, protocol.epochs, screen_records,
+                   head.standard_error)
     finished = table[table["status"] == "finished"]
     recommended = str((finished if len(finished) else table).iloc[0]["model"])
-    spent = result.spent_seconds + probe_seconds
-    cost = {"spent_seconds": spent, "trained_seconds": trainer.trained_seconds,
-            "replayed_seconds": result.spent_seconds - trainer.trained_seconds, "probe_seconds": probe_seconds,
+    spent = result.spent_seconds + screen_spent + probe_seconds
+    trained = trainer.trained_seconds + (screen_trainer.trained_seconds if screen_trainer is not None else 0.0)
+    cost = {"spent_seconds": spent, "trained_seconds": trained,
+            "replayed_seconds": result.spent_seconds + screen_spent - trained, "probe_seconds": probe_seconds,
+            "screen_seconds": screen_spent, "race_seconds": result.spent_seconds,
             "full_grid_seconds": full_grid, "fraction_of_full_grid": spent / full_grid,
             "budget_fraction": budget_fraction, "budget_seconds": budget_seconds, "max_seconds": max_seconds,
             "wall_seconds": time.perf_counter() - started}
     meta = {"data": task_data.name, "task": task_data.task, "primary": head.primary, "models": models,
-            "recall": recall, "metrics": metrics, "entrants": plan.entrants, "rungs": plan.rungs, "eta": eta,
+            "recall": recall, "metrics": metrics, "entrants": [] if plan is None else plan.entrants,
+            "rungs": [] if plan is None else plan.rungs, "eta": eta,
+            "screen": None if screen is None else {
+                "fraction": screen, "batch_size": screen_protocol(protocol).batch_size, "epochs": 1,
+                "n_train": len(screen_data(split, screen, seed).train[1]), "screened": list(screen_records),
+                "order": race_order},
             "n_train": len(split.train[1]), "n_val": n_val, "n_scored": int(len(scored)), "seed": seed,
             "finetune_seed": finetune_seed, "lr": lr, "protocol": asdict(protocol), "out_dir": str(out_dir),
             "device": device}
     notes = ["intervals: validation sampling (95 %) plus, for stopped runs, the spread of the finished runs' "
              "remaining gains; seed-to-seed variation is not included"]
-    if not len(finished):
+    if screen is not None:
+        notes.append(f"screen: one epoch of its own schedule on {screen:g} of the train split per candidate; its "
+                     "rank, fused with the recall rank, orders the race and ranks the models the race did not train; "
+                     "its score is not a prediction of the fine-tuned score")
+    if not len(result.records):
+        notes.append("the budget afforded only the screen: the recommendation is the screen's best model, with no "
+                     "full fine-tuning behind it")
+    elif not len(finished):
         notes.append("no model finished the full protocol within the budget: the recommendation is an extrapolation")
     elif table.iloc[0]["model"] != recommended:
         notes.append(f"{table.iloc[0]['model']} is predicted higher than {recommended} but was not fine-tuned to the end; "
                      f"{recommended} is recommended as the best model that was (a larger budget would settle it)")
+    history = ([] if screen is None else
+               [{"rung": "screen", "epoch": 1, "trained": [m for m in race_order if m in screen_records],
+                 "promoted": [] if plan is None else list(plan.entrants), "seconds": screen_spent}]) + result.history
     selection = Selection(table=table, recommended=recommended, cost=cost,
-                          curves={m: r["curve"] for m, r in result.records.items()}, history=result.history,
+                          curves={m: r["curve"] for m, r in result.records.items()}, history=history,
                           frozen=frozen, meta=meta, notes=notes)
     frozen.selection = selection.to_dict()  # the report shows the race beside the frozen scores
     return selection
@@ -286,20 +359,51 @@ def _probe_costs(split, models: list[str], protocol, device: str, out_dir: Path,
     return {m: cached[m] for m in models}
 
 
+def _races_everything(order: list[str], full: dict[str, float], epochs: int, budget_seconds: float, eta: int) -> bool:
+    """Whether the race alone enters every candidate with every rung within ``budget_seconds``."""
+    from emms.finetune.race import plan_race, rung_epochs
+
+    try:
+        plan = plan_race(order, dict(full), epochs, budget_seconds, eta)
+    except InputError:
+        return False
+    return len(plan.entrants) == len(order) and plan.rungs == rung_epochs(epochs)
+
+
+def _screen_seconds(probe: dict, n_train: int, n_val: int) -> float:
+    """A screen run's cost from a model's timing probe: build, encoding, one epoch over ``n_train``
+    rows and one validation (older probe caches without the parts: a quarter of an epoch plus setup)."""
+    if "train_per_row" not in probe:
+        return probe["full_seconds"] - 3.75 * probe["epoch_seconds"]
+    return (probe["build_seconds"] + probe["encode_per_row"] * (n_train + n_val) + probe["train_per_row"] * n_train
+            + probe["eval_per_row"] * n_val)
+
+
 def _table(predicted: pd.DataFrame, models: list[str], order: list[str], scores: dict, records: dict,
-           epochs: int) -> pd.DataFrame:
+           epochs: int, screen_records: dict | None = None, standard_error=None) -> pd.DataFrame:  # noqa: ANN001
+    """Raced models by prediction, then screened-only ones in the screen's (fused) order, then the rest in recall order."""
+    from emms.finetune.heads import proportion_standard_error
+    from emms.finetune.race import Z_95, screen_ranking
+
+    screen_records = screen_records or {}
+    se = standard_error or proportion_standard_error
     rows = []
     by_model = {r.model: r for r in predicted.itertuples(index=False)}
-    for model in [*predicted["model"], *[m for m in order if m not in by_model]]:
+    for model in [*predicted["model"], *[m for m in screen_ranking(screen_records, order) if m not in by_model]]:
         p = by_model.get(model)
         done = 0 if p is None else int(p.epochs_done)
-        status = "not raced" if p is None else "finished" if p.complete else f"stopped at epoch {done}"
+        status = ("screened" if model in screen_records else "not raced") if p is None else \
+            "finished" if p.complete else f"stopped at epoch {done}"
+        s = screen_records.get(model)
+        s_val = np.nan if s is None else float(s["val_score"])
+        s_half = np.nan if s is None else Z_95 * se(s_val, int(s["n_val"]))
         row = {"model": model, "predicted": np.nan if p is None else p.predicted,
                "low": np.nan if p is None else p.low, "high": np.nan if p is None else p.high,
                "epochs_done": done, "epochs": epochs, "status": status,
                "extrapolated": False if p is None else bool(p.extrapolated),
                "observed": np.nan if p is None else p.observed,
-               "seconds": records[model]["seconds"] if model in records else 0.0,
+               "screen": s_val, "screen_low": s_val - s_half, "screen_high": s_val + s_half,
+               "seconds": (records[model]["seconds"] if model in records else 0.0) + (0.0 if s is None else s["seconds"]),
                "recall_rank": order.index(model) + 1}
         row.update({f"frozen:{metric}": values.get(model, np.nan) for metric, values in scores.items()})
         rows.append(row)

@@ -35,6 +35,9 @@ def select(
     image_size: int = typer.Option(64, "--image-size", help="Training resolution (fixed-size nets use their own)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     eta: int = typer.Option(2, "--eta", help="Halving factor: keep the best 1/eta at each rung."),
+    screen: float = typer.Option(0.1, "--screen", help="Screen before the race: one short run per candidate (one epoch "
+                                 "of its own one-cycle, batch 32) on this fraction of the train split; its scores order "
+                                 "the race; 0 = no screen (docs/select.md)."),
     out_dir: Path | None = typer.Option(None, "--out-dir", help="Run records and checkpoints (default: in the cache); "
                                         "rerun to resume."),
     cache: Path | None = typer.Option(None, "--cache", help="Feature cache folder."),
@@ -64,7 +67,8 @@ def select(
                              recall=split_list(recall, "--recall"),
                              metrics=None if metrics is None else split_list(metrics, "--metrics"), encoders=encoders,
                              val_fraction=val_fraction, max_samples=max_samples, score_samples=score_samples, seed=seed,
-                             finetune_seed=finetune_seed, lr=lr, protocol=protocol, eta=eta, out_dir=out_dir,
+                             finetune_seed=finetune_seed, lr=lr, protocol=protocol, eta=eta, screen=screen or None,
+                             out_dir=out_dir,
                              cache=cache, device=device, workers=workers, threads=threads, on_event=event,
                              progress=progress)
         if out is not None:
@@ -89,12 +93,16 @@ def select(
 def _rows(result) -> tuple[list[str], list[list[str]]]:  # noqa: ANN001 - emms.selection.Selection
     """Column names and formatted cells of the selection table."""
     frozen = [c for c in result.table.columns if c.startswith("frozen:")]
-    columns = ["rank", "model", "predicted", "interval", "progress", *(c.split(":", 1)[1] for c in frozen)]
+    screened = "screen" in result.table.columns and result.table["screen"].notna().any()
+    columns = ["rank", "model", "predicted", "interval", "progress", *(["screen"] if screened else []),
+               *(c.split(":", 1)[1] for c in frozen)]
     rows = []
     for row in result.table.to_dict("records"):
         predicted = "—" if row["predicted"] != row["predicted"] else f"{row['predicted']:.4f}"
         interval = "—" if row["low"] != row["low"] else f"{row['low']:.3f}–{row['high']:.3f}"
         progress = f"{row['epochs_done']}/{row['epochs']} ep, {row['status']}" + (" (extrap.)" if row["extrapolated"] else "")
-        rows.append([str(row["rank"]), row["model"], predicted, interval, progress,
+        screen = [] if not screened else ["—" if row["screen"] != row["screen"] else
+                                          f"{row['screen']:.4f} ({row['screen_low']:.3f}–{row['screen_high']:.3f})"]
+        rows.append([str(row["rank"]), row["model"], predicted, interval, progress, *screen,
                      *(f"{row[c]:.4g}" if row[c] == row[c] else "—" for c in frozen)])
     return columns, rows

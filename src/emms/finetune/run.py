@@ -233,7 +233,8 @@ def estimate_cost(data: FinetuneData, model: str, protocol: FinetuneProtocol = F
 
     Runs one warm-up and ``steps`` timed training steps on one batch (the lr is irrelevant to speed)
     and one evaluation batch. Returns ``full_seconds``, ``epoch_seconds`` and ``probe_seconds`` (what
-    the estimate itself cost).
+    the estimate itself cost), and its parts (``build_seconds``, ``encode_per_row``, ``train_per_row``,
+    ``eval_per_row``) so other schedules can be estimated from the same probe.
     """
     import torch
 
@@ -276,7 +277,9 @@ def estimate_cost(data: FinetuneData, model: str, protocol: FinetuneProtocol = F
     epoch_seconds = step_seconds * protocol.batches_per_epoch(n_train) + eval_per_row * n_val
     full = (build_seconds + encode_per_row * (n_train + n_val + n_test) + protocol.epochs * epoch_seconds
             + eval_per_row * n_test)
-    return {"full_seconds": full, "epoch_seconds": epoch_seconds, "probe_seconds": time.perf_counter() - started}
+    return {"full_seconds": full, "epoch_seconds": epoch_seconds, "probe_seconds": time.perf_counter() - started,
+            "build_seconds": build_seconds, "encode_per_row": encode_per_row,
+            "train_per_row": step_seconds / len(rows), "eval_per_row": eval_per_row}
 
 
 def upgrade_record(record: dict) -> dict:
