@@ -14,7 +14,8 @@ from emms.errors import EmmsWarning
 from emms.metrics._simplex import simplex_qp
 from emms.metrics.stats import StandardStats
 
-#: λ is searched on this log range around N (times N), first on a grid of this many points.
+# log(λ / N) search range for GCV: from almost no shrinkage to almost full shrinkage, first on a grid of
+# this many points, then refined by bounded Brent.
 _LOG_RIDGE_RANGE = (math.log(1e-8), math.log(1e4))
 _GRID_POINTS = 25
 

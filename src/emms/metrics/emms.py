@@ -59,7 +59,6 @@ from emms.metrics.stats import StandardStats, SufficientStats, in_eigenbasis
 SOLVERS = ("exact", "alternating", "official")
 SCORES = ("gcv", "in_sample")
 MIXTURES = ("per_encoder", "columns")
-# log(λ / N) search range for GCV: from almost no shrinkage to almost full shrinkage.
 _OFFICIAL_EPS = 1e-8
 
 
