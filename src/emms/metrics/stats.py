@@ -122,6 +122,16 @@ def _summary_pass(x: np.ndarray, z: Sequence[np.ndarray]) -> tuple[np.ndarray, n
     return x64, z64, (x_sum / n, x_low, x_high), (z_sum / n, z_low, z_high), z_squares
 
 
+def _add_outer(a: np.ndarray, alpha: float, x: np.ndarray, y: np.ndarray) -> None:
+    """a += alpha·x yᵀ in place for a C-contiguous float64 a (m, n): one BLAS rank-1 update (dger on
+    the Fortran view aᵀ), without the (m, n) temporaries of ``a -= alpha * np.outer(x, y)``."""
+    from scipy.linalg.blas import dger
+
+    updated = dger(alpha, y, x, a=a.T, overwrite_a=True)
+    if not np.shares_memory(updated, a):  # not updated in place (a not C-contiguous): copy the result back
+        a[...] = updated.T
+
+
 @dataclass(frozen=True)
 class StandardStats:
     """Standardised statistics, ready for the EMMS solver.
@@ -346,13 +356,13 @@ class SufficientStats:
             return False  # the variance is at most the range squared: certainly too large an offset
         squares = z_squares - n * self._z_mean**2
         xx = x.T @ x
-        xx -= n * np.outer(self._x_mean, self._x_mean)
+        _add_outer(xx, -float(n), self._x_mean, self._x_mean)
         variances = np.concatenate([np.diag(xx), squares]) / n
         if np.any(np.concatenate([self._x_mean, self._z_mean]) ** 2 > _MAX_OFFSET_RATIO * variances):
             return False
         self._xx = xx
         self._xz = cross_product(x, z)
-        self._xz -= n * np.outer(self._x_mean, self._z_mean)
+        _add_outer(self._xz, -float(n), self._x_mean, self._z_mean)
         mean = self._z_mean
         self._set_label_moments(lambda a, c, m: (np.einsum("nl,nl->l", z[:, a:a + m], z[:, c:c + m])
                                                     - n * mean[a:a + m] * mean[c:c + m]), squares)
@@ -389,8 +399,10 @@ class SufficientStats:
         factor = n_a * n_b / n
         dx = other._x_mean - self._x_mean
         dz = other._z_mean - self._z_mean
-        self._xx += other._xx + factor * np.outer(dx, dx)
-        self._xz += other._xz + factor * np.outer(dx, dz)
+        self._xx += other._xx
+        _add_outer(self._xx, factor, dx, dx)
+        self._xz += other._xz
+        _add_outer(self._xz, factor, dx, dz)
         dz_blocks = np.zeros((len(self._widths), max(self._widths)))
         for k, (a, b) in enumerate(self._offsets()):
             dz_blocks[k, : b - a] = dz[a:b]
