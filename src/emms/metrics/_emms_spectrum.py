@@ -32,16 +32,13 @@ class Spectrum:
     """
 
     def __init__(self, stats: StandardStats, rows: np.ndarray | None = None) -> None:
-        if rows is None:
-            s, vectors = np.linalg.eigh(stats.gram)
-        else:  # X̃ (N, D') with N < D': the nonzero spectrum of X̃ᵀX̃ from X̃X̃ᵀ = U diag(s) Uᵀ, v_i = X̃ᵀu_i / √s_i
-            s, vectors = np.linalg.eigh(rows @ rows.T)
+        # rows: X̃ (N, D') with N < D': the nonzero spectrum of X̃ᵀX̃ from X̃X̃ᵀ = U diag(s) Uᵀ, v_i = X̃ᵀu_i / √s_i
+        s, vectors = np.linalg.eigh(stats.gram if rows is None else rows @ rows.T)
         cutoff = max(s.max(), 0.0) * max(stats.n_samples, stats.n_features) * np.finfo(np.float64).eps
         kept = s > cutoff
         self.eigenvalues = s[kept]
-        if rows is not None:
-            vectors = rows.T @ (vectors / np.sqrt(np.where(kept, s, 1.0)))
-        self.projected = np.matmul(vectors[:, kept].T, stats.cross)
+        vectors = vectors[:, kept] if rows is None else rows.T @ (vectors[:, kept] / np.sqrt(self.eigenvalues))
+        self.projected = np.matmul(vectors.T, stats.cross)
         products = np.einsum("kil,jil->ikj", self.projected, self.projected, optimize=True)
         self.scaled_products = products / self.eigenvalues[:, None, None]
         self.label_inner = stats.label_inner

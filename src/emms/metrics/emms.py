@@ -119,9 +119,8 @@ class EMMS(BaseEstimator):
         stats = SufficientStats.from_arrays(features, f_labels, chunk_rows=self.chunk_rows,
                                             paired=self.mixture == "columns")
         standard = stats.standardised(labels=self._labels())
-        if standard.n_samples >= standard.n_features:
-            return self._fit_spectrum(standard, Spectrum(standard))
-        rows = stats.standardised_rows(features, standard.feature_mask)  # N < D: the (N, N) side is cheaper
+        rows = (stats.standardised_rows(features, standard.feature_mask)  # N < D: the (N, N) side is cheaper
+                if standard.n_samples < standard.n_features else None)
         return self._fit_spectrum(standard, Spectrum(standard, rows=rows))
 
     def fit_stats(self, stats: SufficientStats | StandardStats) -> EMMS:
