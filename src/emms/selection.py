@@ -21,9 +21,9 @@ import pandas as pd
 
 from emms._io import atomic_write_text
 from emms.errors import InputError
+from emms.finetune.race import SCREEN_FRACTION  # light: numpy, pandas
 
 DEFAULT_RECALL = ("emms", "params")
-from emms.finetune.race import SCREEN_FRACTION  # noqa: E402 - light: numpy, pandas
 MIN_VAL_ROWS = 20
 EventCallback = Callable[[str], None]
 
@@ -123,8 +123,10 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
         val_fraction: share of the data held out to judge the race (classification: stratified;
             other kinds: by image, so the captions / questions of one image stay together); never
             trained on.
-        score_samples: rows of the train split the frozen metrics score (None: all); they are scored
-            against the kind's own targets (F-labels of captions, answers, expressions...).
+        score_samples: rows of the train split the frozen metrics score (None: all), subsampled as
+            ``max_samples`` is (:func:`emms.data.subsample`: stratified for classification, counted in
+            images where several rows share one); scored against the kind's own targets (F-labels of
+            captions, answers, expressions...).
         seed: seed of the split and of the frozen scores' subsample; ``finetune_seed``: of fine-tuning.
         lr, protocol, eta: the fine-tuning protocol (:class:`emms.finetune.FinetuneProtocol`) and the
             halving factor.
@@ -143,7 +145,7 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
             follows the frozen scoring (as in :func:`emms.rank`) and the fine-tuning steps (stage
             ``fine-tune``, item the model).
     """
-    from emms.data import TaskData, load_dataset
+    from emms.data import TaskData, load_dataset, subsample
     from emms.finetune import FinetuneProtocol
     from emms.finetune.heads import head_class
     from emms.finetune.heads._prepare import finetune_data, split_rows
@@ -158,8 +160,7 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     models = list(dict.fromkeys(models))
     if len(models) < 2:
         raise InputError(f"models: select needs at least 2 candidates to choose between, got {len(models)}")
-    for model in models:
-        _text_candidate(model)  # InputError for what cannot be fine-tuned
+    modality = {m: "text" if _text_candidate(m) else "image" for m in models}  # InputError: cannot be fine-tuned
     budget_fraction = _check_budget(budget, max_seconds)
     if screen is not None and (isinstance(screen, bool) or not isinstance(screen, (int, float)) or not 0 <= screen <= 1):
         raise InputError(f"screen: expected a fraction of the train split in (0, 1], or 0 for none, got {screen!r}")
@@ -172,8 +173,7 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     if task is not None and task != task_data.task:
         raise InputError(f"task: the data holds a {task_data.task!r} task, not {task!r}")
     head_class(task_data.task)  # InputError for a kind without a head
-    for model in models:
-        kind = "text" if _text_candidate(model) else "image"
+    for model, kind in modality.items():
         if kind != task_data.modality:
             raise InputError(f"models: {model!r} is {'an' if kind == 'image' else 'a'} {kind} model; the data holds "
                              f"{task_data.modality} inputs")
@@ -189,10 +189,10 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     out_dir = Path(out_dir) if out_dir is not None else store.root / "select" / split.fingerprint
 
     say(f"recall: frozen {', '.join(metrics)} of {len(models)} models on the train split")
-    scored = _subsample(task_data, train_rows, score_samples, seed)
+    scored = subsample(task_data.take(train_rows, name=f"{task_data.name}-train"), score_samples, seed)
     candidates = {model: _frozen_candidate(model) for model in models}
     model_of = {(c if isinstance(c, str) else c.name): model for model, c in candidates.items()}
-    frozen = rank(task_data.take(scored, name=f"{task_data.name}-train"), list(candidates.values()), metrics=metrics,
+    frozen = rank(scored, list(candidates.values()), metrics=metrics,
                   encoders=encoders, cache=cache, device=device, image_size=protocol.image_size,
                   progress=progress, resamples=0)
     scores = {metric: {model_of[r.model]: float(r.score) for r in frozen.table.itertuples() if r.metric == metric}
@@ -210,7 +210,7 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     deadline = None if max_seconds is None else (lambda: time.perf_counter() - race_started >= max_seconds)
     head = head_class(task_data.task)(split)
 
-    screen_records, screen_trainer, race_order = {}, None, order
+    screen_records, screen_trainer, race_order, screen_meta = {}, None, order, None
     if screen is not None and budget_fraction is not None and _races_everything(order, full, protocol.epochs, left, eta):
         say("screen: skipped, the budget races every candidate through the whole ladder without it")
         screen = None
@@ -229,6 +229,8 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
             say(f"  {model}: screen val {screen_records[model]['val_score']:.4f} "
                 f"({screen_records[model]['seconds']:.0f} s)")
         race_order = screen_ranking(screen_records, order)
+        screen_meta = {"fraction": screen, "batch_size": s_protocol.batch_size, "epochs": 1,
+                       "n_train": len(s_data.train[1]), "screened": list(screen_records), "order": race_order}
     screen_spent = float(sum(r["seconds"] for r in screen_records.values()))
     trainer = RecordTrainer(split, protocol, lr=lr, seed=finetune_seed, out_dir=out_dir, device=device,
                             workers=workers, threads=threads, on_progress=on_progress)
@@ -264,10 +266,7 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     meta = {"data": task_data.name, "task": task_data.task, "primary": head.primary, "models": models,
             "recall": recall, "metrics": metrics, "entrants": [] if plan is None else plan.entrants,
             "rungs": [] if plan is None else plan.rungs, "eta": eta,
-            "screen": None if screen is None else {
-                "fraction": screen, "batch_size": screen_protocol(protocol).batch_size, "epochs": 1,
-                "n_train": len(screen_data(split, screen, seed).train[1]), "screened": list(screen_records),
-                "order": race_order},
+            "screen": screen_meta,
             "n_train": len(split.train[1]), "n_val": n_val, "n_scored": int(len(scored)), "seed": seed,
             "finetune_seed": finetune_seed, "lr": lr, "protocol": asdict(protocol), "out_dir": str(out_dir),
             "device": device}
@@ -324,20 +323,6 @@ def _frozen_candidate(model: str):  # noqa: ANN202 - a spec string or a feature 
         return frozen_extractor(model)
     query = "&".join([*(f"{k}={v}" for k, v in options.items()), *([] if pretrained else ["pretrained=false"])])
     return f"builtin:{name}" + (f"?{query}" if query else "")
-
-
-def _subsample(task_data, rows: np.ndarray, n: int | None, seed: int) -> np.ndarray:  # noqa: ANN001 - TaskData
-    """At most ``n`` of ``rows`` (sorted) for the frozen scores: stratified by label for
-    classification, at random otherwise."""
-    if n is None or n >= len(rows):
-        return rows
-    if task_data.task != "classification":
-        return np.sort(np.random.default_rng(seed).choice(rows, n, replace=False))
-    from sklearn.model_selection import train_test_split
-
-    labels = task_data.labels["label"].astype(str).to_numpy()[rows]
-    keep, _ = train_test_split(rows, train_size=n, stratify=labels, random_state=seed)
-    return np.sort(keep)
 
 
 def _probe_costs(split, models: list[str], protocol, device: str, out_dir: Path, say: EventCallback) -> dict:  # noqa: ANN001
