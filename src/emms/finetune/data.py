@@ -68,11 +68,7 @@ def stratified_rows(codes: np.ndarray, *, val_fraction: float, test_fraction: fl
     ``test_fraction`` is 0): the split of :meth:`FinetuneData.from_task_data`."""
     from sklearn.model_selection import train_test_split
 
-    for name, value, low in (("val_fraction", val_fraction, 0.0), ("test_fraction", test_fraction, -1e-12)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < 1:
-            raise InputError(f"{name}: expected a fraction {'strictly ' if low == 0 else ''}between 0 and 1, got {value!r}")
-    if val_fraction + test_fraction >= 1:
-        raise InputError("val_fraction + test_fraction: expected less than 1, leaving rows to train on")
+    check_split_fractions(val_fraction, test_fraction)
     seed = check_seed(seed)
     rows = np.arange(len(codes))
     try:
@@ -83,3 +79,12 @@ def stratified_rows(codes: np.ndarray, *, val_fraction: float, test_fraction: fl
     except ValueError as exc:
         raise InputError(f"data: too few rows per class for a stratified split ({exc})") from None
     return train, val, test
+
+
+def check_split_fractions(val_fraction: float, test_fraction: float) -> None:
+    """InputError unless 0 < val_fraction < 1, 0 <= test_fraction < 1 and their sum leaves rows to train on."""
+    for name, value, low in (("val_fraction", val_fraction, 0.0), ("test_fraction", test_fraction, -1e-12)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < 1:
+            raise InputError(f"{name}: expected a fraction {'strictly ' if low == 0 else ''}between 0 and 1, got {value!r}")
+    if val_fraction + test_fraction >= 1:
+        raise InputError("val_fraction + test_fraction: expected less than 1, leaving rows to train on")

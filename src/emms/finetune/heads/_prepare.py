@@ -82,7 +82,7 @@ def split_rows(data, *, val_fraction: float = 0.1, test_fraction: float = 0.2,  
     (``numpy.random.default_rng(seed)``) by image, so rows that share an ``image`` id (several
     captions or questions of one picture) stay in one split.
     """
-    from emms.finetune.data import stratified_rows
+    from emms.finetune.data import check_split_fractions, stratified_rows
 
     if data.task not in KINDS:
         raise InputError(f"data: fine-tuning has no head for {data.task!r} tasks; it has {', '.join(KINDS)}")
@@ -91,11 +91,7 @@ def split_rows(data, *, val_fraction: float = 0.1, test_fraction: float = 0.2,  
 
         codes, _ = as_class_labels(data.labels["label"].to_numpy(), "labels")
         return stratified_rows(codes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    for name, value, low in (("val_fraction", val_fraction, 0.0), ("test_fraction", test_fraction, -1e-12)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < 1:
-            raise InputError(f"{name}: expected a fraction between 0 and 1, got {value!r}")
-    if val_fraction + test_fraction >= 1:
-        raise InputError("val_fraction + test_fraction: expected less than 1, leaving rows to train on")
+    check_split_fractions(val_fraction, test_fraction)
     frame = as_label_frame(data.labels, data.task)
     keys = frame["image"].astype(str).to_numpy() if "image" in frame else np.arange(len(frame)).astype(str)
     groups, codes = np.unique(keys, return_inverse=True)
