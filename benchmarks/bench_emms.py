@@ -20,6 +20,11 @@ peak of traced numpy/Python allocations, seconds, and the score.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_emms.py --repeats 5 --sizes 5000x512x256x3,20000x1024x256x3 --breakdown
     OMP_NUM_THREADS=1 python benchmarks/bench_emms.py --memmap 2000000x256x128x3 --tmpdir /tmp/emms-memmap
+
+The statistics pass (``--passes NxDxLxK``): its one blocked read against the five reads it replaced,
+with the caches evicted before each call, and EMMS / floor in three runs of interleaved rounds.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_emms.py --passes 5000x512x256x3 --repeats 15
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from emms import EMMS
 from emms.metrics._simplex import sparsemax
 from emms.metrics._emms_spectrum import Spectrum, encoder_r2
 from emms.metrics.logme import logme_flabels
-from emms.metrics.stats import SufficientStats
+from emms.metrics.stats import SufficientStats, _summary_pass
 
 from _timing import interleaved_medians
 from bench_logme_flabels import logme_per_column_loop
@@ -176,14 +181,48 @@ def memmap_peak(size: str, tmpdir: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def passes(size: str, rounds: int, runs: int) -> None:
+    """The statistics pass at one size: (1) the five reads of a chunk it replaced (min, max, mean of X
+    and of each Z_k, the concatenation of the Z_k, the squares) against its one blocked read, each
+    call after a 240 MB read that evicts the caches; (2) EMMS / floor in ``runs`` interleaved runs of
+    ``rounds`` rounds (only the floor and the fit, so the ratio is not diluted by other methods)."""
+    n, d, width, k = map(int, size.split("x"))
+    x, z = make_task(n, d, width, k)
+    evict = np.ones(30_000_000)
+
+    def five_reads() -> None:
+        for a in [x, *z]:
+            a.min(axis=0), a.max(axis=0), a.mean(axis=0)
+        zr = np.concatenate(z, axis=1)
+        np.einsum("nl,nl->l", zr, zr)
+
+    cold = {"five reads": five_reads, "one blocked read": lambda: _summary_pass(x, z)}
+    t, _ = interleaved_medians({name: (lambda f=f: (evict.sum(), f())) for name, f in cold.items()}, rounds)
+    t_evict, _ = interleaved_medians({"evict": evict.sum}, rounds)
+    print(f"{size}, caches evicted before each call, median of {rounds}: "
+          + ", ".join(f"{name} {1000 * (t[name] - t_evict['evict']):.1f} ms" for name in cold))
+    xc = x - x.mean(axis=0)
+    zc = np.concatenate(z, axis=1)
+    zc -= zc.mean(axis=0)
+    ratios = []
+    for _ in range(runs):
+        t, _ = interleaved_medians({"floor": lambda: floor(xc, zc), "emms": lambda: EMMS().fit(x, z)}, rounds)
+        ratios.append(t["emms"] / t["floor"])
+    print(f"EMMS / floor in {runs} runs of {rounds} interleaved rounds: " + ", ".join(f"{r:.3f}" for r in ratios))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sizes", default="5000x512x256x3,20000x1024x256x3")
     parser.add_argument("--breakdown", action="store_true", help="also time the stages of EMMS().fit")
+    parser.add_argument("--passes", default=None, help="NxDxLxK: the statistics pass's reads and EMMS / floor (see passes)")
     parser.add_argument("--memmap", default=None, help="NxDxLxK: measure peak memory of EMMS().fit on float32 memmaps")
     parser.add_argument("--tmpdir", type=Path, default=Path(tempfile.gettempdir()) / "emms-memmap")
     args = parser.parse_args()
+    if args.passes:
+        passes(args.passes, max(args.repeats, 11), 3)
+        return
     if args.memmap:
         print(json.dumps(memmap_peak(args.memmap, args.tmpdir)))
         return
