@@ -8,7 +8,8 @@ rounds (median seconds):
 
 * ``np.save`` / ``np.load`` of the whole array: the floor (no chunks, no checks, not resumable);
 * ``Store``: ``get_or_compute`` in chunks (each chunk fsynced with a sha256 sidecar, then joined
-  into one verified entry), read with ``Store.get`` (size, shape, sha256 checked);
+  into one verified entry), read with ``Store.get`` (size, shape, sha256 checked); once more with
+  ``os.fsync`` patched out, to show what fsync costs;
 * ``zarr``: a chunked zarr v3 array, one chunk per piece (zarr's local store writes each chunk
   to a temporary name and renames it), without and with the CRC32C checksum codec; read whole;
 * ``joblib.Memory``: the piece function cached per (start, stop), read by calling it again and
@@ -26,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -64,6 +66,13 @@ def candidates(array: np.ndarray, chunk: int, folder: Path) -> dict[str, Candida
         store.clear()
         store.get_or_compute("features", rows, piece, chunk_rows=chunk)
 
+    def store_write_without_fsync() -> None:  # for scale only: what fsync costs the store
+        with mock.patch("os.fsync"):
+            store_write()
+
+    out["emms Store, os.fsync patched out (scale only)"] = (
+        folder / "store", store_write_without_fsync, lambda: store.get("features"),
+        lambda: store.get_or_compute("features", rows, piece, chunk_rows=chunk))
     out["emms Store (fsync + sha256 per chunk)"] = (
         folder / "store", store_write, lambda: store.get("features"),
         lambda: store.get_or_compute("features", rows, piece, chunk_rows=chunk))
