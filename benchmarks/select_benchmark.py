@@ -28,16 +28,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
+from emms.errors import InputError
 from emms.evaluate import regret_at_k, top1_hit, weighted_tau
 from emms.finetune import FinetuneProtocol
-from emms.finetune.race import (RecordTrainer, plan_race, plan_screen, predict, recall_order, rung_epochs, run_race,
-                                screen_data, screen_protocol, screen_ranking, view_at)
+from emms.finetune.race import RecordTrainer, plan_race, predict, recall_order, run_race, view_at
+from emms.finetune.screen import SCREEN_FRACTIONS, screen_and_race, screen_data, screen_protocol, screen_ranking
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "data"
@@ -112,9 +114,9 @@ class CpuReplay:
 
 def screen_trainer(target: str, fraction: float, runs_dir: Path, *, replay_only: bool = True) -> RecordTrainer:
     """The screen runs of ``target`` (``runs_dir/screen``): the select code path's screen
-    (:func:`emms.finetune.race.screen_data` / :func:`~emms.finetune.race.screen_protocol`) on the
+    (:func:`emms.finetune.screen.screen_data` / :func:`~emms.finetune.screen.screen_protocol`) on the
     replayed runs' split (seed, n_train, n_val as :data:`RUN_SPLIT`), fine-tuning seed :data:`RUN_SEED`."""
-    from emms.evaluate.targets import benchmark_targets
+    from emms.data.fashion_targets import benchmark_targets
     from emms.finetune.data import FinetuneData
 
     split = FinetuneData.from_benchmark(benchmark_targets([target], n_probe=1, **RUN_SPLIT)[target])
@@ -139,7 +141,8 @@ def screen_replays(runs_dir: Path, fraction: float, targets) -> dict[str, CpuRep
     for target in targets:
         try:
             trainer = screen_trainer(target, fraction, runs_dir)
-        except Exception:  # noqa: BLE001 - e.g. the data set is not available
+        except (InputError, OSError) as exc:  # e.g. the full Fashion-MNIST images are not here
+            print(f"screen {fraction:g} on {target}: not replayed ({exc})", file=sys.stderr)
             continue
         records = {m: trainer.recorded(m) for m in MODELS}
         if all(r is not None and r["complete"] for r in records.values()):
@@ -238,7 +241,7 @@ def race_curve(replay: CpuReplay, frozen: dict[str, dict[str, float]], truth: di
         for budget in BUDGETS:
             try:
                 plan = plan_race(order, dict(full), epochs, budget * grid)
-            except Exception as exc:  # noqa: BLE001 - InputError: the budget trains nothing
+            except InputError as exc:  # the budget trains nothing
                 rows.append({"method": f"race ({recall_name})", "budget": budget, "spent": 0.0, "note": str(exc)[:60]})
                 continue
             result = run_race(plan, replay, dict(full), epochs, budget * grid)
@@ -253,67 +256,34 @@ def race_curve(replay: CpuReplay, frozen: dict[str, dict[str, float]], truth: di
     return rows
 
 
-def screened_curve(replay: CpuReplay | None, screens: CpuReplay, frozen: dict[str, dict[str, float]],
-                   truth: dict[str, float], label: str, recall: tuple[str, ...] = ("emms", "params"),
-                   merge: str = "raced", full_costs: dict[str, float] | None = None, fuse: bool = True) -> list[dict]:
-    """D: the screen, then the race on what is left, at each budget, as :func:`emms.select` runs them: the
-    candidates screened in recall order as far as the budget allows (fewer than 2: refused), the race
-    entering in the screen's order with the budget left (none fits: the screen's answer, status
-    "screened"); ranking: raced models by prediction, then screened-only by screen score, then the rest
-    in recall order. Costs: CPU seconds of the recorded screen and full runs. ``replay`` None (the full runs
-    are not recorded): ``full_costs`` stand in for the grid, and only the budgets where the answer is the
-    screen's are measured."""
-    from emms.errors import InputError
-
-    full = dict(full_costs) if replay is None else {m: r["seconds"] for m, r in replay.records.items()}
-    screen_cost = {m: r["seconds"] for m, r in screens.records.items()}
-    grid, epochs, models = sum(full.values()), 4 if replay is None else replay.epochs, list(full)
+def screened_curve(replay: CpuReplay, screens: list[CpuReplay], fractions: list[float],
+                   frozen: dict[str, dict[str, float]], truth: dict[str, float], label: str,
+                   recall: tuple[str, ...] = ("emms", "params")) -> list[dict]:
+    """D: at each budget, the fine-tuning stages of :func:`emms.select` (:func:`emms.finetune.screen.screen_and_race`)
+    on the records: the screen's rungs (``screens[r]``: the runs on ``fractions[r]`` of the train split), then the
+    race on what is left; ranking as :func:`emms.select` ranks: raced models by prediction, then the screen's
+    order. Costs: CPU seconds of the recorded runs (a run's recorded cost is also its estimate)."""
+    full = {m: r["seconds"] for m, r in replay.records.items()}
+    grid, models = sum(full.values()), list(full)
     order = recall_order(frozen, models, recall)
+    estimates = [{m: r["seconds"] for m, r in screen.records.items()} for screen in screens]
     rows = []
     for budget in BUDGETS:
-        limit = budget * grid
-        try:  # as emms.select: no screen when the race alone enters everyone with the whole ladder
-            alone = plan_race(order, dict(full), epochs, limit)
-            skip = len(alone.entrants) == len(order) and alone.rungs == rung_epochs(epochs)
-        except InputError:
-            skip = False
-        if skip and replay is not None:
-            result = run_race(alone, replay, dict(full), epochs, limit)
-            table = predict(result.records, epochs)
-            finished = list(table[table.complete.astype(bool)].model)
-            ranking = [*table.model, *[m for m in order if m not in set(table.model)]]
-            scores = {m: float(len(ranking) - i) for i, m in enumerate(ranking)}
-            rows.append({"method": label, "budget": budget, "spent": result.spent_seconds / grid,
-                         "entrants": len(result.records), "screened": 0, "status": "raced (screen skipped)",
-                         **statistics(scores, truth, finished[0] if finished else ranking[0])})
-            continue
         try:
-            screened = plan_screen(order, screen_cost, limit, grid)
+            screened, raced = screen_and_race(order, full, replay.epochs, budget * grid, replay, fractions=fractions,
+                                              screen_trainers=screens, screen_estimates=estimates)
         except InputError as exc:
             rows.append({"method": label, "budget": budget, "spent": 0.0, "note": str(exc)[:60]})
             continue
-        records = {m: screens.records[m] for m in screened}
-        spent_screen = sum(screen_cost[m] for m in screened)
-        race_order = screen_ranking(records, order, fuse=fuse)
-        try:
-            plan = plan_race(race_order, dict(full), epochs, limit - spent_screen)
-        except InputError:
-            plan = None
-        if plan is not None and replay is None:
-            rows.append({"method": label, "budget": budget, "spent": np.nan, "screened": len(screened),
-                         "note": "the race would start: needs the full runs"})
-            continue
-        raced = {} if plan is None else run_race(plan, replay, dict(full), epochs, limit - spent_screen).records
-        table = predict(raced, epochs)
+        table = predict(raced.records, replay.epochs)
         finished = list(table[table.complete.astype(bool)].model)
-        first = finished if merge == "finished" else list(table.model)
-        ranking = [*first, *[m for m in race_order if m not in set(first)]]
-        pick = finished[0] if finished else ranking[0]
+        ranking = [*table.model, *[m for m in screened.order if m not in set(table.model)]]
         scores = {m: float(len(ranking) - i) for i, m in enumerate(ranking)}
-        spent = spent_screen + sum(r["seconds"] for r in raced.values())
-        rows.append({"method": label, "budget": budget, "spent": spent / grid, "entrants": len(raced),
-                     "screened": len(screened), "status": "raced" if raced else "screened",
-                     **statistics(scores, truth, pick)})
+        status = "raced (screen skipped)" if not screened.records else "raced" if raced.records else "screened"
+        rows.append({"method": label, "budget": budget, "spent": (screened.spent_seconds + raced.spent_seconds) / grid,
+                     "entrants": len(raced.records), "screened": len(screened.records),
+                     "rescreened": len(screened.rungs[-1]["trained"]) if len(screened.rungs) > 1 else 0,
+                     "status": status, **statistics(scores, truth, finished[0] if finished else ranking[0])})
     return rows
 
 
@@ -369,34 +339,32 @@ def screen_section(runs_dir: Path, replays: dict[str, CpuReplay], truth_table: p
                    sizes: dict[str, int], curve_rows: list[dict], free_rows: list[dict], out: Path) -> list[str]:
     """D: the screen (each recorded fraction), then the race, replayed; the screen alone; mean over the
     targets that have both screen and full records, beside part B's rows at the same budgets."""
-    rows = []
-    for fraction in screen_fractions(runs_dir):
-        screens = screen_replays(runs_dir, fraction, TARGETS)
-        for target, screen in screens.items():
+    rows, screens = [], {f: screen_replays(runs_dir, f, TARGETS) for f in screen_fractions(runs_dir)}
+    frozen_of = {}
+    for target in TARGETS:
+        frozen_of[target] = {metric: g.set_index("model").score.to_dict()
+                             for metric, g in scores[scores.target == target].groupby("metric")}
+        frozen_of[target]["params"] = {m: float(v) for m, v in sizes.items()}
+    for fraction, by_target in screens.items():  # each fraction's whole screen, alone and fused with the recall
+        for target, screen in by_target.items():
             truth = truth_table[truth_table.target == target].set_index("model").value.to_dict()
-            frozen = {metric: g.set_index("model").score.to_dict()
-                      for metric, g in scores[scores.target == target].groupby("metric")}
-            frozen["params"] = {m: float(v) for m, v in sizes.items()}
-            ranking = screen_ranking(screen.records, list(MODELS), fuse=False)
-            alone = statistics({m: float(len(ranking) - i) for i, m in enumerate(ranking)}, truth)
-            fused = screen_ranking(screen.records, recall_order(frozen, list(MODELS), ("emms", "params")))
-            fused = statistics({m: float(len(fused) - i) for i, m in enumerate(fused)}, truth)
             cost = sum(r["seconds"] for r in screen.records.values())
             grid = sum(r["seconds"] for r in replays[target].records.values()) if target in replays else np.nan
-            rows.append({"target": target, "method": f"screen {fraction:g} alone (all 10)", "budget": np.nan,
-                         "spent": cost / grid, "screen_cpu_seconds": cost, "screened": len(ranking), **alone})
-            rows.append({"target": target, "method": f"screen {fraction:g} fused with recall (all 10)", "budget": np.nan,
-                         "spent": cost / grid, "screen_cpu_seconds": cost, "screened": len(ranking), **fused})
-            curve = []
-            proxy = None
-            if target not in replays and replays:  # no full runs: the grid's cost from the replayed targets'
-                proxy = {m: float(np.mean([r.records[m]["seconds"] for r in replays.values()])) for m in MODELS}
-                for row in rows[-2:]:
-                    row["spent"] = cost / sum(proxy.values())
-                    row["note"] = "grid cost: mean of the replayed targets' (no full runs here)"
-            if target in replays or proxy is not None:
-                for fuse, label in ((True, f"screen {fraction:g} + race"), (False, f"screen {fraction:g} unfused + race")):
-                    curve += screened_curve(replays.get(target), screen, frozen, truth, label, full_costs=proxy, fuse=fuse)
+            for fuse, what in ((False, "alone"), (True, "fused with recall")):
+                recall = recall_order(frozen_of[target], list(MODELS), ("emms", "params")) if fuse else list(MODELS)
+                ranking = screen_ranking(screen.records, recall, fuse=fuse)
+                rows.append({"target": target, "method": f"screen {fraction:g} {what} (all 10)", "budget": np.nan,
+                             "spent": cost / grid, "screen_cpu_seconds": cost, "screened": len(ranking),
+                             **statistics({m: float(len(ranking) - i) for i, m in enumerate(ranking)}, truth)})
+    ladders = [tuple(SCREEN_FRACTIONS), *((f,) for f in screens)]
+    for target, replay in replays.items():  # the budget curve of each screen ladder, then the race
+        truth = truth_table[truth_table.target == target].set_index("model").value.to_dict()
+        for ladder in ladders:
+            if not all(target in screens.get(f, {}) for f in ladder):
+                continue
+            label = f"screen {','.join(f'{f:g}' for f in ladder)} + race" + (" (default)" if ladder == SCREEN_FRACTIONS else "")
+            curve = screened_curve(replay, [screens[f][target] for f in ladder], list(ladder), frozen_of[target], truth,
+                                   label)
             rows += [{"target": target, **row} for row in curve]
     if not rows:
         return ["#### D. Screen: no screen records under " + str(runs_dir / "screen"), ""]

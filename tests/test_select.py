@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from emms.errors import InputError
-from emms.finetune.race import (plan_race, plan_screen, predict, recall_order, rung_epochs, run_race, screen_ranking,
-                                view_at)
+from emms.finetune.race import plan_race, predict, recall_order, rung_epochs, run_race, view_at
+from emms.finetune.screen import (check_screen_fractions, plan_screen, run_screen, screen_and_race, screen_data,
+                                  screen_protocol, screen_ranking)
 
 EPOCHS = 4
 
@@ -132,9 +133,68 @@ def test_the_screen_takes_what_fits_in_recall_order_and_orders_the_race():
     assert screen_ranking(late, order) == ["b", "a", "c", "d"]  # Borda: b 0+1, a 2+0, c 1+2
 
 
+class ScreenTrainer:
+    """Serves one-epoch screen records of fixed scores and costs, and counts what was asked."""
+
+    def __init__(self, scores: dict[str, float], seconds: dict[str, float]) -> None:
+        self.scores, self.seconds, self.calls = scores, seconds, []
+
+    def train(self, models, until_epoch):  # noqa: ANN001, ANN201
+        self.calls.append(tuple(models))
+        return {m: {**_record(m, [self.scores[m]], self.seconds[m], epochs=1)} for m in models}
+
+
+def test_the_screen_ladder_rescreens_the_best_half_on_a_larger_share_as_far_as_the_budget_goes():
+    order = ["a", "b", "c", "d", "e", "f"]  # the recall order
+    small = ScreenTrainer(dict(zip(order, [0.5, 0.6, 0.7, 0.1, 0.2, 0.3])), dict.fromkeys(order, 1.0))
+    large = ScreenTrainer(dict(zip(order, [0.9, 0.6, 0.8, 0.5, 0.5, 0.5])), dict.fromkeys(order, 2.0))
+    estimates = [dict.fromkeys(order, 1.0), dict.fromkeys(order, 2.0)]
+    result = run_screen(order, [small, large], estimates, [0.1, 0.25], 100.0, 100.0)
+    # rung 1 (Borda of screen and recall ranks): b 1+1, c 0+2, a 2+0 tie at 2 (better screen first: c, b, a), then d, e, f
+    assert small.calls == [tuple(order)] and result.rungs[0]["trained"] == ["c", "b", "a", "f", "e", "d"]
+    # rung 2: the best half of rung 1's order, fused with that order: a 0+2, c 1+0, b 2+1
+    assert large.calls == [("c", "b", "a")] and result.order == ["c", "a", "b", "f", "e", "d"]
+    assert result.records["a"]["fraction"] == 0.25 and result.records["d"]["fraction"] == 0.1
+    assert result.seconds == {"a": 3.0, "b": 3.0, "c": 3.0, "d": 1.0, "e": 1.0, "f": 1.0}
+    assert result.spent_seconds == 12.0 and [r["fraction"] for r in result.rungs] == [0.1, 0.25]
+    # a budget that pays rung 1 and two of rung 2: the prefix that fits; one would not: the ladder ends at rung 1
+    small.calls, large.calls = [], []
+    assert run_screen(order, [small, large], estimates, [0.1, 0.25], 10.5, 100.0).seconds["b"] == 3.0
+    assert large.calls == [("c", "b")]
+    short = run_screen(order, [small, large], estimates, [0.1, 0.25], 7.9, 100.0)
+    assert short.order == ["c", "b", "a", "f", "e", "d"] and len(short.rungs) == 1 and short.spent_seconds == 6.0
+    with pytest.raises(InputError, match="budget: too small to train anything: the screen of the first two"):
+        run_screen(order, [small, large], estimates, [0.1, 0.25], 1.5, 100.0)
+
+
+def test_screen_fractions_are_checked():
+    assert check_screen_fractions(None) == () and check_screen_fractions(0) == ()
+    assert check_screen_fractions(0.2) == (0.2,) and check_screen_fractions([0.1, 0.25]) == (0.1, 0.25)
+    for bad in ([0.25, 0.1], [0.1, 0.1], 1.5, -0.1, [0.1, 0], True, "0.1"):
+        with pytest.raises(InputError, match="screen"):
+            check_screen_fractions(bad)
+
+
+def test_screen_and_race_skips_the_screen_when_the_race_takes_everyone_and_answers_from_it_when_no_race_fits():
+    costs = {"late": 40.0, "steady": 40.0, "fast": 40.0, "weak": 40.0}
+    screen = ScreenTrainer({"late": 0.5, "steady": 0.6, "fast": 0.7, "weak": 0.1}, dict.fromkeys(costs, 2.0))
+    race = FakeTrainer(CURVES, costs)
+    order = ["late", "steady", "fast", "weak"]
+    estimates = [dict.fromkeys(costs, 2.0)]
+    kwargs = dict(fractions=[0.1], screen_trainers=[screen], screen_estimates=estimates)
+    screened, raced = screen_and_race(order, costs, EPOCHS, 1000.0, race, **kwargs)
+    assert not screened.records and not screen.calls and len(raced.plan.entrants) == 4  # the race alone takes all
+    screened, raced = screen_and_race(order, costs, EPOCHS, 15.0, race, **kwargs)
+    assert raced.plan is None and not raced.records and screened.spent_seconds == 8.0  # 7 s left: no epoch of two
+    assert screened.order[0] == "fast"
+    screened, raced = screen_and_race(order, costs, EPOCHS, 40.0, race, **kwargs)
+    assert raced.plan.entrants[:2] == screened.order[:2] and raced.spent_seconds <= 32.0
+    with pytest.raises(InputError, match="budget: too small"):
+        screen_and_race(order, costs, EPOCHS, 3.0, race, **kwargs)
+
+
 def test_screen_data_is_a_stratified_share_with_its_own_key():
     from emms.finetune.data import FinetuneData
-    from emms.finetune.race import screen_data, screen_protocol
     from emms.finetune.run import FinetuneProtocol
 
     labels = np.repeat(np.arange(4), 25)
@@ -271,32 +331,34 @@ def test_a_killed_select_resumes_from_its_records(tmp_path):
 def test_the_screen_is_recorded_apart_counted_and_replayed(tiny_select):
     first, again, out_dir, _ = tiny_select
     files = sorted((out_dir / "screen" / "runs").rglob("*.json"))
-    assert len(files) == 2  # its own records, next to (never mixed with) the full runs
-    record = json.loads(files[0].read_text())
-    assert record["target"].endswith("@screen0.1") and record["protocol"]["epochs"] == 1
-    assert record["n_train"] == 24 and record["n_val"] == 60 and record["complete"]  # 0.1 of the 240 train rows
+    records = [json.loads(p.read_text()) for p in files]
+    # its own records, next to (never mixed with) the full runs: both candidates at both rungs (two: both rescreened)
+    assert sorted((r["target"].rsplit("@", 1)[1], r["n_train"]) for r in records) == \
+        [("screen0.1", 24), ("screen0.1", 24), ("screen0.25", 60), ("screen0.25", 60)]  # of the 240 train rows
+    assert all(r["protocol"]["epochs"] == 1 and r["n_val"] == 60 and r["complete"] for r in records)
     cost = first.cost
-    assert cost["screen_seconds"] == pytest.approx(sum(json.loads(p.read_text())["seconds"] for p in files))
+    assert cost["screen_seconds"] == pytest.approx(sum(r["seconds"] for r in records))
     assert cost["spent_seconds"] == pytest.approx(cost["probe_seconds"] + cost["screen_seconds"] + cost["race_seconds"])
-    assert first.history[0]["rung"] == "screen" and first.table["screen"].notna().all()
-    assert first.meta["screen"]["screened"] and first.meta["screen"]["n_train"] == 24
+    assert [h["rung"] for h in first.history[:2]] == ["screen 1", "screen 2"]
+    assert first.table["screen"].notna().all() and (first.table["screen_fraction"] == 0.25).all()
+    assert first.meta["screen"]["fractions"] == [0.1, 0.25] and first.meta["screen"]["n_train"] == [24, 60]
     # the rerun replays the screen too: nothing trained, the same screen scores and cost
     assert again.cost["trained_seconds"] == 0 and again.cost["screen_seconds"] == cost["screen_seconds"]
     assert list(again.table["screen"]) == list(first.table["screen"])
 
 
 def _budgets(out_dir, kwargs):  # noqa: ANN001, ANN202
-    """The cached timing probes of the tiny select: the full grid, the probes' and the screen's estimated seconds,
-    one full-protocol epoch of both candidates."""
+    """The cached timing probes of the tiny select: the full grid, the probes' and each screen rung's estimated
+    seconds, one full-protocol epoch of both candidates."""
     from emms.selection import _screen_seconds
 
     [costs] = out_dir.glob("costs-*.json")
     probes = json.loads(costs.read_text())
     grid = sum(p["full_seconds"] for p in probes.values())
     probe = sum(p["probe_seconds"] for p in probes.values())
-    screen = sum(_screen_seconds(p, 24, 60) for p in probes.values())
+    screens = [sum(_screen_seconds(p, n_train, 60) for p in probes.values()) for n_train in (24, 60)]
     rung = grid / kwargs["protocol"].epochs
-    return costs, grid, probe, screen, rung
+    return costs, grid, probe, screens, rung
 
 
 def test_a_budget_that_affords_only_the_screen_answers_from_it_and_below_it_refuses(tiny_select, tmp_path):
@@ -305,12 +367,12 @@ def test_a_budget_that_affords_only_the_screen_answers_from_it_and_below_it_refu
     import emms
 
     _, _, out_dir, kwargs = tiny_select
-    costs, grid, probe, screen, rung = _budgets(out_dir, kwargs)
+    costs, grid, probe, screens, rung = _budgets(out_dir, kwargs)
     models = ["onet_mtcnn", "ocrvgg_easyocr"]
     fresh = tmp_path / "o"
     fresh.mkdir()
     shutil.copy(costs, fresh / costs.name)  # the same timing estimates: the budget below is exact
-    budget = (probe + screen + 0.4 * rung) / grid  # the screen fits; one epoch of two full runs cannot after it
+    budget = (probe + sum(screens) + 0.4 * rung) / grid  # both rungs fit; one epoch of two full runs cannot after them
     sel = emms.select("builtin:fashion-mnist", models, **{**kwargs, "out_dir": fresh, "budget": budget,
                                                           "max_seconds": None})
     assert (sel.table["status"] == "screened").all() and sel.recommended == sel.table.iloc[0]["model"]
@@ -320,11 +382,11 @@ def test_a_budget_that_affords_only_the_screen_answers_from_it_and_below_it_refu
     assert sel.cost["race_seconds"] == 0 and sel.cost["screen_seconds"] == pytest.approx(sel.cost["trained_seconds"])
     assert sel.cost["spent_seconds"] == pytest.approx(probe + sel.cost["screen_seconds"])
     assert "screened:" in sel.summary() and any("only the screen" in note for note in sel.notes)
-    assert not (fresh / "runs").exists() and len(list((fresh / "screen").rglob("*.json"))) == 2
+    assert not (fresh / "runs").exists() and len(list((fresh / "screen").rglob("*.json"))) == 4
     below = tmp_path / "below"
     below.mkdir()
     shutil.copy(costs, below / costs.name)
     with pytest.raises(InputError, match="budget: too small to train anything: the screen of the first two"):
-        emms.select("builtin:fashion-mnist", models, **{**kwargs, "out_dir": below, "budget": (probe + 0.5 * screen) / grid,
+        emms.select("builtin:fashion-mnist", models, **{**kwargs, "out_dir": below, "budget": (probe + 0.5 * screens[0]) / grid,
                                                         "max_seconds": None})
     assert not (below / "screen").exists() and not (below / "runs").exists()

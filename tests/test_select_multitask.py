@@ -140,4 +140,4 @@ def test_the_screen_runs_for_every_kind_with_its_own_records(kind, tmp_path):
     assert len(records) == 2 and all(r["task"] == kind and r["complete"] and r["target"].endswith("@screen0.5")
                                      for r in records)
     assert sel.table["screen"].notna().all() and sel.cost["screen_seconds"] > 0
-    assert sel.meta["screen"]["n_train"] < sel.meta["n_train"]
+    assert sel.meta["screen"]["fractions"] == [0.5] and sel.meta["screen"]["n_train"][0] < sel.meta["n_train"]

@@ -21,7 +21,7 @@ import pandas as pd
 
 from emms._io import atomic_write_text
 from emms.errors import InputError
-from emms.finetune.race import SCREEN_FRACTION  # light: numpy, pandas
+from emms.finetune.screen import SCREEN_FRACTIONS  # light: numpy, pandas
 
 DEFAULT_RECALL = ("emms", "params")
 MIN_VAL_ROWS = 20
@@ -38,7 +38,8 @@ class Selection:
     (only the short screen run) or ``not raced``), ``extrapolated``, ``observed`` (last validation
     score of the full protocol), ``screen``, ``screen_low``, ``screen_high`` (validation score of
     the screen run and its sampling interval: a score of the screen's own short schedule, not a
-    prediction of the fine-tuned one), ``seconds`` (fine-tuning cost, screen included),
+    prediction of the fine-tuned one), ``screen_fraction`` (the share of the train split that
+    screen run used: its last screen rung), ``seconds`` (fine-tuning cost, screen included),
     ``recall_rank`` and one ``frozen:<metric>`` column per frozen score. ``recommended``: the model
     to use. ``cost``: seconds spent (timing probes + screen + race: ``probe_seconds``,
     ``screen_seconds``, ``race_seconds``; reused records included), the full-grid estimate, the fraction spent, the
@@ -100,7 +101,7 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
            metrics: Sequence[str] | None = None, encoders: str | Sequence[str] = "offline",
            val_fraction: float = 0.2, max_samples: int | None = None, score_samples: int | None = 2000,
            seed: int = 0, finetune_seed: int = 0, lr: float = 1e-3, protocol=None, eta: int = 2,  # noqa: ANN001
-           screen: float | None = SCREEN_FRACTION,
+           screen: float | Sequence[float] | None = SCREEN_FRACTIONS,
            out_dir: str | Path | None = None, cache: str | Path | None = None, device: str = "cpu",
            workers: int = 1, threads: int = 1, on_event: EventCallback | None = None,
            progress: Callable[[str, str, int, int], None] | None = None) -> Selection:
@@ -130,14 +131,16 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
         seed: seed of the split and of the frozen scores' subsample; ``finetune_seed``: of fine-tuning.
         lr, protocol, eta: the fine-tuning protocol (:class:`emms.finetune.FinetuneProtocol`) and the
             halving factor.
-        screen: before the race, every candidate that fits the budget (in recall order) is fine-tuned
-            briefly with a schedule of its own: one epoch, its own one-cycle, batch
-            :data:`~emms.finetune.race.SCREEN_BATCH_SIZE`, on this fraction of the train split
-            (stratified), judged on the same validation split; the race takes the candidates in the
-            screen's order (screen rank + recall rank, :func:`emms.finetune.race.screen_ranking`).
-            When the budget affords only the screen, the answer is the screen's (status
+        screen: the screen's rungs, as shares of the train split (:mod:`emms.finetune.screen`):
+            before the race, every candidate that fits the budget (in recall order) is fine-tuned
+            briefly with a schedule of its own (one epoch, its own one-cycle, batch
+            :data:`~emms.finetune.screen.SCREEN_BATCH_SIZE`) on the first share (stratified), judged
+            on the same validation split; each later rung screens the best half of the previous
+            rung's order on its larger share, as far as the budget allows. Each rung orders its
+            models by its rank + the previous order's rank; the race takes the candidates in the
+            final order. When the budget affords only the screen, the answer is the screen's (status
             ``screened``); when it races every candidate through the whole ladder, the screen is
-            skipped. None or 0: no screen (the race enters in recall order).
+            skipped. One fraction: one rung; None or 0: no screen (the race enters in recall order).
         out_dir: where run records and checkpoints go (default: ``<cache>/select/<split fingerprint>``);
             re-running the same call resumes.
         workers, threads, device: parallel fine-tuning processes, torch threads each, cpu or cuda.
@@ -149,8 +152,8 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     from emms.finetune import FinetuneProtocol
     from emms.finetune.heads import head_class
     from emms.finetune.heads._prepare import finetune_data, split_rows
-    from emms.finetune.race import (RaceResult, RecordTrainer, plan_race, plan_screen, predict, recall_order,
-                                    run_race, screen_data, screen_protocol, screen_ranking)
+    from emms.finetune.race import RecordTrainer, predict, recall_order
+    from emms.finetune.screen import check_screen_fractions, screen_and_race, screen_data, screen_protocol
     from emms.pipeline import rank
     from emms.compute.store import Store
 
@@ -162,9 +165,7 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
         raise InputError(f"models: select needs at least 2 candidates to choose between, got {len(models)}")
     modality = {m: "text" if _text_candidate(m) else "image" for m in models}  # InputError: cannot be fine-tuned
     budget_fraction = _check_budget(budget, max_seconds)
-    if screen is not None and (isinstance(screen, bool) or not isinstance(screen, (int, float)) or not 0 <= screen <= 1):
-        raise InputError(f"screen: expected a fraction of the train split in (0, 1], or 0 for none, got {screen!r}")
-    screen = float(screen) if screen else None
+    fractions = check_screen_fractions(screen)
     recall, metrics = list(recall), list(metrics) if metrics is not None else list(recall)
     if not recall:
         raise InputError("recall: expected at least one frozen metric to order the pool")
@@ -210,53 +211,25 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     deadline = None if max_seconds is None else (lambda: time.perf_counter() - race_started >= max_seconds)
     head = head_class(task_data.task)(split)
 
-    screen_records, screen_trainer, race_order, screen_meta = {}, None, order, None
-    if screen is not None and budget_fraction is not None and _races_everything(order, full, protocol.epochs, left, eta):
-        say("screen: skipped, the budget races every candidate through the whole ladder without it")
-        screen = None
-    if screen is not None:
-        s_data, s_protocol = screen_data(split, screen, seed), screen_protocol(protocol)
-        s_estimate = {m: _screen_seconds(probes[m], len(s_data.train[1]), n_val) for m in models}
-        screened = plan_screen(order, s_estimate, left, full_grid)
-        say(f"screen: {len(screened)} of {len(models)} ({', '.join(screened)}), one epoch of their own on "
-            f"{len(s_data.train[1])} train rows ({screen:g} of the split, batch {s_protocol.batch_size}); estimated "
-            f"{sum(s_estimate[m] for m in screened):.0f} s; full grid estimated {full_grid:.0f} s, budget "
-            f"{budget_seconds:.0f} s")
-        screen_trainer = RecordTrainer(s_data, s_protocol, lr=lr, seed=finetune_seed, out_dir=out_dir / "screen",
-                                       device=device, workers=workers, threads=threads, on_progress=on_progress)
-        screen_records = screen_trainer.train(screened, 1)
-        for model in screened:
-            say(f"  {model}: screen val {screen_records[model]['val_score']:.4f} "
-                f"({screen_records[model]['seconds']:.0f} s)")
-        race_order = screen_ranking(screen_records, order)
-        screen_meta = {"fraction": screen, "batch_size": s_protocol.batch_size, "epochs": 1,
-                       "n_train": len(s_data.train[1]), "screened": list(screen_records), "order": race_order}
-    screen_spent = float(sum(r["seconds"] for r in screen_records.values()))
+    s_protocol = screen_protocol(protocol)
+    s_data = [screen_data(split, fraction, seed) for fraction in fractions]
+    screen_trainers = [RecordTrainer(d, s_protocol, lr=lr, seed=finetune_seed, out_dir=out_dir / "screen", device=device,
+                                     workers=workers, threads=threads, on_progress=on_progress) for d in s_data]
     trainer = RecordTrainer(split, protocol, lr=lr, seed=finetune_seed, out_dir=out_dir, device=device,
                             workers=workers, threads=threads, on_progress=on_progress)
-    race_budget = left - screen_spent
-    try:
-        plan = plan_race(race_order, full, protocol.epochs, max(race_budget, 0.0), eta)
-    except InputError:
-        if screen is None:
-            raise
-        plan = None
-        say(f"race: the {max(race_budget, 0.0):.0f} s left after the screen do not pay one epoch of the full protocol "
-            f"for two candidates; the answer is the screen's")
-    if plan is not None:
-        say(f"race: {len(plan.entrants)} of {len(models)} enter ({', '.join(plan.entrants)}), rungs at epochs "
-            f"{plan.rungs}; full grid estimated {full_grid:.0f} s, budget {budget_seconds:.0f} s")
-    if plan is not None and (deadline is None or not deadline()):
-        result = run_race(plan, trainer, dict(full), protocol.epochs, race_budget, on_event=say, deadline=deadline)
-    else:
-        result = RaceResult(plan=plan, records={})
+    say(f"full grid estimated {full_grid:.0f} s, budget {budget_seconds:.0f} s ({left:.0f} s after the timing probes)")
+    screened, result = screen_and_race(
+        order, full, protocol.epochs, left, trainer, fractions=fractions, screen_trainers=screen_trainers,
+        screen_estimates=[{m: _screen_seconds(probes[m], len(d.train[1]), n_val) for m in models} for d in s_data],
+        eta=eta, on_event=say, deadline=deadline)
+    screen_records, race_order, screen_spent, plan = screened.records, screened.order, screened.spent_seconds, result.plan
+    ran = [rung["fraction"] for rung in screened.rungs]
     predicted = predict(result.records, protocol.epochs, standard_error=head.standard_error)
-    table = _table(predicted, models, order, scores, result.records, protocol.epochs, screen_records,
-                   head.standard_error)
+    table = _table(predicted, order, scores, result.records, protocol.epochs, screened, head.standard_error)
     finished = table[table["status"] == "finished"]
     recommended = str((finished if len(finished) else table).iloc[0]["model"])
     spent = result.spent_seconds + screen_spent + probe_seconds
-    trained = trainer.trained_seconds + (screen_trainer.trained_seconds if screen_trainer is not None else 0.0)
+    trained = trainer.trained_seconds + sum(t.trained_seconds for t in screen_trainers)
     cost = {"spent_seconds": spent, "trained_seconds": trained,
             "replayed_seconds": result.spent_seconds + screen_spent - trained, "probe_seconds": probe_seconds,
             "screen_seconds": screen_spent, "race_seconds": result.spent_seconds,
@@ -266,16 +239,20 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     meta = {"data": task_data.name, "task": task_data.task, "primary": head.primary, "models": models,
             "recall": recall, "metrics": metrics, "entrants": [] if plan is None else plan.entrants,
             "rungs": [] if plan is None else plan.rungs, "eta": eta,
-            "screen": screen_meta,
+            "screen": None if not screen_records else
+            {"fractions": ran, "batch_size": s_protocol.batch_size, "epochs": 1,
+             "n_train": [len(d.train[1]) for d in s_data[:len(ran)]], "screened": list(screen_records),
+             "order": race_order},
             "n_train": len(split.train[1]), "n_val": n_val, "n_scored": int(len(scored)), "seed": seed,
             "finetune_seed": finetune_seed, "lr": lr, "protocol": asdict(protocol), "out_dir": str(out_dir),
             "device": device}
     notes = ["intervals: validation sampling (95 %) plus, for stopped runs, the spread of the finished runs' "
              "remaining gains; seed-to-seed variation is not included"]
-    if screen is not None:
-        notes.append(f"screen: one epoch of its own schedule on {screen:g} of the train split per candidate; its "
-                     "rank, fused with the recall rank, orders the race and ranks the models the race did not train; "
-                     "its score is not a prediction of the fine-tuned score")
+    if screen_records:
+        notes.append(f"screen: one epoch of its own schedule on {' then '.join(f'{f:g}' for f in ran)} of the train "
+                     "split per candidate (each rung after the first: the best half of the previous one); its rank, "
+                     "fused with the recall rank, orders the race and ranks the models the race did not train; its "
+                     "score is not a prediction of the fine-tuned score")
     if not len(result.records):
         notes.append("the budget afforded only the screen: the recommendation is the screen's best model, with no "
                      "full fine-tuning behind it")
@@ -284,9 +261,7 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     elif table.iloc[0]["model"] != recommended:
         notes.append(f"{table.iloc[0]['model']} is predicted higher than {recommended} but was not fine-tuned to the end; "
                      f"{recommended} is recommended as the best model that was (a larger budget would settle it)")
-    history = ([] if screen is None else
-               [{"rung": "screen", "epoch": 1, "trained": [m for m in race_order if m in screen_records],
-                 "promoted": [] if plan is None else list(plan.entrants), "seconds": screen_spent}]) + result.history
+    history = [{**rung, "epoch": 1} for rung in screened.rungs] + result.history
     selection = Selection(table=table, recommended=recommended, cost=cost,
                           curves={m: r["curve"] for m, r in result.records.items()}, history=history,
                           frozen=frozen, meta=meta, notes=notes)
@@ -336,7 +311,7 @@ def _probe_costs(split, models: list[str], protocol, device: str, out_dir: Path,
     path = out_dir / f"costs-{key}.json"
     cached = json.loads(path.read_text()) if path.is_file() else {}
     for model in models:
-        if model not in cached:
+        if "train_per_row" not in cached.get(model, {}):  # missing, or an older cache without the parts
             cached[model] = estimate_cost(split, model, protocol, device=device)
             say(f"timing {model}: one full run estimated at {cached[model]['full_seconds']:.0f} s "
                 f"(probe {cached[model]['probe_seconds']:.1f} s)")
@@ -344,42 +319,29 @@ def _probe_costs(split, models: list[str], protocol, device: str, out_dir: Path,
     return {m: cached[m] for m in models}
 
 
-def _races_everything(order: list[str], full: dict[str, float], epochs: int, budget_seconds: float, eta: int) -> bool:
-    """Whether the race alone enters every candidate with every rung within ``budget_seconds``."""
-    from emms.finetune.race import plan_race, rung_epochs
-
-    try:
-        plan = plan_race(order, dict(full), epochs, budget_seconds, eta)
-    except InputError:
-        return False
-    return len(plan.entrants) == len(order) and plan.rungs == rung_epochs(epochs)
-
-
 def _screen_seconds(probe: dict, n_train: int, n_val: int) -> float:
     """A screen run's cost from a model's timing probe: build, encoding, one epoch over ``n_train``
-    rows and one validation (older probe caches without the parts: a quarter of an epoch plus setup)."""
-    if "train_per_row" not in probe:
-        return probe["full_seconds"] - 3.75 * probe["epoch_seconds"]
+    rows and one validation."""
     return (probe["build_seconds"] + probe["encode_per_row"] * (n_train + n_val) + probe["train_per_row"] * n_train
             + probe["eval_per_row"] * n_val)
 
 
-def _table(predicted: pd.DataFrame, models: list[str], order: list[str], scores: dict, records: dict,
-           epochs: int, screen_records: dict | None = None, standard_error=None) -> pd.DataFrame:  # noqa: ANN001
-    """Raced models by prediction, then screened-only ones in the screen's (fused) order, then the rest in recall order."""
+def _table(predicted: pd.DataFrame, order: list[str], scores: dict, records: dict, epochs: int,
+           screened, standard_error=None) -> pd.DataFrame:  # noqa: ANN001 - a ScreenResult
+    """Raced models by prediction, then screened-only ones in the screen's (fused) order, then the rest in
+    recall order (``order``; ``screened.order`` is the screen's)."""
     from emms.finetune.heads import proportion_standard_error
-    from emms.finetune.race import Z_95, screen_ranking
+    from emms.finetune.race import Z_95
 
-    screen_records = screen_records or {}
     se = standard_error or proportion_standard_error
     rows = []
     by_model = {r.model: r for r in predicted.itertuples(index=False)}
-    for model in [*predicted["model"], *[m for m in screen_ranking(screen_records, order) if m not in by_model]]:
+    for model in [*predicted["model"], *[m for m in screened.order if m not in by_model]]:
         p = by_model.get(model)
         done = 0 if p is None else int(p.epochs_done)
-        status = ("screened" if model in screen_records else "not raced") if p is None else \
+        status = ("screened" if model in screened.records else "not raced") if p is None else \
             "finished" if p.complete else f"stopped at epoch {done}"
-        s = screen_records.get(model)
+        s = screened.records.get(model)
         s_val = np.nan if s is None else float(s["val_score"])
         s_half = np.nan if s is None else Z_95 * se(s_val, int(s["n_val"]))
         row = {"model": model, "predicted": np.nan if p is None else p.predicted,
@@ -388,7 +350,8 @@ def _table(predicted: pd.DataFrame, models: list[str], order: list[str], scores:
                "extrapolated": False if p is None else bool(p.extrapolated),
                "observed": np.nan if p is None else p.observed,
                "screen": s_val, "screen_low": s_val - s_half, "screen_high": s_val + s_half,
-               "seconds": (records[model]["seconds"] if model in records else 0.0) + (0.0 if s is None else s["seconds"]),
+               "screen_fraction": np.nan if s is None else s["fraction"],
+               "seconds": (records[model]["seconds"] if model in records else 0.0) + screened.seconds.get(model, 0.0),
                "recall_rank": order.index(model) + 1}
         row.update({f"frozen:{metric}": values.get(model, np.nan) for metric, values in scores.items()})
         rows.append(row)

@@ -35,9 +35,10 @@ def select(
     image_size: int = typer.Option(64, "--image-size", help="Training resolution (fixed-size nets use their own)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     eta: int = typer.Option(2, "--eta", help="Halving factor: keep the best 1/eta at each rung."),
-    screen: float = typer.Option(0.1, "--screen", help="Screen before the race: one short run per candidate (one epoch "
-                                 "of its own one-cycle, batch 32) on this fraction of the train split; its scores order "
-                                 "the race; 0 = no screen (docs/select.md)."),
+    screen: str = typer.Option("0.1,0.25", "--screen", help="Screen before the race: one short run per candidate (one "
+                               "epoch of its own one-cycle, batch 32) on the first fraction of the train split, then "
+                               "the best half again on each next fraction; its order leads the race; 0 = no screen "
+                               "(docs/select.md)."),
     out_dir: Path | None = typer.Option(None, "--out-dir", help="Run records and checkpoints (default: in the cache); "
                                         "rerun to resume."),
     cache: Path | None = typer.Option(None, "--cache", help="Feature cache folder."),
@@ -67,7 +68,8 @@ def select(
                              recall=split_list(recall, "--recall"),
                              metrics=None if metrics is None else split_list(metrics, "--metrics"), encoders=encoders,
                              val_fraction=val_fraction, max_samples=max_samples, score_samples=score_samples, seed=seed,
-                             finetune_seed=finetune_seed, lr=lr, protocol=protocol, eta=eta, screen=screen or None,
+                             finetune_seed=finetune_seed, lr=lr, protocol=protocol, eta=eta,
+                             screen=_fractions(screen),
                              out_dir=out_dir,
                              cache=cache, device=device, workers=workers, threads=threads, on_event=event,
                              progress=progress)
@@ -106,3 +108,11 @@ def _rows(result) -> tuple[list[str], list[list[str]]]:  # noqa: ANN001 - emms.s
         rows.append([str(row["rank"]), row["model"], predicted, interval, progress, *screen,
                      *(f"{row[c]:.4g}" if row[c] == row[c] else "—" for c in frozen)])
     return columns, rows
+
+
+def _fractions(text: str) -> list[float]:
+    """``--screen``'s comma-separated fractions ("0": none)."""
+    try:
+        return [float(item) for item in split_list(text, "--screen")]
+    except ValueError:
+        raise InputError(f"--screen: expected comma-separated fractions such as 0.1,0.25 (or 0), got {text!r}") from None

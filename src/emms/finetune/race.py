@@ -2,10 +2,8 @@
 
 Rule (measured in BENCHMARKS.md "select"; docs/select.md says why):
 
-* **Screen** (before the race; :func:`screen_data`, :func:`screen_protocol`, :func:`plan_screen`,
-  :func:`screen_ranking`): each candidate, in recall order as far as the budget allows, is fine-tuned
-  one epoch with its own one-cycle schedule on a stratified share of the train split, judged on the
-  same validation split; the race's entrants then come in the screen's order.
+* **Screen** (before the race, :mod:`emms.finetune.screen`): short runs with schedules of their own
+  order the race's entrants.
 * **Rungs** at epochs 1, 2, 4, ... up to the protocol's last epoch (doubling, the last one always
   included). A run promoted from one rung to the next *continues* (:func:`emms.finetune.finetune_run`
   with a checkpoint): the one-cycle schedule is the full protocol's, so a model that reaches the last
@@ -63,7 +61,7 @@ class RacePlan:
 class RaceResult:
     """Every model's last record (viewed at the epoch it reached), the rung history and the spend."""
 
-    plan: RacePlan
+    plan: RacePlan | None  # None: no race was run (the budget paid only the screen)
     records: dict[str, dict]
     history: list[dict] = field(default_factory=list)
     spent_seconds: float = 0.0
@@ -278,84 +276,3 @@ def _refresh_estimate(full_seconds: dict[str, float], model: str, record: dict, 
     """Replace a model's full-run estimate by its measured pace once it has trained."""
     if record["epochs_done"]:
         full_seconds[model] = record["seconds"] / record["epochs_done"] * epochs
-
-
-# -- the screen: a short run of its own per candidate, before the race ------------------------------
-
-#: Share of the train split a screen run trains on (stratified for classification), one epoch with
-#: its own one-cycle schedule; chosen by measurement (docs/select.md, BENCHMARKS.md §11 D).
-SCREEN_FRACTION = 0.1
-#: Batch size of a screen run (at most the protocol's): more optimiser steps for the same images.
-SCREEN_BATCH_SIZE = 32
-
-
-def screen_protocol(protocol, batch_size: int = SCREEN_BATCH_SIZE):  # noqa: ANN001, ANN201 - FinetuneProtocol
-    """The screen's own protocol: ``protocol`` with one epoch (so its one-cycle schedule is complete
-    within the screen) and a batch of at most ``batch_size``. Its records never mix with full runs:
-    :func:`emms.finetune.run.load_record` refuses a record of another protocol."""
-    from dataclasses import replace
-
-    return replace(protocol, epochs=1, batch_size=min(protocol.batch_size, batch_size))
-
-
-def screen_data(data, fraction: float, seed: int):  # noqa: ANN001, ANN201 - FinetuneData
-    """``data`` with its train split cut to ``fraction`` of its rows (stratified by label for
-    classification, at random for the other kinds), the same validation split and no test split;
-    its own name (``<name>@screen<fraction>``) and fingerprint, so screen records have their own keys."""
-    from dataclasses import replace
-
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise InputError(f"screen: expected a fraction of the train split in (0, 1], got {fraction!r}")
-    inputs, targets = data.train
-    n = len(targets)
-    k = max(min(n, int(round(fraction * n))), 2)
-    rows = np.arange(n)
-    if k < n and data.task == "classification":
-        from sklearn.model_selection import train_test_split
-
-        labels = np.asarray(targets)
-        try:
-            rows, _ = train_test_split(rows, train_size=k, stratify=labels, random_state=seed)
-        except ValueError:  # a class too small to stratify: at random
-            rows = np.random.default_rng(seed).choice(n, k, replace=False)
-    elif k < n:
-        rows = np.random.default_rng(seed).choice(n, k, replace=False)
-    rows = np.sort(rows)
-    part = inputs[rows] if isinstance(inputs, np.ndarray) else [inputs[i] for i in rows]
-    return replace(data, name=f"{data.name}@screen{fraction:g}", train=(part, targets[rows]), test=None,
-                   fingerprint=f"{data.fingerprint}-screen{fraction:g}-{seed}")
-
-
-def plan_screen(order: Sequence[str], screen_seconds: dict[str, float], budget_seconds: float,
-                full_grid_seconds: float) -> list[str]:
-    """The candidates to screen: the longest prefix of ``order`` whose estimated screen cost fits
-    ``budget_seconds`` (every candidate when the budget allows). Fewer than 2: an InputError."""
-    chosen, total = [], 0.0
-    for model in order:
-        if total + screen_seconds[model] > budget_seconds + 1e-9:
-            break
-        chosen.append(model)
-        total += screen_seconds[model]
-    if len(chosen) < 2:
-        need = sum(screen_seconds[m] for m in order[:2])
-        raise InputError(f"budget: too small to train anything: the screen of the first two candidates "
-                         f"({', '.join(order[:2])}) is estimated at {need:.0f} s ({need / full_grid_seconds:.1%} of "
-                         f"the full grid), the budget allows {budget_seconds:.0f} s")
-    return chosen
-
-
-def screen_ranking(records: dict[str, dict], order: Sequence[str], *, fuse: bool = True) -> list[str]:
-    """The screened models best first, then the unscreened ones in ``order`` (the recall order).
-
-    ``fuse`` (the default): the screened models are ordered by the sum of their rank by screen score
-    and their rank in ``order`` among them (a Borda count of the two judges; ties: the better screen
-    score first). A one-epoch screen on a share of the data under-rates backbones that adapt slowly
-    (on the benchmark: the EfficientNets) and the frozen recall misses how a backbone adapts; fused,
-    they beat either alone (BENCHMARKS.md §11 D). ``fuse=False``: by screen score alone (ties: recall
-    order)."""
-    order = list(order)
-    by_screen = sorted(records, key=lambda m: (-float(records[m]["val_score"]), order.index(m)))
-    if fuse:
-        by_recall = sorted(records, key=order.index)
-        by_screen = sorted(by_screen, key=lambda m: (by_screen.index(m) + by_recall.index(m), by_screen.index(m)))
-    return by_screen + [m for m in order if m not in records]
