@@ -356,7 +356,7 @@ def screen_section(runs_dir: Path, replays: dict[str, CpuReplay], truth_table: p
                 rows.append({"target": target, "method": f"screen {fraction:g} {what} (all 10)", "budget": np.nan,
                              "spent": cost / grid, "screen_cpu_seconds": cost, "screened": len(ranking),
                              **statistics({m: float(len(ranking) - i) for i, m in enumerate(ranking)}, truth)})
-    ladders = [tuple(SCREEN_FRACTIONS), *((f,) for f in screens)]
+    ladders = [tuple(SCREEN_FRACTIONS), (*SCREEN_FRACTIONS, 0.5), *((f,) for f in screens)]
     for target, replay in replays.items():  # the budget curve of each screen ladder, then the race
         truth = truth_table[truth_table.target == target].set_index("model").value.to_dict()
         for ladder in ladders:

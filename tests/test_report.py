@@ -163,14 +163,20 @@ def test_a_fine_tuning_race_appears_in_the_answer_and_the_report():
     ranking.selection = {  # the shape of emms.selection.Selection.to_dict()
         "meta": {"primary": "accuracy"}, "recommended": "builtin:m1",
         "summary": "recommended: builtin:m1 (predicted fine-tuned accuracy 0.9100, interval 0.9000-0.9200, finished)",
-        "results": [{"model": "builtin:m1", "predicted": 0.91, "low": 0.90, "high": 0.92, "status": "finished"},
+        "results": [{"model": "builtin:m1", "predicted": 0.91, "low": 0.90, "high": 0.92, "status": "finished",
+                     "screen": 0.61, "screen_fraction": 0.25},
                     {"model": "builtin:m0", "predicted": 0.88, "low": None, "high": None, "status": "not raced"}]}
     doc = ranking.answer()
     assert doc["race"]["recommended"] == "builtin:m1"
     assert doc["sentences"][-2] == "Fine-tuning race: " + ranking.selection["summary"]
     page = ranking.to_html()
     assert "<h2>Fine-tuning race</h2>" in page and "predicted fine-tuned accuracy" in page
-    assert "[0.900, 0.920]" in page and "not raced" in page
+    assert "[0.900, 0.920]" in page and "not raced" in page and "<td>0.610 (0.25)</td>" in page
+    assert "Learning curves" not in page  # no curve recorded: no figure
+    ranking.selection["meta"]["protocol"] = {"epochs": 4}
+    ranking.selection["curves"] = {"builtin:m1": [{"epoch": e, "val": v} for e, v in ((1, 0.8), (2, 0.85))]}
+    with_curves = ranking.to_html()
+    assert "Learning curves of the raced models" in with_curves and with_curves.count("<img") == page.count("<img") + 1
 
 
 def test_a_pick_that_loses_most_resamples_is_called_unstable():

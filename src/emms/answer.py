@@ -144,12 +144,14 @@ def _truth_check(truth: dict[str, float], pick: str) -> dict:
 
 def race(selection: dict) -> dict:
     """What the answer shows of a fine-tuning race (``emms.selection.Selection.to_dict()``): the model
-    it recommends, its one-sentence summary, and per model the predicted fine-tuned score with its
-    interval and how far it was trained."""
-    rows = [{"model": r["model"], "predicted": r.get("predicted"), "low": r.get("low"), "high": r.get("high"),
-             "status": r.get("status")} for r in selection.get("results", [])]
+    it recommends, its one-sentence summary, per model the predicted fine-tuned score with its
+    interval, how far it was trained and its screen score (with the share of the train split that
+    screen run used), the raced models' learning curves, and the protocol's epochs."""
+    keys = ("predicted", "low", "high", "status", "screen", "screen_fraction", "epochs_done", "epochs")
+    rows = [{"model": r["model"], **{k: r.get(k) for k in keys}} for r in selection.get("results", [])]
     return {"recommended": selection.get("recommended"), "summary": selection.get("summary", ""),
-            "metric": selection.get("meta", {}).get("primary"), "models": rows}
+            "metric": selection.get("meta", {}).get("primary"), "models": rows,
+            "curves": selection.get("curves", {}), "epochs": selection.get("meta", {}).get("protocol", {}).get("epochs")}
 
 
 def _ordinal(n: int) -> str:

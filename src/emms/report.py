@@ -129,15 +129,51 @@ def _correlation_table(corr) -> str:
 
 
 def _race_section(race: dict) -> str:
-    """The fine-tuning race: its summary and every model's predicted fine-tuned score with its interval."""
+    """The fine-tuning race: its summary, every model's predicted fine-tuned score with its interval
+    and its screen score, and the raced models' learning curves."""
     metric = _e(race["metric"] or "score")
-    rows = ["<tr><th>model</th><th>predicted fine-tuned " + metric + "</th><th>interval</th><th>status</th></tr>"]
+    rows = ["<tr><th>model</th><th>predicted fine-tuned " + metric + "</th><th>interval</th><th>status</th>"
+            "<th>screen " + metric + " (share of the train split)</th></tr>"]
     for r in race["models"]:
         cls = " class='best'" if r["model"] == race["recommended"] else ""
         interval = (f"[{_fmt(r['low'])}, {_fmt(r['high'])}]" if r["low"] is not None and r["high"] is not None else "—")
+        screen = "—" if r.get("screen") is None else f"{_fmt(r['screen'])} ({r['screen_fraction']:g})"
         rows.append(f"<tr><td{cls}>{_e(r['model'])}</td><td>{_fmt(r['predicted'])}</td><td>{interval}</td>"
-                    f"<td>{_e(r['status'] or '')}</td></tr>")
-    return f"<p>{_e(race['summary'])}</p><table>" + "".join(rows) + "</table>"
+                    f"<td>{_e(r['status'] or '')}</td><td>{screen}</td></tr>")
+    parts = [f"<p>{_e(race['summary'])}</p><table>", *rows, "</table>"]
+    if race.get("curves"):
+        parts += ["<p class='meta'>Learning curves of the raced models: validation score after each epoch of the "
+                  "full protocol; a dashed line and bar: a stopped run's extrapolated final score and its interval, "
+                  "a bar alone: a finished run's interval. Screen runs have schedules of their own and are not "
+                  "drawn.</p>", _img(_curves_figure(race))]
+    return "".join(parts)
+
+
+def _curves_figure(race: dict):
+    """Validation score per epoch of each raced model; stopped runs extended to their prediction."""
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    by_model = {r["model"]: r for r in race["models"]}
+    for model, curve in race["curves"].items():
+        if not curve:
+            continue
+        best = model == race["recommended"]
+        epochs = [p["epoch"] for p in curve]
+        line, = ax.plot(epochs, [p["val"] for p in curve], marker="o", lw=2.4 if best else 1.3,
+                        label=_label(model, 28) + (" (recommended)" if best else ""))
+        row = by_model.get(model, {})
+        if row.get("predicted") is None or row.get("low") is None:
+            continue
+        end = race["epochs"] or epochs[-1]
+        if end != epochs[-1]:
+            ax.plot([epochs[-1], end], [curve[-1]["val"], row["predicted"]], ls="--", color=line.get_color())
+        ax.errorbar([end], [row["predicted"]], yerr=[[row["predicted"] - row["low"]], [row["high"] - row["predicted"]]],
+                    color=line.get_color(), capsize=3, fmt="none")
+    ax.set_xlabel("epoch of the full protocol")
+    ax.set_ylabel(f"validation {race['metric'] or 'score'}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=7, loc="best")
+    return fig
 
 
 def _weights_section(ranking) -> list[str]:

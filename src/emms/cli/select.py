@@ -104,7 +104,8 @@ def _rows(result) -> tuple[list[str], list[list[str]]]:  # noqa: ANN001 - emms.s
         interval = "—" if row["low"] != row["low"] else f"{row['low']:.3f}–{row['high']:.3f}"
         progress = f"{row['epochs_done']}/{row['epochs']} ep, {row['status']}" + (" (extrap.)" if row["extrapolated"] else "")
         screen = [] if not screened else ["—" if row["screen"] != row["screen"] else
-                                          f"{row['screen']:.4f} ({row['screen_low']:.3f}–{row['screen_high']:.3f})"]
+                                          f"{row['screen']:.4f} ({row['screen_low']:.3f}–{row['screen_high']:.3f}) "
+                                          f"on {row['screen_fraction']:g}"]
         rows.append([str(row["rank"]), row["model"], predicted, interval, progress, *screen,
                      *(f"{row[c]:.4g}" if row[c] == row[c] else "—" for c in frozen)])
     return columns, rows

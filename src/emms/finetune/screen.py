@@ -38,13 +38,16 @@ class ScreenResult:
     """The screen's outcome: ``order`` (screened models best first, then the rest in recall order),
     ``records`` (each screened model's record at the last rung it reached, with ``fraction``),
     ``seconds`` (each model's screen seconds over all its rungs), ``rungs`` (per rung: fraction,
-    the models trained in its order, seconds) and the total ``spent_seconds``."""
+    the models trained in its order, seconds), the total ``spent_seconds``, and ``pace``: measured
+    over estimated seconds of the screen runs (> 1: the estimates were optimistic, e.g. on a busy
+    machine; later estimates are multiplied by it)."""
 
     order: list[str]
     records: dict[str, dict] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     rungs: list[dict] = field(default_factory=list)
     spent_seconds: float = 0.0
+    pace: float = 1.0
 
 
 def check_screen_fractions(screen: float | Sequence[float] | None) -> tuple[float, ...]:
@@ -144,11 +147,13 @@ def run_screen(order: Sequence[str], trainers: Sequence[Trainer], estimates: Seq
                on_event: Callable[[str], None] | None = None) -> ScreenResult:
     """The screen's rungs (module docstring): ``trainers[r]`` trains rung r's one-epoch runs (on
     ``fractions[r]`` of the train split), ``estimates[r]`` their estimated seconds; never starts a
-    rung estimated to overshoot ``budget_seconds``. Rung 1 not affordable for two: an InputError."""
+    rung estimated to overshoot ``budget_seconds``; each rung's estimates are scaled by the measured
+    pace of the rungs before it. Rung 1 not affordable for two: an InputError."""
     say = on_event or (lambda _: None)
     result = ScreenResult(order=list(order))
-    previous = list(order)
-    for level, (trainer, estimate, fraction) in enumerate(zip(trainers, estimates, fractions)):
+    previous, estimated = list(order), 0.0
+    for level, (trainer, given, fraction) in enumerate(zip(trainers, estimates, fractions)):
+        estimate = {m: seconds * result.pace for m, seconds in given.items()}
         left = budget_seconds - result.spent_seconds
         if level == 0:
             chosen = plan_screen(previous, estimate, left, full_grid_seconds)
@@ -162,6 +167,7 @@ def run_screen(order: Sequence[str], trainers: Sequence[Trainer], estimates: Seq
         say(f"screen rung {level + 1}/{len(fractions)}: {len(chosen)} model(s), one epoch on {fraction:g} of the train "
             f"split (estimated {sum(estimate[m] for m in chosen):.0f} s, {max(left, 0):.0f} s of budget left)")
         records = trainer.train(chosen, 1)
+        estimated += sum(given[m] for m in chosen)
         for model in chosen:
             record = {**records[model], "fraction": fraction}
             result.records[model] = record
@@ -169,6 +175,7 @@ def run_screen(order: Sequence[str], trainers: Sequence[Trainer], estimates: Seq
             say(f"  {model}: screen val {record['val_score']:.4f} ({record['seconds']:.0f} s)")
         previous = screen_ranking(records, previous)
         result.spent_seconds = float(sum(result.seconds.values()))
+        result.pace = result.spent_seconds / estimated if estimated > 0 else 1.0
         result.rungs.append({"rung": f"screen {level + 1}", "fraction": fraction,
                              "trained": [m for m in previous if m in records], "seconds": result.spent_seconds})
     result.order = previous
@@ -193,8 +200,9 @@ def screen_and_race(order: Sequence[str], full_seconds: dict[str, float], epochs
     """The fine-tuning stages of :func:`emms.select` within ``budget_seconds``: the screen's rungs
     (:func:`run_screen`; skipped when a finite budget races every candidate through the whole ladder
     without it), then the race (:func:`emms.finetune.race.run_race`) on what is left, its entrants in
-    the screen's order. When the rest pays no race, the answer is the screen's (an empty race; its
-    ``plan`` None); when nothing at all fits, an InputError."""
+    the screen's order, the full runs' estimates scaled by the screen's measured pace. When the rest
+    pays no race, the answer is the screen's (an empty race; its ``plan`` None); when nothing at all
+    fits, an InputError."""
     say = on_event or (lambda _: None)
     grid = float(sum(full_seconds[m] for m in order))
     screened = ScreenResult(order=list(order))
@@ -204,6 +212,9 @@ def screen_and_race(order: Sequence[str], full_seconds: dict[str, float], epochs
         screened = run_screen(order, screen_trainers, screen_estimates, fractions, budget_seconds, grid, eta=eta,
                               on_event=say)
     race_budget = max(budget_seconds - screened.spent_seconds, 0.0)
+    if abs(screened.pace - 1.0) > 1e-6:
+        say(f"race: the screen ran at {screened.pace:.2f}x its estimated seconds; the full runs' estimates are scaled so")
+        full_seconds = {m: seconds * screened.pace for m, seconds in full_seconds.items()}
     try:
         plan = plan_race(screened.order, dict(full_seconds), epochs, race_budget, eta)
     except InputError:
