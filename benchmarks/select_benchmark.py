@@ -38,7 +38,7 @@ import pandas as pd
 from emms.errors import InputError
 from emms.evaluate import regret_at_k, top1_hit, weighted_tau
 from emms.finetune import FinetuneProtocol
-from emms.finetune.race import RecordTrainer, plan_race, predict, recall_order, run_race, view_at
+from emms.finetune.race import RecordTrainer, RunCosts, plan_race, predict, recall_order, run_race, view_at
 from emms.finetune.screen import SCREEN_FRACTIONS, screen_and_race, screen_data, screen_protocol, screen_ranking
 
 ROOT = Path(__file__).resolve().parent
@@ -110,6 +110,16 @@ class CpuReplay:
 
     def train(self, models, until_epoch):  # noqa: ANN001, ANN201
         return {m: view_at(self.records[m], until_epoch, self.epochs) for m in models}
+
+    def costs(self) -> RunCosts:
+        """What the race plans with: each run's recorded cost, its setup the first epoch's excess over
+        the later epochs' mean (what a timing probe estimates; a replayed continuation pays none)."""
+        full = {m: r["seconds"] for m, r in self.records.items()}
+        setup = {}
+        for m, r in self.records.items():
+            first, last = r["curve"][0]["seconds"], r["curve"][-1]["seconds"]
+            setup[m] = min(max(first - (last - first) / (self.epochs - 1), 0.0), first)
+        return RunCosts(full, self.epochs, setup)
 
 
 def screen_trainer(target: str, fraction: float, runs_dir: Path, *, replay_only: bool = True) -> RecordTrainer:
@@ -233,18 +243,18 @@ def text_target(lines: list[str], rng: np.random.Generator) -> list[dict]:
 
 def race_curve(replay: CpuReplay, frozen: dict[str, dict[str, float]], truth: dict[str, float]) -> list[dict]:
     """B: the race at each budget and recall rule, replayed."""
-    full = {m: r["seconds"] for m, r in replay.records.items()}
-    grid, epochs, models = sum(full.values()), replay.epochs, list(replay.records)
+    costs, epochs, models = replay.costs(), replay.epochs, list(replay.records)
+    grid = costs.grid(models)
     rows = []
     for recall_name, recall in RECALLS.items():
         order = recall_order(frozen, models, recall)
         for budget in BUDGETS:
             try:
-                plan = plan_race(order, dict(full), epochs, budget * grid)
+                plan = plan_race(order, costs, budget * grid)
             except InputError as exc:  # the budget trains nothing
                 rows.append({"method": f"race ({recall_name})", "budget": budget, "spent": 0.0, "note": str(exc)[:60]})
                 continue
-            result = run_race(plan, replay, dict(full), epochs, budget * grid)
+            result = run_race(plan, replay, costs, budget * grid)
             table = predict(result.records, epochs)
             finished = table[table.complete]
             pick = str((finished if len(finished) else table).iloc[0]["model"])
@@ -263,14 +273,14 @@ def screened_curve(replay: CpuReplay, screens: list[CpuReplay], fractions: list[
     on the records: the screen's rungs (``screens[r]``: the runs on ``fractions[r]`` of the train split), then the
     race on what is left; ranking as :func:`emms.select` ranks: raced models by prediction, then the screen's
     order. Costs: CPU seconds of the recorded runs (a run's recorded cost is also its estimate)."""
-    full = {m: r["seconds"] for m, r in replay.records.items()}
-    grid, models = sum(full.values()), list(full)
+    costs, models = replay.costs(), list(replay.records)
+    grid = costs.grid(models)
     order = recall_order(frozen, models, recall)
     estimates = [{m: r["seconds"] for m, r in screen.records.items()} for screen in screens]
     rows = []
     for budget in BUDGETS:
         try:
-            screened, raced = screen_and_race(order, full, replay.epochs, budget * grid, replay, fractions=fractions,
+            screened, raced = screen_and_race(order, costs, budget * grid, replay, fractions=fractions,
                                               screen_trainers=screens, screen_estimates=estimates)
         except InputError as exc:
             rows.append({"method": label, "budget": budget, "spent": 0.0, "note": str(exc)[:60]})
@@ -356,7 +366,7 @@ def screen_section(runs_dir: Path, replays: dict[str, CpuReplay], truth_table: p
                 rows.append({"target": target, "method": f"screen {fraction:g} {what} (all 10)", "budget": np.nan,
                              "spent": cost / grid, "screen_cpu_seconds": cost, "screened": len(ranking),
                              **statistics({m: float(len(ranking) - i) for i, m in enumerate(ranking)}, truth)})
-    ladders = [tuple(SCREEN_FRACTIONS), (*SCREEN_FRACTIONS, 0.5), *((f,) for f in screens)]
+    ladders = [tuple(SCREEN_FRACTIONS), (0.1, 0.25, 0.5), (0.1, 0.5), *((f,) for f in screens)]
     for target, replay in replays.items():  # the budget curve of each screen ladder, then the race
         truth = truth_table[truth_table.target == target].set_index("model").value.to_dict()
         for ladder in ladders:

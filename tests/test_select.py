@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from emms.errors import InputError
-from emms.finetune.race import plan_race, predict, recall_order, rung_epochs, run_race, view_at
+from emms.finetune.race import RunCosts, plan_race, predict, recall_order, rung_epochs, run_race, view_at
 from emms.finetune.screen import (check_screen_fractions, plan_screen, run_screen, screen_and_race, screen_data,
                                   screen_protocol, screen_ranking)
 
@@ -43,6 +43,7 @@ CURVES = {  # "late" starts worst and ends best: the case a one-epoch snapshot g
     "weak": [0.40, 0.50, 0.60, 0.70],
 }
 COSTS = {"late": 40.0, "steady": 10.0, "fast": 10.0, "weak": 5.0}
+LINEAR = RunCosts(COSTS, EPOCHS)  # no setup: a round costs its share of the full run
 
 
 def test_rungs_double_up_to_the_last_epoch():
@@ -59,23 +60,23 @@ def test_recall_interleaves_the_metric_orders():
 def test_the_plan_fits_the_budget_whatever_gets_promoted():
     order = ["fast", "steady", "weak", "late"]
     full_grid = sum(COSTS.values())
-    everything = plan_race(order, COSTS, EPOCHS, full_grid)
+    everything = plan_race(order, LINEAR, full_grid)
     assert everything.entrants == order and everything.rungs == [1, 2, 4]
     for fraction in (0.2, 0.35, 0.5, 0.8):
-        plan = plan_race(order, COSTS, EPOCHS, fraction * full_grid)
+        plan = plan_race(order, LINEAR, fraction * full_grid)
         assert len(plan.entrants) >= 2 and plan.planned_seconds <= fraction * full_grid
-    small = plan_race(order, COSTS, EPOCHS, 0.1 * full_grid)  # 6.5 s: one epoch of the first three (6.25 s), no more
+    small = plan_race(order, LINEAR, 0.1 * full_grid)  # 6.5 s: one epoch of the first three (6.25 s), no more
     assert small.entrants == ["fast", "steady", "weak"] and small.rungs == [1]
     with pytest.raises(InputError, match="budget: too small to train anything"):
-        plan_race(order, COSTS, EPOCHS, 4.0)
+        plan_race(order, LINEAR, 4.0)
 
 
 def test_the_race_spends_within_budget_promotes_at_equal_epochs_and_tops_up():
     order = ["fast", "steady", "weak", "late"]
     budget = 0.8 * sum(COSTS.values())
     trainer = FakeTrainer(CURVES, COSTS)
-    plan = plan_race(order, dict(COSTS), EPOCHS, budget)
-    result = run_race(plan, trainer, dict(COSTS), EPOCHS, budget)
+    plan = plan_race(order, LINEAR, budget)
+    result = run_race(plan, trainer, LINEAR, budget)
     assert result.spent_seconds <= budget
     first = result.history[0]
     assert first["epoch"] == 1 and first["trained"] == ["fast", "steady", "late", "weak"]
@@ -84,15 +85,47 @@ def test_the_race_spends_within_budget_promotes_at_equal_epochs_and_tops_up():
     assert table.iloc[0]["model"] in ("steady", "fast") and table.iloc[0]["complete"]
     assert all(call[1] in (1, 2, 4) for call in trainer.calls)
     # with the whole grid as budget the top-up finishes the dropped models too: the late bloomer wins
-    generous = run_race(plan_race(order, dict(COSTS), EPOCHS, 2 * sum(COSTS.values())), FakeTrainer(CURVES, COSTS),
-                        dict(COSTS), EPOCHS, 2 * sum(COSTS.values()))
+    generous = run_race(plan_race(order, LINEAR, 2 * sum(COSTS.values())), FakeTrainer(CURVES, COSTS),
+                        LINEAR, 2 * sum(COSTS.values()))
     assert predict(generous.records, EPOCHS).iloc[0]["model"] == "late"
+
+
+class SetupTrainer:
+    """Charges what a real round costs: the setup (build, encoding) every round, then the epochs."""
+
+    def __init__(self, setup: float, per_epoch: float) -> None:
+        self.setup, self.per_epoch, self.records = setup, per_epoch, {}
+
+    def train(self, models, until_epoch):  # noqa: ANN001, ANN201
+        for m in models:
+            done = self.records.get(m, {"epochs_done": 0, "seconds": 0.0})
+            seconds = done["seconds"] + self.setup + self.per_epoch * (until_epoch - done["epochs_done"])
+            self.records[m] = {**_record(m, CURVES[m][:until_epoch], 0.0), "seconds": seconds}
+        return {m: self.records[m] for m in models}
+
+
+def test_rounds_pay_their_setup_so_the_race_stays_within_budget():
+    costs = RunCosts(dict.fromkeys(CURVES, 20.0), EPOCHS, dict.fromkeys(CURVES, 8.0))  # 8 s setup + 3 s an epoch
+    assert costs.round("late", 0, 1) == 11.0 and costs.round("late", 1, 2) == 11.0 and costs.round("late", 2, 2) == 0
+    assert costs.round("late", 0, 4) == 20.0 and costs.scaled(2.0).round("late", 0, 1) == 22.0
+    order = ["fast", "steady", "weak", "late"]
+    plan = plan_race(order, costs, 40.0)
+    # two entrants (2 x 11 s) and one promoted to epoch 2 (11 s: its setup again): 33 s; a third entrant: 44 s
+    assert plan.entrants == ["fast", "steady"] and plan.rungs == [1, 2] and plan.planned_seconds == 33.0
+    result = run_race(plan, SetupTrainer(8.0, 3.0), costs, 40.0)
+    assert result.spent_seconds == 33.0 <= 40.0
+    linear = RunCosts(dict.fromkeys(CURVES, 20.0), EPOCHS)  # the same runs costed as shares of a full run
+    overshoot = run_race(plan_race(order, linear, 40.0), SetupTrainer(8.0, 3.0), linear, 40.0)
+    assert overshoot.spent_seconds > 40.0  # what ignoring the setup did
+    measured = RunCosts({"late": 20.0}, EPOCHS, {"late": 8.0})
+    measured.refresh("late", {"epochs_done": 1, "seconds": 22.0})  # twice the estimate: both parts doubled
+    assert measured.full["late"] == 40.0 and measured.setup["late"] == 16.0
 
 
 def test_a_deadline_stops_the_race_before_the_next_round():
     trainer = FakeTrainer(CURVES, COSTS)
-    plan = plan_race(list(CURVES), dict(COSTS), EPOCHS, 1e9)
-    result = run_race(plan, trainer, dict(COSTS), EPOCHS, 1e9, deadline=lambda: len(trainer.calls) >= 1)
+    plan = plan_race(list(CURVES), LINEAR, 1e9)
+    result = run_race(plan, trainer, LINEAR, 1e9, deadline=lambda: len(trainer.calls) >= 1)
     assert len(trainer.calls) == 1 and all(r["epochs_done"] == 1 for r in result.records.values())
 
 
@@ -179,7 +212,7 @@ def test_a_screen_slower_than_its_estimates_scales_the_estimates_after_it():
     costs = dict.fromkeys(order, 8.0)  # one epoch: 2 s
     race = FakeTrainer({m: CURVES[c] for m, c in zip(order, ["late", "steady", "fast", "weak"])}, costs)
     kwargs = dict(fractions=[0.1], screen_trainers=[small], screen_estimates=[estimates[0]])
-    screened, raced = screen_and_race(order, costs, EPOCHS, 8.0 + 6.0, race, **kwargs)
+    screened, raced = screen_and_race(order, RunCosts(costs, EPOCHS), 8.0 + 6.0, race, **kwargs)
     # 6 s left would pay one epoch of three at the estimated 2 s, but at the screen's pace (4 s) only of one
     assert screened.pace == 2.0 and raced.plan is None
 
@@ -199,15 +232,15 @@ def test_screen_and_race_skips_the_screen_when_the_race_takes_everyone_and_answe
     order = ["late", "steady", "fast", "weak"]
     estimates = [dict.fromkeys(costs, 2.0)]
     kwargs = dict(fractions=[0.1], screen_trainers=[screen], screen_estimates=estimates)
-    screened, raced = screen_and_race(order, costs, EPOCHS, 1000.0, race, **kwargs)
+    screened, raced = screen_and_race(order, RunCosts(costs, EPOCHS), 1000.0, race, **kwargs)
     assert not screened.records and not screen.calls and len(raced.plan.entrants) == 4  # the race alone takes all
-    screened, raced = screen_and_race(order, costs, EPOCHS, 15.0, race, **kwargs)
+    screened, raced = screen_and_race(order, RunCosts(costs, EPOCHS), 15.0, race, **kwargs)
     assert raced.plan is None and not raced.records and screened.spent_seconds == 8.0  # 7 s left: no epoch of two
     assert screened.order[0] == "fast"
-    screened, raced = screen_and_race(order, costs, EPOCHS, 40.0, race, **kwargs)
+    screened, raced = screen_and_race(order, RunCosts(costs, EPOCHS), 40.0, race, **kwargs)
     assert raced.plan.entrants[:2] == screened.order[:2] and raced.spent_seconds <= 32.0
     with pytest.raises(InputError, match="budget: too small"):
-        screen_and_race(order, costs, EPOCHS, 3.0, race, **kwargs)
+        screen_and_race(order, RunCosts(costs, EPOCHS), 3.0, race, **kwargs)
 
 
 def test_screen_data_is_a_stratified_share_with_its_own_key():

@@ -152,7 +152,7 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     from emms.finetune import FinetuneProtocol
     from emms.finetune.heads import head_class
     from emms.finetune.heads._prepare import finetune_data, split_rows
-    from emms.finetune.race import RecordTrainer, predict, recall_order
+    from emms.finetune.race import RecordTrainer, RunCosts, predict, recall_order
     from emms.finetune.screen import check_screen_fractions, screen_and_race, screen_data, screen_protocol
     from emms.pipeline import rank
     from emms.compute.store import Store
@@ -218,8 +218,10 @@ def select(data, models: Sequence[str], task: str | None = None, *, budget: floa
     trainer = RecordTrainer(split, protocol, lr=lr, seed=finetune_seed, out_dir=out_dir, device=device,
                             workers=workers, threads=threads, on_progress=on_progress)
     say(f"full grid estimated {full_grid:.0f} s, budget {budget_seconds:.0f} s ({left:.0f} s after the timing probes)")
+    costs = RunCosts(full, protocol.epochs, {m: p["build_seconds"] + p["encode_per_row"] * (len(split.train[1]) + n_val)
+                                              for m, p in probes.items()})
     screened, result = screen_and_race(
-        order, full, protocol.epochs, left, trainer, fractions=fractions, screen_trainers=screen_trainers,
+        order, costs, left, trainer, fractions=fractions, screen_trainers=screen_trainers,
         screen_estimates=[{m: _screen_seconds(probes[m], len(d.train[1]), n_val) for m in models} for d in s_data],
         eta=eta, on_event=say, deadline=deadline)
     screen_records, race_order, screen_spent, plan = screened.records, screened.order, screened.spent_seconds, result.plan

@@ -23,6 +23,9 @@ Rule (measured in BENCHMARKS.md "select"; docs/select.md says why):
 
 Costs are the runs' own measured seconds (cumulative, setup included), so a race resumed from its
 records, or replayed from recorded learning curves, spends and reports exactly what they recorded.
+Plans use :class:`RunCosts`: every round of training pays a model's setup (building the network,
+encoding the data) again, plus its epochs; once a model has trained, its estimate is rescaled to
+what it measured.
 """
 
 from __future__ import annotations
@@ -67,6 +70,44 @@ class RaceResult:
     spent_seconds: float = 0.0
 
 
+@dataclass
+class RunCosts:
+    """Estimated seconds of each candidate's fine-tuning under a protocol of ``epochs`` epochs:
+    ``full[m]`` one full run from scratch, ``setup[m]`` (default 0) the part of it that every round
+    of training pays (building the network, encoding the data; a continued run pays it again). A
+    round from epoch d to e costs ``setup + (e - d) * (full - setup) / epochs``."""
+
+    full: dict[str, float]
+    epochs: int
+    setup: dict[str, float] = field(default_factory=dict)
+
+    def round(self, model: str, done: int, epoch: int) -> float:
+        """Seconds of training ``model`` from epoch ``done`` to ``epoch`` in one round (0 if nothing to do)."""
+        if epoch <= done:
+            return 0.0
+        setup = min(self.setup.get(model, 0.0), self.full[model])
+        return setup + (self.full[model] - setup) * (epoch - done) / self.epochs
+
+    def grid(self, models: Sequence[str]) -> float:
+        """The full grid of ``models``: each fine-tuned once, fully."""
+        return float(sum(self.full[m] for m in models))
+
+    def scaled(self, factor: float) -> RunCosts:
+        """Every estimate multiplied by ``factor`` (a measured pace)."""
+        return RunCosts({m: v * factor for m, v in self.full.items()}, self.epochs,
+                        {m: v * factor for m, v in self.setup.items()})
+
+    def refresh(self, model: str, record: dict) -> None:
+        """Rescale ``model``'s estimate to its measured pace: ``record["seconds"]`` for its epochs so far
+        (counted as one round, so a record of several rounds makes the estimate cautious)."""
+        estimated = self.round(model, 0, record["epochs_done"])
+        if estimated > 0 and record["seconds"] > 0:
+            ratio = record["seconds"] / estimated
+            self.full[model] *= ratio
+            if model in self.setup:
+                self.setup[model] *= ratio
+
+
 def rung_epochs(epochs: int) -> list[int]:
     """1, 2, 4, ... below ``epochs``, then ``epochs``."""
     out, e = [], 1
@@ -93,24 +134,18 @@ def recall_order(frozen: dict[str, dict[str, float]], models: Sequence[str], met
     return out + [m for m in models if m not in out]
 
 
-def plan_race(order: Sequence[str], full_seconds: dict[str, float], epochs: int, budget_seconds: float,
-              eta: int = 2) -> RacePlan:
-    """Entrants and rungs within ``budget_seconds`` (see the module docstring).
-
-    ``full_seconds[model]``: estimated seconds of one full run; a run to epoch e costs e/epochs of it.
-    """
+def plan_race(order: Sequence[str], costs: RunCosts, budget_seconds: float, eta: int = 2) -> RacePlan:
+    """Entrants and rungs within ``budget_seconds`` (see the module docstring), rounds costed by ``costs``."""
     if eta < 2:
         raise InputError(f"eta: expected an integer >= 2, got {eta!r}")
-    rungs = rung_epochs(epochs)
-    per_epoch = {m: full_seconds[m] / epochs for m in order}
+    rungs = rung_epochs(costs.epochs)
 
     def cost(k: int, depth: int) -> float:
         entrants = list(order[:k])
-        total = sum(per_epoch[m] for m in entrants) * rungs[0]
-        by_cost = sorted(entrants, key=lambda m: -per_epoch[m])
-        for level in range(1, depth + 1):
-            n = math.ceil(k / eta ** level)
-            total += sum(per_epoch[m] for m in by_cost[:n]) * (rungs[level] - rungs[level - 1])
+        total = sum(costs.round(m, 0, rungs[0]) for m in entrants)
+        for level in range(1, depth + 1):  # the most expensive entrants assumed promoted
+            rounds = sorted((costs.round(m, rungs[level - 1], rungs[level]) for m in entrants), reverse=True)
+            total += sum(rounds[:math.ceil(k / eta ** level)])
         return total
 
     for depth in range(len(rungs) - 1, -1, -1):
@@ -118,18 +153,20 @@ def plan_race(order: Sequence[str], full_seconds: dict[str, float], epochs: int,
         if fits:
             k = max(fits)
             return RacePlan(entrants=list(order[:k]), rungs=rungs[:depth + 1], eta=eta, planned_seconds=cost(k, depth))
-    need, grid = cost(2, 0), sum(full_seconds[m] for m in order)
+    need, grid = cost(2, 0), costs.grid(order)
     raise InputError(f"budget: too small to train anything: one epoch of the first two candidates "
                      f"({', '.join(order[:2])}) is estimated at {need:.0f} s ({need / grid:.1%} of the full grid), "
                      f"the budget allows {budget_seconds:.0f} s")
 
 
-def run_race(plan: RacePlan, trainer: Trainer, full_seconds: dict[str, float], epochs: int, budget_seconds: float,
-             *, on_event: EventCallback | None = None, deadline: Callable[[], bool] | None = None) -> RaceResult:
-    """Run ``plan``: rungs with promotion, then the top-up; never start work estimated to overshoot
-    ``budget_seconds`` (or after ``deadline()`` turns true)."""
+def run_race(plan: RacePlan, trainer: Trainer, costs: RunCosts, budget_seconds: float, *,
+             on_event: EventCallback | None = None, deadline: Callable[[], bool] | None = None) -> RaceResult:
+    """Run ``plan``: rungs with promotion, then the top-up; never start a round estimated (``costs``,
+    rescaled as models train) to overshoot ``budget_seconds``, nor one after ``deadline()`` turns true."""
     say = on_event or (lambda _: None)
     stop = deadline or (lambda: False)
+    costs = RunCosts(dict(costs.full), costs.epochs, dict(costs.setup))  # rescaled below: the caller's stays
+    epochs = costs.epochs
     result = RaceResult(plan=plan, records={})
     alive = list(plan.entrants)
 
@@ -137,8 +174,7 @@ def run_race(plan: RacePlan, trainer: Trainer, full_seconds: dict[str, float], e
         return sum(r["seconds"] for r in result.records.values())
 
     def extra(model: str, epoch: int) -> float:
-        done = result.records.get(model, {}).get("epochs_done", 0)
-        return full_seconds[model] * max(epoch - done, 0) / epochs
+        return costs.round(model, result.records.get(model, {}).get("epochs_done", 0), epoch)
 
     def train(models: list[str], epoch: int, label: str) -> list[str]:
         remaining = budget_seconds - spent()
@@ -154,10 +190,10 @@ def run_race(plan: RacePlan, trainer: Trainer, full_seconds: dict[str, float], e
         records = trainer.train(chosen, epoch)
         result.records.update(records)
         for model in chosen:
-            self_record = result.records[model]
-            say(f"  {model}: epoch {self_record['epochs_done']} val {self_record['val_score']:.4f} "
-                f"({self_record['seconds']:.0f} s so far)")
-            _refresh_estimate(full_seconds, model, self_record, epochs)
+            record = result.records[model]
+            say(f"  {model}: epoch {record['epochs_done']} val {record['val_score']:.4f} "
+                f"({record['seconds']:.0f} s so far)")
+            costs.refresh(model, record)
         return chosen
 
     for level, epoch in enumerate(plan.rungs):
@@ -270,9 +306,3 @@ def view_at(record: dict, epoch: int, epochs: int) -> dict:
     return {**record, "curve": record["curve"][:epoch], "epochs_done": epoch, "complete": epoch == epochs,
             "val_score": point["val"], "seconds": point["seconds"], "steps": point["steps"],
             "test_score": record["test_score"] if epoch == epochs else None}
-
-
-def _refresh_estimate(full_seconds: dict[str, float], model: str, record: dict, epochs: int) -> None:
-    """Replace a model's full-run estimate by its measured pace once it has trained."""
-    if record["epochs_done"]:
-        full_seconds[model] = record["seconds"] / record["epochs_done"] * epochs

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emms.errors import InputError
-from emms.finetune.race import RaceResult, Trainer, plan_race, rung_epochs, run_race
+from emms.finetune.race import RaceResult, RunCosts, Trainer, plan_race, rung_epochs, run_race
 
 #: Shares of the train split the screen's rungs train on (one epoch each, stratified for
 #: classification); chosen by measurement (docs/select.md, BENCHMARKS.md §11 D).
@@ -182,41 +182,39 @@ def run_screen(order: Sequence[str], trainers: Sequence[Trainer], estimates: Seq
     return result
 
 
-def races_everything(order: Sequence[str], full_seconds: dict[str, float], epochs: int, budget_seconds: float,
-                     eta: int = 2) -> bool:
+def races_everything(order: Sequence[str], costs: RunCosts, budget_seconds: float, eta: int = 2) -> bool:
     """Whether the race alone enters every candidate with every rung within ``budget_seconds``."""
     try:
-        plan = plan_race(order, dict(full_seconds), epochs, budget_seconds, eta)
+        plan = plan_race(order, costs, budget_seconds, eta)
     except InputError:
         return False
-    return len(plan.entrants) == len(order) and plan.rungs == rung_epochs(epochs)
+    return len(plan.entrants) == len(order) and plan.rungs == rung_epochs(costs.epochs)
 
 
-def screen_and_race(order: Sequence[str], full_seconds: dict[str, float], epochs: int, budget_seconds: float,
-                    race_trainer: Trainer, *, fractions: Sequence[float] = (), screen_trainers: Sequence[Trainer] = (),
+def screen_and_race(order: Sequence[str], costs: RunCosts, budget_seconds: float, race_trainer: Trainer, *,
+                    fractions: Sequence[float] = (), screen_trainers: Sequence[Trainer] = (),
                     screen_estimates: Sequence[dict[str, float]] = (), eta: int = 2,
                     on_event: Callable[[str], None] | None = None,
                     deadline: Callable[[], bool] | None = None) -> tuple[ScreenResult, RaceResult]:
     """The fine-tuning stages of :func:`emms.select` within ``budget_seconds``: the screen's rungs
     (:func:`run_screen`; skipped when a finite budget races every candidate through the whole ladder
     without it), then the race (:func:`emms.finetune.race.run_race`) on what is left, its entrants in
-    the screen's order, the full runs' estimates scaled by the screen's measured pace. When the rest
-    pays no race, the answer is the screen's (an empty race; its ``plan`` None); when nothing at all
-    fits, an InputError."""
+    the screen's order, the full runs' estimates (``costs``) scaled by the screen's measured pace.
+    When the rest pays no race, the answer is the screen's (an empty race; its ``plan`` None); when
+    nothing at all fits, an InputError."""
     say = on_event or (lambda _: None)
-    grid = float(sum(full_seconds[m] for m in order))
     screened = ScreenResult(order=list(order))
-    if fractions and np.isfinite(budget_seconds) and races_everything(order, full_seconds, epochs, budget_seconds, eta):
+    if fractions and np.isfinite(budget_seconds) and races_everything(order, costs, budget_seconds, eta):
         say("screen: skipped, the budget races every candidate through the whole ladder without it")
     elif fractions:
-        screened = run_screen(order, screen_trainers, screen_estimates, fractions, budget_seconds, grid, eta=eta,
-                              on_event=say)
+        screened = run_screen(order, screen_trainers, screen_estimates, fractions, budget_seconds, costs.grid(order),
+                              eta=eta, on_event=say)
     race_budget = max(budget_seconds - screened.spent_seconds, 0.0)
     if abs(screened.pace - 1.0) > 1e-6:
         say(f"race: the screen ran at {screened.pace:.2f}x its estimated seconds; the full runs' estimates are scaled so")
-        full_seconds = {m: seconds * screened.pace for m, seconds in full_seconds.items()}
+        costs = costs.scaled(screened.pace)
     try:
-        plan = plan_race(screened.order, dict(full_seconds), epochs, race_budget, eta)
+        plan = plan_race(screened.order, costs, race_budget, eta)
     except InputError:
         if not screened.records:
             raise
@@ -227,5 +225,4 @@ def screen_and_race(order: Sequence[str], full_seconds: dict[str, float], epochs
         f"{race_budget:.0f} s of budget left")
     if deadline is not None and deadline():
         return screened, RaceResult(plan=plan, records={})
-    return screened, run_race(plan, race_trainer, dict(full_seconds), epochs, race_budget, on_event=say,
-                              deadline=deadline)
+    return screened, run_race(plan, race_trainer, costs, race_budget, on_event=say, deadline=deadline)
