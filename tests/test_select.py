@@ -330,6 +330,7 @@ def test_a_rerun_replays_the_records_and_gives_the_same_answer(tiny_select):
     (["onet_mtcnn", "file:feats.npy"], {}, "cannot be fine-tuned"),
     (["onet_mtcnn", "ocrvgg_easyocr"], {"budget": -0.5}, "budget: expected a positive number"),
     (["onet_mtcnn", "ocrvgg_easyocr"], {"budget": None}, "budget: give a fraction"),
+    (["onet_mtcnn", "ocrvgg_easyocr"], {"screen": [0.25, 0.1]}, "screen: expected increasing fractions"),
     (["onet_mtcnn", "ocrvgg_easyocr"], {"max_samples": 60, "val_fraction": 0.2},
      "val_fraction: the validation split has 12 rows"),
 ])
@@ -353,6 +354,17 @@ def test_a_budget_too_small_to_train_anything_says_so(tmp_path):
     assert result.exit_code == 2, result.output
     assert "budget: too small to train anything" in result.output
     assert not list((tmp_path / "o").rglob("*.json")) or not (tmp_path / "o" / "runs").exists()
+
+
+def test_a_bad_screen_option_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from emms.cli import app
+
+    result = CliRunner().invoke(app, ["select", "--data", "builtin:fashion-mnist", "--models", "onet_mtcnn,ocrvgg_easyocr",
+                                      "--screen", "0.1,x", "--out-dir", str(tmp_path / "o"), "--cache", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "--screen: expected comma-separated fractions" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()
 
 
 def test_a_killed_select_resumes_from_its_records(tmp_path):
