@@ -17,9 +17,14 @@ B. **A curve over budgets, replayed from recorded learning curves** (``--runs``,
 C. **The text target** (text QA, :data:`TEXT_TARGET`), replayed the same way from the multi-task benchmark's
    records (``benchmarks/data/multitask_runs``: 4 text candidates x seeds 0 and 1, 3-epoch runs with
    validation after every epoch): each seed's curves are raced, the truth is the other seed's test
-   accuracy, beside the frozen scores of ``multitask_scores.csv`` and the size prior.
+   accuracy, beside the frozen scores of ``multitask_scores.csv`` and the size prior; with screen records,
+   also the screen then the race (D's rule).
+D. **The screen, then the race** (``--runs``/screen: one-epoch screen runs per candidate and train fraction):
+   :func:`emms.finetune.screen.screen_and_race`, the function :func:`emms.select` runs, replayed at each
+   budget for the default rungs, other ladders and single fractions.
 
-Nothing here trains. Run (``--markdown`` writes the tables)::
+Nothing here trains unless ``--record-screen F`` is given (then it records screen runs and stops). Run
+(``--markdown`` writes the tables; D needs the full Fashion-MNIST images, ``EMMS_FASHION_MNIST_DIR``)::
 
     python benchmarks/select_benchmark.py --markdown select_report.md
 """
@@ -135,14 +140,32 @@ def screen_trainer(target: str, fraction: float, runs_dir: Path, *, replay_only:
                          out_dir=runs_dir / "screen", replay_only=replay_only)
 
 
+def text_screen_trainer(fraction: float, seed: int, runs_dir: Path, *, replay_only: bool = True) -> RecordTrainer:
+    """The screen runs of the text target (``runs_dir/screen``): the select code path's screen on the multi-task
+    benchmark's text-QA split (split seed 0) and protocol, fine-tuning seed ``seed`` (one per replayed seed, C)."""
+    import multitask_benchmark as mt
+
+    data, _ = mt.finetune_data("text_qa")
+    _, _, lr = mt.SETTINGS["text_qa"]
+    return RecordTrainer(screen_data(data, fraction, 0), screen_protocol(mt.protocol("text_qa")), lr=lr, seed=seed,
+                         out_dir=runs_dir / "screen", replay_only=replay_only)
+
+
 def record_screens(targets: list[str], fraction: float, runs_dir: Path) -> None:
-    """Fine-tune the screen run of every candidate on ``targets`` (resumable: recorded runs are kept)."""
+    """Fine-tune the screen run of every candidate on ``targets`` (resumable: recorded runs are kept);
+    :data:`TEXT_TARGET`: the text candidates, once per fine-tuning seed of the multi-task grid."""
+    import multitask_benchmark as mt
+
     for target in targets:
-        trainer = screen_trainer(target, fraction, runs_dir, replay_only=False)
-        for model in MODELS:  # one at a time, so a kill loses at most one short run
-            record = trainer.train([model], 1)[model]
-            print(f"{target} screen {fraction:g} {model}: val {record['val_score']:.4f} "
-                  f"cpu {record['cpu_seconds']:.1f} s", flush=True)
+        if target == TEXT_TARGET:
+            jobs = [(text_screen_trainer(fraction, seed, runs_dir, replay_only=False), mt.TEXT_MODELS) for seed in mt.SEEDS]
+        else:
+            jobs = [(screen_trainer(target, fraction, runs_dir, replay_only=False), MODELS)]
+        for trainer, models in jobs:
+            for model in models:  # one at a time, so a kill loses at most one short run
+                record = trainer.train([model], 1)[model]
+                print(f"{target} (seed {trainer.seed}) screen {fraction:g} {model}: val {record['val_score']:.4f} "
+                      f"cpu {record['cpu_seconds']:.1f} s", flush=True)
 
 
 def screen_replays(runs_dir: Path, fraction: float, targets) -> dict[str, CpuReplay]:  # noqa: ANN001
@@ -192,6 +215,24 @@ def text_replays(runs_dir: Path = DATA / "multitask_runs") -> dict[int, CpuRepla
     return out
 
 
+def text_screen_curves(seed: int, models: list[str], frozen: dict, truth: dict, replay: CpuReplay,
+                       runs_dir: Path = DATA / "select_runs") -> list[dict]:
+    """C: the screen's rungs, then the race, on the text target (the screens of fine-tuning seed ``seed``),
+    for the default rungs and each single fraction whose records are all there."""
+    screens = {}
+    for fraction in (0.1, 0.25):
+        trainer = text_screen_trainer(fraction, seed, runs_dir)
+        records = {m: trainer.recorded(m) for m in models}
+        if all(r is not None and r["complete"] for r in records.values()):
+            screens[fraction] = CpuReplay(records, epochs=1)
+    rows = []
+    for ladder in (tuple(SCREEN_FRACTIONS), *((f,) for f in screens)):
+        if all(f in screens for f in ladder):
+            label = f"screen {','.join(f'{f:g}' for f in ladder)} + race" + (" (default)" if ladder == SCREEN_FRACTIONS else "")
+            rows += screened_curve(replay, [screens[f] for f in ladder], list(ladder), frozen, truth, label)
+    return rows
+
+
 def text_target(lines: list[str], rng: np.random.Generator) -> list[dict]:
     """C: the text-QA budget curve; each seed's curves are raced, the truth is the *other* seed's test accuracy."""
     from emms.finetune.backbones import frozen_extractor
@@ -213,7 +254,8 @@ def text_target(lines: list[str], rng: np.random.Generator) -> list[dict]:
         truth = {m: float(np.mean([r.records[m]["test_score"] for r in other])) for m in models}
         for metric, values in frozen.items():
             free.append({"seed": seed, "method": metric, **statistics(values, truth)})
-        for row in race_curve(replay, frozen, truth) + baselines(replay, truth, rng):
+        for row in race_curve(replay, frozen, truth) + baselines(replay, truth, rng) + \
+                text_screen_curves(seed, models, frozen, truth, replay):
             rows.append({"target": f"{TEXT_TARGET}/seed{seed}", "race_seed": seed, **row})
     free_table = pd.DataFrame(free).groupby("method").mean(numeric_only=True).sort_values("wtau", ascending=False)
     lines += [f"#### C. Text target ({TEXT_TARGET}: {len(models)} text candidates, 3-epoch runs, lr 1e-4; the race "
