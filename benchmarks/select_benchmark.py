@@ -408,6 +408,17 @@ def screen_section(runs_dir: Path, replays: dict[str, CpuReplay], truth_table: p
                 rows.append({"target": target, "method": f"screen {fraction:g} {what} (all 10)", "budget": np.nan,
                              "spent": cost / grid, "screen_cpu_seconds": cost, "screened": len(ranking),
                              **statistics({m: float(len(ranking) - i) for i, m in enumerate(ranking)}, truth)})
+    for target in set(screens.get(0.1, {})) & set(screens.get(0.25, {})):  # extrapolating the screen's gain
+        truth = truth_table[truth_table.target == target].set_index("model").value.to_dict()
+        first, second = (screens[f][target].records for f in (0.1, 0.25))
+        rung1 = screen_ranking(first, recall_order(frozen_of[target], list(MODELS), ("emms", "params")))
+        for k in (0.0, 0.5, 1.0, 2.0):  # score on 0.25 + k x its gain from 0.1: a linear look ahead
+            ahead = {m: {"val_score": second[m]["val_score"] + k * (second[m]["val_score"] - first[m]["val_score"])}
+                     for m in MODELS}
+            ranking = screen_ranking(ahead, rung1)
+            rows.append({"target": target, "method": f"0.25 + {k:g} x gain from 0.1, fused with rung 1 (all 10)",
+                         "budget": np.nan, "screened": len(ranking),
+                         **statistics({m: float(len(ranking) - i) for i, m in enumerate(ranking)}, truth)})
     ladders = [tuple(SCREEN_FRACTIONS), (0.1, 0.25, 0.5), (0.1, 0.5), *((f,) for f in screens)]
     for target, replay in replays.items():  # the budget curve of each screen ladder, then the race
         truth = truth_table[truth_table.target == target].set_index("model").value.to_dict()
