@@ -4,6 +4,7 @@ registration that stays complete, no matplotlib backend switch. Each check runs 
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 
@@ -36,6 +37,28 @@ def test_builtin_index_names_each_metric_of_its_module():
         mod = importlib.import_module(f"emms.metrics.{module}")
         assert registry.get_metric(name).function.__module__ == mod.__name__, name
     assert set(m.name for m in registry.available_metrics()) >= set(registry.builtin_modules())
+
+
+def test_a_bytecode_only_install_finds_every_metric(tmp_path):
+    # a copy of the package compiled to .pyc with its .py sources removed: the @register lines cannot be read
+    import compileall
+    import shutil
+    from pathlib import Path
+
+    import emms
+
+    copy = tmp_path / "emms"
+    shutil.copytree(Path(emms.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert compileall.compile_dir(copy, legacy=True, quiet=1)
+    for source in copy.rglob("*.py"):
+        source.unlink()
+    code = ("import emms, json; from emms.metrics import registry as r; "
+            "print(json.dumps([emms.__file__, r.builtin_modules(), sorted(m.name for m in emms.available_metrics())]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    where, index, names = json.loads(done.stdout)
+    assert where.startswith(str(tmp_path)) and where.endswith(".pyc")  # the copy, not the installed sources
+    assert index == registry.builtin_modules() and len(names) == 20
 
 
 def test_report_keeps_the_host_matplotlib_backend(tmp_path):

@@ -95,13 +95,27 @@ def builtin_modules() -> dict[str, str]:
 
     Read from the ``@register("name", ...)`` lines of the metric modules, without importing them
     (registration is lazy: a module is imported the first time one of its metrics is asked for), so
-    the decorators are the one list of built-in metrics.
+    the decorators are the one list of built-in metrics. Where the sources are not installed (a
+    bytecode-only install), every metric module is imported and its registrations read instead.
     """
+    return _builtin_modules_from_sources() or _builtin_modules_by_import()
+
+
+def _builtin_modules_from_sources() -> dict[str, str]:
     out: dict[str, str] = {}
     for path in sorted(Path(__file__).parent.glob("*.py")):
         for name in _REGISTER_LINE.findall(path.read_text(encoding="utf-8")):
             out[name] = path.stem
     return out
+
+
+def _builtin_modules_by_import() -> dict[str, str]:
+    import pkgutil
+
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        importlib.import_module(f"emms.metrics.{module.name}")
+    return {name: info.function.__module__.removeprefix("emms.metrics.") for name, info in _REGISTRY.items()
+            if info.function.__module__.startswith("emms.metrics.")}
 
 
 def _load_builtin(name: str) -> None:
