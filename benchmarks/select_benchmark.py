@@ -408,7 +408,7 @@ def screen_section(runs_dir: Path, replays: dict[str, CpuReplay], truth_table: p
                 rows.append({"target": target, "method": f"screen {fraction:g} {what} (all 10)", "budget": np.nan,
                              "spent": cost / grid, "screen_cpu_seconds": cost, "screened": len(ranking),
                              **statistics({m: float(len(ranking) - i) for i, m in enumerate(ranking)}, truth)})
-    for target in set(screens.get(0.1, {})) & set(screens.get(0.25, {})):  # extrapolating the screen's gain
+    for target in [t for t in TARGETS if t in screens.get(0.1, {}) and t in screens.get(0.25, {})]:  # look-ahead
         truth = truth_table[truth_table.target == target].set_index("model").value.to_dict()
         first, second = (screens[f][target].records for f in (0.1, 0.25))
         rung1 = screen_ranking(first, recall_order(frozen_of[target], list(MODELS), ("emms", "params")))

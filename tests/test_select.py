@@ -253,6 +253,11 @@ def test_screen_data_is_a_stratified_share_with_its_own_key():
     small = screen_data(data, 0.2, seed=0)
     assert len(small.train[1]) == 20 and np.bincount(small.train[1]).tolist() == [5, 5, 5, 5]
     assert small.val is data.val and small.name == "t@screen0.2" and small.fingerprint != data.fingerprint
+    assert screen_data(data, 0.2, seed=0).fingerprint == small.fingerprint  # the same rows: the same key
+    # other rows under the same data fingerprint and seed (here: the labels in another order) get another key
+    shuffled = FinetuneData(name="t", class_names=list("abcd"), train=(data.train[0], np.tile(np.arange(4), 25)),
+                            val=data.val, test=None, fingerprint="f")
+    assert screen_data(shuffled, 0.2, seed=0).fingerprint != small.fingerprint
     assert screen_protocol(FinetuneProtocol()) == FinetuneProtocol(epochs=1, batch_size=32)
     with pytest.raises(InputError, match="screen"):
         screen_data(data, 0.0, seed=0)

@@ -76,7 +76,9 @@ def screen_protocol(protocol, batch_size: int = SCREEN_BATCH_SIZE):  # noqa: ANN
 def screen_data(data, fraction: float, seed: int):  # noqa: ANN001, ANN201 - FinetuneData
     """``data`` with its train split cut to ``fraction`` of its rows (stratified by label for
     classification, at random for the other kinds), the same validation split and no test split;
-    its own name (``<name>@screen<fraction>``) and fingerprint, so screen records have their own keys."""
+    its own name (``<name>@screen<fraction>``) and a fingerprint that names the rows it kept, so
+    screen records have their own keys and a record of other rows is never replayed as this one."""
+    import hashlib
     from dataclasses import replace
 
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
@@ -95,10 +97,11 @@ def screen_data(data, fraction: float, seed: int):  # noqa: ANN001, ANN201 - Fin
             rows = np.random.default_rng(seed).choice(n, k, replace=False)
     elif k < n:
         rows = np.random.default_rng(seed).choice(n, k, replace=False)
-    rows = np.sort(rows)
+    rows = np.sort(rows).astype(np.int64)
     part = inputs[rows] if isinstance(inputs, np.ndarray) else [inputs[i] for i in rows]
+    kept = hashlib.sha256(rows.tobytes()).hexdigest()[:12]
     return replace(data, name=f"{data.name}@screen{fraction:g}", train=(part, targets[rows]), test=None,
-                   fingerprint=f"{data.fingerprint}-screen{fraction:g}-{seed}")
+                   fingerprint=f"{data.fingerprint}-screen{fraction:g}-{seed}-{kept}")
 
 
 def affordable_prefix(order: Sequence[str], seconds: dict[str, float], budget_seconds: float) -> list[str]:
