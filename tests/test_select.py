@@ -263,6 +263,40 @@ def test_screen_data_is_a_stratified_share_with_its_own_key():
         screen_data(data, 0.0, seed=0)
 
 
+def _selection(rows: list[dict], recommended: str):  # noqa: ANN202 - a Selection with just its table
+    import pandas as pd
+
+    from emms.selection import Selection
+
+    columns = {"predicted": np.nan, "low": np.nan, "high": np.nan, "screen": np.nan, "screen_low": np.nan,
+               "screen_high": np.nan, "screen_fraction": np.nan}
+    table = pd.DataFrame([{**columns, **row} for row in rows])
+    return Selection(table=table, recommended=recommended, cost={}, curves={}, history=[], frozen=None,
+                     meta={"n_val": 500})
+
+
+def test_how_sure_compares_the_pick_with_models_judged_the_same_way():
+    clear = _selection([{"model": "a", "status": "finished", "predicted": 0.9, "low": 0.88, "high": 0.92},
+                        {"model": "b", "status": "finished", "predicted": 0.8, "low": 0.78, "high": 0.82},
+                        {"model": "c", "status": "not raced"}], "a")
+    assert "lies above that of every other model judged by fine-tuning (1)" in clear.how_sure()
+    close = _selection([{"model": "a", "status": "finished", "predicted": 0.9, "low": 0.88, "high": 0.92},
+                        {"model": "b", "status": "stopped at epoch 1", "predicted": 0.89, "low": 0.85, "high": 0.93},
+                        {"model": "c", "status": "finished", "predicted": 0.7, "low": 0.68, "high": 0.72}], "a")
+    assert "overlaps that of b (1 of the 2 other models judged by fine-tuning): within the validation noise of 500 " \
+        "rows" in close.how_sure()
+    # a screened answer is compared with the screen runs on the same share only (0.25 vs 0.1 scores are not comparable)
+    screened = _selection([
+        {"model": "a", "status": "screened", "screen": 0.6, "screen_low": 0.56, "screen_high": 0.64, "screen_fraction": 0.25},
+        {"model": "b", "status": "screened", "screen": 0.5, "screen_low": 0.46, "screen_high": 0.54, "screen_fraction": 0.25},
+        {"model": "c", "status": "screened", "screen": 0.62, "screen_low": 0.58, "screen_high": 0.66, "screen_fraction": 0.1},
+    ], "a")
+    assert "every other model judged by a screen run on 0.25 of the train split (1)" in screened.how_sure()
+    alone = _selection([{"model": "a", "status": "finished", "predicted": 0.9, "low": 0.88, "high": 0.92},
+                        {"model": "b", "status": "not raced"}], "a")
+    assert "the only model judged by fine-tuning" in alone.how_sure()
+
+
 def test_params_is_the_parameter_count_and_needs_it():
     import emms
 
@@ -310,6 +344,7 @@ def test_select_races_on_a_held_out_split_and_reports_cost(tiny_select):
     best = table.iloc[0]
     assert best.low <= best.predicted <= best.high and 0 <= best.predicted <= 1
     assert {"frozen:emms", "frozen:params"} <= set(table.columns)
+    assert first.how_sure().startswith(f"How sure: {first.recommended}") and first.to_dict()["how_sure"] == first.how_sure()
     assert table.set_index("model").loc["ocrvgg_easyocr", "frozen:params"] > 1e6
     cost = first.cost
     assert cost["trained_seconds"] > 0 and cost["budget_seconds"] == np.inf

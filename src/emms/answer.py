@@ -70,6 +70,8 @@ def answer(ranking) -> dict:
     if ranking.selection:
         doc["race"] = race(ranking.selection)
         sentences.append(f"Fine-tuning race: {doc['race']['summary']}")
+        if doc["race"]["how_sure"]:
+            sentences.append(doc["race"]["how_sure"])
     sentences.append(MEANING)
     doc["sentences"] = sentences
     return doc
@@ -150,6 +152,7 @@ def race(selection: dict) -> dict:
     keys = ("predicted", "low", "high", "status", "screen", "screen_fraction", "epochs_done", "epochs")
     rows = [{"model": r["model"], **{k: r.get(k) for k in keys}} for r in selection.get("results", [])]
     return {"recommended": selection.get("recommended"), "summary": selection.get("summary", ""),
+            "how_sure": selection.get("how_sure", ""),
             "metric": selection.get("meta", {}).get("primary"), "models": rows,
             "curves": selection.get("curves", {}), "epochs": selection.get("meta", {}).get("protocol", {}).get("epochs")}
 

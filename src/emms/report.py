@@ -140,7 +140,8 @@ def _race_section(race: dict) -> str:
         screen = "—" if r.get("screen") is None else f"{_fmt(r['screen'])} ({r['screen_fraction']:g})"
         rows.append(f"<tr><td{cls}>{_e(r['model'])}</td><td>{_fmt(r['predicted'])}</td><td>{interval}</td>"
                     f"<td>{_e(r['status'] or '')}</td><td>{screen}</td></tr>")
-    parts = [f"<p>{_e(race['summary'])}</p><table>", *rows, "</table>"]
+    parts = [f"<p>{_e(race['summary'])}</p>", f"<p>{_e(race['how_sure'])}</p>" if race.get("how_sure") else "",
+             "<table>", *rows, "</table>"]
     if race.get("curves"):
         parts += ["<p class='meta'>Learning curves of the raced models: validation score after each epoch of the "
                   "full protocol; a dashed line and bar: a stopped run's extrapolated final score and its interval, "

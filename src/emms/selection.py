@@ -70,9 +70,34 @@ class Selection:
                 f"{100 * self.cost['fraction_of_full_grid']:.1f}% of the full grid "
                 f"(estimated {self.cost['full_grid_seconds']:.0f} s)")
 
+    def how_sure(self) -> str:
+        """How far the recommendation stands from its rivals, in one sentence: its interval against the
+        intervals of the models judged the same way (the other fine-tuned runs; for a screened-only
+        answer, the other screen runs on the same share of the data)."""
+        table = self.table.set_index("model")
+        pick = table.loc[self.recommended]
+        if pick.status == "screened":
+            peers = table[(table.status == "screened") & (table.screen_fraction == pick.screen_fraction)]
+            low, high, what = "screen_low", "screen_high", f"a screen run on {pick.screen_fraction:g} of the train split"
+        else:
+            peers = table[table.predicted.notna()]
+            low, high, what = "low", "high", "fine-tuning"
+        rivals = peers.drop(index=self.recommended)
+        if rivals.empty:
+            return f"How sure: {self.recommended} is the only model judged by {what}; nothing to compare it with."
+        close = [m for m, r in rivals.iterrows() if r[high] >= pick[low]]
+        interval = f"{self.recommended}'s interval ({pick[low]:.3f}-{pick[high]:.3f})"
+        if not close:
+            return (f"How sure: {interval} lies above that of every other model judged by {what} ({len(rivals)}): "
+                    "clear at this validation size (seed-to-seed variation not included).")
+        return (f"How sure: {interval} overlaps that of {', '.join(close)} ({len(close)} of the {len(rivals)} other "
+                f"models judged by {what}): within the validation noise of {self.meta['n_val']} rows; a larger "
+                "validation split or budget would settle it.")
+
     def to_dict(self) -> dict:
         """Everything as JSON-ready values (what ``--out x.json`` writes; the report reads it)."""
         return {"meta": self.meta, "recommended": self.recommended, "summary": self.summary(),
+                "how_sure": self.how_sure(),
                 "results": [{k: _json_value(v) for k, v in row.items()} for row in self.table.to_dict("records")],
                 "cost": {k: _json_value(v) for k, v in self.cost.items()}, "curves": self.curves,
                 "history": self.history, "notes": list(self.notes)}

@@ -85,6 +85,7 @@ def select(
                         f"{result.meta['n_val']} held-out rows", columns, rows,
                         right=[c not in ("model", "progress") for c in columns])
             say(result.summary())
+            say(result.how_sure())
             for note in result.notes:
                 say(f"note: {note}")
         for path, what in ((out, "selection"), (report, "report")):
