@@ -478,6 +478,34 @@ def screen_section(runs_dir: Path, replays: dict[str, CpuReplay], truth_table: p
     return [*lines, ""]
 
 
+def live_select(target: str, budget: float, out: Path) -> None:
+    """A live ``emms.select`` (not a replay) on ``target``'s 2,500 images of part B (train + val, split seed 1),
+    split again by select itself (val_fraction 0.2: 2,000 / 500), fine-tuning seed 3, the default protocol,
+    recall and screen (records and checkpoints in /tmp/emms-live); writes the selection's JSON to ``out`` and prints its
+    ranking against the truth."""
+    import emms
+    from emms.data import TaskData
+    from emms.data.fashion_targets import benchmark_targets
+
+    split = benchmark_targets([target], n_probe=1, **RUN_SPLIT)[target]
+    train, val = split.task_data("train"), split.task_data("val")
+    data = TaskData(name=f"{target}-train+val", modality="image", inputs=np.concatenate([train.inputs, val.inputs]),
+                    task="classification", labels=pd.concat([train.labels, val.labels], ignore_index=True),
+                    class_names=train.class_names)
+    selection = emms.select(data, list(MODELS), budget=budget, finetune_seed=RUN_SEED, seed=RUN_SPLIT["seed"],
+                            out_dir=Path("/tmp/emms-live") / out.stem, workers=2, on_event=print)
+    selection.to_json(out)
+    truth = pd.read_csv(DATA / "finetune_truth.csv")
+    truth = truth[truth.target == target].set_index("model").value.to_dict()
+    ranking = list(selection.table.model)
+    stats = statistics({m: float(len(ranking) - i) for i, m in enumerate(ranking)}, truth, selection.recommended)
+    print(selection.summary())
+    print(selection.how_sure())
+    print(f"{target}, budget {budget:g}: weighted tau sym {stats['wtau']:+.3f} / truth-w. {stats['wtau_truth']:+.3f}, "
+          f"top-1 {stats['top1']:.0f}, regret@1 {stats['regret1']:.4f}; spent {selection.cost['fraction_of_full_grid']:.1%} "
+          f"of the estimated grid ({selection.cost['spent_seconds']:.0f} s of {selection.cost['full_grid_seconds']:.0f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=DATA / "select_runs")
@@ -486,7 +514,12 @@ def main() -> None:
     parser.add_argument("--record-screen", type=float, metavar="FRACTION",
                         help="fine-tune (not replay) the screen runs at this train fraction on --targets, then stop")
     parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--live", metavar="TARGET", help="run emms.select live on TARGET (trains), then stop")
+    parser.add_argument("--budget", type=float, default=0.1, help="--live's budget (fraction of the full grid)")
     args = parser.parse_args()
+    if args.live is not None:
+        live_select(args.live, args.budget, args.runs / "live" / f"{args.live}-budget{args.budget:g}.json")
+        return
     if args.record_screen is not None:
         record_screens(args.targets.split(","), args.record_screen, args.runs)
         return
