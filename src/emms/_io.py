@@ -31,6 +31,13 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def text_written_to(path: str | Path | None, text: str) -> str:
+    """``text``, written atomically to ``path`` first if one is given (the ``to_json(path=None)`` idiom)."""
+    if path is not None:
+        atomic_write_text(Path(path), text)
+    return text
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """sha256 (64 hex) of a file's bytes, read every call (use it to verify data that may have changed)."""
     digest = hashlib.sha256()

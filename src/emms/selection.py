@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from emms._io import atomic_write_text
+from emms._io import atomic_write_text, text_written_to
 from emms.errors import InputError
 from emms.finetune.screen import SCREEN_FRACTIONS  # light: numpy, pandas
 
@@ -104,10 +104,7 @@ class Selection:
 
     def to_json(self, path: str | Path | None = None) -> str:
         """JSON text (and write it atomically to ``path`` if given)."""
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            atomic_write_text(Path(path), text)
-        return text
+        return text_written_to(path, json.dumps(self.to_dict(), indent=2))
 
     def to_html(self, path: str | Path | None = None) -> str:
         """The HTML report of the recall stage with the race in it (see :mod:`emms.report`)."""
@@ -115,10 +112,7 @@ class Selection:
 
     def to_csv(self, path: str | Path | None = None) -> str:
         """The table as CSV text (and written atomically to ``path`` if given)."""
-        text = self.table.to_csv(index=False)
-        if path is not None:
-            atomic_write_text(Path(path), text)
-        return text
+        return text_written_to(path, self.table.to_csv(index=False))
 
 
 def select(data, models: Sequence[str], task: str | None = None, *, budget: float | None = 0.25,

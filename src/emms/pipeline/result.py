@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from emms._io import atomic_write_text
+from emms._io import text_written_to
 from emms.errors import InputError
 
 
@@ -100,10 +100,7 @@ class Ranking:
 
     def to_json(self, path: str | Path | None = None) -> str:
         """JSON text (and write it atomically to ``path`` if given)."""
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            atomic_write_text(Path(path), text)
-        return text
+        return text_written_to(path, json.dumps(self.to_dict(), indent=2))
 
     def to_csv(self, path: str | Path | None = None) -> str:
         """The ranking table as CSV text (weights flattened to ``weight:<encoder>`` columns); ``emms
@@ -113,10 +110,7 @@ class Ranking:
             if isinstance(w, dict):
                 for enc, val in w.items():
                     flat.loc[flat.index[i], f"weight:{enc}"] = val
-        text = flat.to_csv(index=False)
-        if path is not None:
-            atomic_write_text(Path(path), text)
-        return text
+        return text_written_to(path, flat.to_csv(index=False))
 
     def write(self, path: str | Path) -> None:
         """Write the result to ``path`` as JSON (``.json``) or CSV (``.csv``), by its extension."""
@@ -129,10 +123,7 @@ class Ranking:
         """A self-contained HTML report (see :mod:`emms.report`)."""
         from emms.report import render_html
 
-        text = render_html(self)
-        if path is not None:
-            atomic_write_text(Path(path), text)
-        return text
+        return text_written_to(path, render_html(self))
 
 
 def with_ranks(table: pd.DataFrame) -> pd.DataFrame:
