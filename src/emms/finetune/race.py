@@ -67,7 +67,11 @@ class RaceResult:
     plan: RacePlan | None  # None: no race was run (the budget paid only the screen)
     records: dict[str, dict]
     history: list[dict] = field(default_factory=list)
-    spent_seconds: float = 0.0
+
+    @property
+    def spent_seconds(self) -> float:
+        """Seconds of every raced run so far (each record's cumulative cost)."""
+        return float(sum(r["seconds"] for r in self.records.values()))
 
 
 @dataclass
@@ -170,14 +174,11 @@ def run_race(plan: RacePlan, trainer: Trainer, costs: RunCosts, budget_seconds: 
     result = RaceResult(plan=plan, records={})
     alive = list(plan.entrants)
 
-    def spent() -> float:
-        return sum(r["seconds"] for r in result.records.values())
-
     def extra(model: str, epoch: int) -> float:
         return costs.round(model, result.records.get(model, {}).get("epochs_done", 0), epoch)
 
     def train(models: list[str], epoch: int, label: str) -> list[str]:
-        remaining = budget_seconds - spent()
+        remaining = budget_seconds - result.spent_seconds
         chosen, planned = [], 0.0
         for model in models:  # best first: cut from the bottom when the measured costs ran over
             if planned + extra(model, epoch) <= remaining + 1e-9:
@@ -203,17 +204,16 @@ def run_race(plan: RacePlan, trainer: Trainer, costs: RunCosts, budget_seconds: 
         ranked = sorted(trained, key=lambda m: -result.records[m]["val_score"])
         keep = ranked if level == len(plan.rungs) - 1 else ranked[:math.ceil(len(ranked) / plan.eta)]
         result.history.append({"rung": level + 1, "epoch": epoch, "trained": ranked, "promoted": keep,
-                               "seconds": spent()})
+                               "seconds": result.spent_seconds})
         alive = keep
     while not stop():  # top-up: finish the best unfinished model that fits
         table = predict(result.records, epochs)
         unfinished = [m for m in table["model"] if not result.records[m]["complete"]]
-        fitting = [m for m in unfinished if extra(m, epochs) <= budget_seconds - spent() + 1e-9]
+        fitting = [m for m in unfinished if extra(m, epochs) <= budget_seconds - result.spent_seconds + 1e-9]
         if not fitting or not train(fitting[:1], epochs, "top-up"):
             break
         result.history.append({"rung": "top-up", "epoch": epochs, "trained": fitting[:1], "promoted": [],
-                               "seconds": spent()})
-    result.spent_seconds = spent()
+                               "seconds": result.spent_seconds})
     return result
 
 

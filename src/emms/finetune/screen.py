@@ -46,8 +46,12 @@ class ScreenResult:
     records: dict[str, dict] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     rungs: list[dict] = field(default_factory=list)
-    spent_seconds: float = 0.0
     pace: float = 1.0
+
+    @property
+    def spent_seconds(self) -> float:
+        """Seconds of every screen run so far."""
+        return float(sum(self.seconds.values()))
 
 
 def check_screen_fractions(screen: float | Sequence[float] | None) -> tuple[float, ...]:
@@ -177,7 +181,6 @@ def run_screen(order: Sequence[str], trainers: Sequence[Trainer], estimates: Seq
             result.seconds[model] = result.seconds.get(model, 0.0) + float(record["seconds"])
             say(f"  {model}: screen val {record['val_score']:.4f} ({record['seconds']:.0f} s)")
         previous = screen_ranking(records, previous)
-        result.spent_seconds = float(sum(result.seconds.values()))
         result.pace = result.spent_seconds / estimated if estimated > 0 else 1.0
         result.rungs.append({"rung": f"screen {level + 1}", "fraction": fraction,
                              "trained": [m for m in previous if m in records], "seconds": result.spent_seconds})
