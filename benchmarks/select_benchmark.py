@@ -73,6 +73,11 @@ def statistics(scores: dict[str, float], truth: dict[str, float], pick: str | No
             "top1": float(top1_hit(s, t)), "regret1": regret_at_k(s, t, 1)}
 
 
+def ranked(ranking: list[str]) -> dict[str, float]:
+    """Scores of a ranking given best first (its length down to 1), for :func:`statistics`."""
+    return {m: float(len(ranking) - i) for i, m in enumerate(ranking)}
+
+
 def parameter_counts() -> dict[str, int]:
     """The size prior as rank() computes it: parameters of each packaged module as loaded."""
     from emms.models import load_extractor, parameter_count
@@ -127,6 +132,15 @@ class CpuReplay:
         return RunCosts(full, self.epochs, setup)
 
 
+def complete_replay(trainer: RecordTrainer, models, epochs: int) -> CpuReplay | None:  # noqa: ANN001
+    """The replay of ``trainer``'s records of every one of ``models``, if all are complete with a curve of
+    ``epochs`` points; None otherwise."""
+    records = {m: trainer.recorded(m) for m in models}
+    if all(r is not None and r["complete"] and len(r["curve"]) == epochs for r in records.values()):
+        return CpuReplay(records, epochs)
+    return None
+
+
 def screen_trainer(target: str, fraction: float, runs_dir: Path, *, replay_only: bool = True) -> RecordTrainer:
     """The screen runs of ``target`` (``runs_dir/screen``): the select code path's screen
     (:func:`emms.finetune.screen.screen_data` / :func:`~emms.finetune.screen.screen_protocol`) on the
@@ -177,9 +191,8 @@ def screen_replays(runs_dir: Path, fraction: float, targets) -> dict[str, CpuRep
         except (InputError, OSError) as exc:  # e.g. the full Fashion-MNIST images are not here
             print(f"screen {fraction:g} on {target}: not replayed ({exc})", file=sys.stderr)
             continue
-        records = {m: trainer.recorded(m) for m in MODELS}
-        if all(r is not None and r["complete"] for r in records.values()):
-            out[target] = CpuReplay(records, epochs=1)
+        if (replay := complete_replay(trainer, MODELS, 1)) is not None:
+            out[target] = replay
     return out
 
 
@@ -192,9 +205,8 @@ def replayed_targets(runs_dir: Path) -> dict[str, CpuReplay]:
         split = benchmark_targets([target], n_probe=1, **RUN_SPLIT)[target]
         data = SimpleNamespace(name=target, fingerprint=split.fingerprint(("train", "val", "test")))
         trainer = RecordTrainer(data, FinetuneProtocol(), lr=RUN_LR, seed=RUN_SEED, out_dir=runs_dir, replay_only=True)
-        records = {m: trainer.recorded(m) for m in MODELS}
-        if all(r is not None and r["complete"] and len(r["curve"]) == 4 for r in records.values()):
-            out[target] = CpuReplay(records)
+        if (replay := complete_replay(trainer, MODELS, 4)) is not None:
+            out[target] = replay
     return out
 
 
@@ -209,9 +221,8 @@ def text_replays(runs_dir: Path = DATA / "multitask_runs") -> dict[int, CpuRepla
     out = {}
     for seed in mt.SEEDS:
         trainer = RecordTrainer(data, mt.protocol("text_qa"), lr=lr, seed=seed, out_dir=runs_dir, replay_only=True)
-        records = {m: trainer.recorded(m) for m in mt.TEXT_MODELS}
-        if all(r is not None and r["complete"] and len(r["curve"]) == epochs for r in records.values()):
-            out[seed] = CpuReplay(records, epochs)
+        if (replay := complete_replay(trainer, mt.TEXT_MODELS, epochs)) is not None:
+            out[seed] = replay
     return out
 
 
@@ -221,10 +232,8 @@ def text_screen_curves(seed: int, models: list[str], frozen: dict, truth: dict, 
     for the default rungs and each single fraction whose records are all there."""
     screens = {}
     for fraction in (0.1, 0.25):
-        trainer = text_screen_trainer(fraction, seed, runs_dir)
-        records = {m: trainer.recorded(m) for m in models}
-        if all(r is not None and r["complete"] for r in records.values()):
-            screens[fraction] = CpuReplay(records, epochs=1)
+        if (screen := complete_replay(text_screen_trainer(fraction, seed, runs_dir), models, 1)) is not None:
+            screens[fraction] = screen
     rows = []
     for ladder in (tuple(SCREEN_FRACTIONS), *((f,) for f in screens)):
         if all(f in screens for f in ladder):
@@ -330,12 +339,11 @@ def screened_curve(replay: CpuReplay, screens: list[CpuReplay], fractions: list[
         table = predict(raced.records, replay.epochs)
         finished = list(table[table.complete.astype(bool)].model)
         ranking = [*table.model, *[m for m in screened.order if m not in set(table.model)]]
-        scores = {m: float(len(ranking) - i) for i, m in enumerate(ranking)}
         status = "raced (screen skipped)" if not screened.records else "raced" if raced.records else "screened"
         rows.append({"method": label, "budget": budget, "spent": (screened.spent_seconds + raced.spent_seconds) / grid,
                      "entrants": len(raced.records), "screened": len(screened.records),
                      "rescreened": len(screened.rungs[-1]["trained"]) if len(screened.rungs) > 1 else 0,
-                     "status": status, **statistics(scores, truth, finished[0] if finished else ranking[0])})
+                     "status": status, **statistics(ranked(ranking), truth, finished[0] if finished else ranking[0])})
     return rows
 
 
@@ -407,7 +415,7 @@ def screen_section(runs_dir: Path, replays: dict[str, CpuReplay], truth_table: p
                 ranking = screen_ranking(screen.records, recall, fuse=fuse)
                 rows.append({"target": target, "method": f"screen {fraction:g} {what} (all 10)", "budget": np.nan,
                              "spent": cost / grid, "screen_cpu_seconds": cost, "screened": len(ranking),
-                             **statistics({m: float(len(ranking) - i) for i, m in enumerate(ranking)}, truth)})
+                             **statistics(ranked(ranking), truth)})
     for target in [t for t in TARGETS if t in screens.get(0.1, {}) and t in screens.get(0.25, {})]:  # look-ahead
         truth = truth_table[truth_table.target == target].set_index("model").value.to_dict()
         first, second = (screens[f][target].records for f in (0.1, 0.25))
@@ -418,7 +426,7 @@ def screen_section(runs_dir: Path, replays: dict[str, CpuReplay], truth_table: p
             ranking = screen_ranking(ahead, rung1)
             rows.append({"target": target, "method": f"0.25 + {k:g} x gain from 0.1, fused with rung 1 (all 10)",
                          "budget": np.nan, "screened": len(ranking),
-                         **statistics({m: float(len(ranking) - i) for i, m in enumerate(ranking)}, truth)})
+                         **statistics(ranked(ranking), truth)})
     ladders = [tuple(SCREEN_FRACTIONS), (0.1, 0.25, 0.5), (0.1, 0.5), *((f,) for f in screens)]
     for target, replay in replays.items():  # the budget curve of each screen ladder, then the race
         truth = truth_table[truth_table.target == target].set_index("model").value.to_dict()
@@ -498,7 +506,7 @@ def live_select(target: str, budget: float, out: Path) -> None:
     truth = pd.read_csv(DATA / "finetune_truth.csv")
     truth = truth[truth.target == target].set_index("model").value.to_dict()
     ranking = list(selection.table.model)
-    stats = statistics({m: float(len(ranking) - i) for i, m in enumerate(ranking)}, truth, selection.recommended)
+    stats = statistics(ranked(ranking), truth, selection.recommended)
     print(selection.summary())
     print(selection.how_sure())
     print(f"{target}, budget {budget:g}: weighted tau sym {stats['wtau']:+.3f} / truth-w. {stats['wtau_truth']:+.3f}, "
